@@ -1,0 +1,1 @@
+"""The ``dmd`` command-line interface (typer)."""
