@@ -1,0 +1,531 @@
+"""Transcripts: where the words of a clip come from, and their data types.
+
+Sources, in priority order (see :func:`get_transcript`):
+
+1. a *sidecar* file beside the media with the same stem: ``clip.json`` (our word list, schema below),
+   ``clip.srt``, ``clip.vtt`` or ``clip.txt``;
+2. a transcript given by the caller (a string, or a path to one of those file types);
+3. automatic speech recognition: Whisper tiny.en through faster-whisper (default, bundled model), or
+   pocketsphinx with its own language model (no extra model needed), or ``"none"`` (empty transcript).
+
+Text conventions: ``Segment.text`` keeps the raw text as it came (case, punctuation). ``Word.text`` is the
+normalised word: lower-case, punctuation removed except apostrophes inside a word (``"don't"``), because
+the pronunciation dictionary of the aligner spells contractions that way. :func:`normalize_text` with
+``mosi=True`` also drops apostrophes, which is how CMU-MOSI transcripts are written (``"dont"``).
+
+JSON sidecar schema (``version`` 1; the output of :meth:`Transcript.to_dict` is also accepted)::
+
+    {"version": 1,
+     "segments": [
+        {"start": 0.0, "end": 2.4, "text": "Now the title says it all.",
+         "words": [{"text": "now", "start": 0.0, "end": 0.3}, ...]}      # "words" optional
+     ]}
+
+or a flat word list ``{"words": [{"text": "now", "start": 0.0, "end": 0.3}, ...]}`` (also a bare JSON list of
+such words), which is cut into utterances at pauses. Times are seconds from the start of the media;
+``"word"`` is accepted as a synonym of ``"text"``. Words given with times keep ``source="sidecar"``;
+segments without words are force-aligned later (:func:`dmd_pipeline.extractors.align.align_transcript`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmd_pipeline.errors import InputError
+
+__all__ = [
+    "SIDECAR_SUFFIXES",
+    "Segment",
+    "Transcript",
+    "Word",
+    "find_sidecar",
+    "get_transcript",
+    "normalize_text",
+    "read_transcript_file",
+    "split_words_at_pauses",
+    "to_16k",
+    "transcribe",
+    "whisper_model",
+]
+
+SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".srt", ".vtt", ".txt")
+WORD_SOURCES = ("forced", "asr", "proportional", "sidecar")
+STAGE = "transcript"
+
+
+# ----------------------------------------------------------------------------------------------- types
+@dataclass
+class Word:
+    """One word with its time span in seconds (from the start of the media) and how the time was found."""
+
+    text: str
+    start: float
+    end: float
+    source: str  # "forced" | "asr" | "proportional" | "sidecar"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Word:
+        return cls(str(d["text"]), float(d["start"]), float(d["end"]), str(d.get("source", "sidecar")))
+
+
+@dataclass
+class Segment:
+    """An utterance: raw text, time span and its (normalised, timed) words; the unit DMD scores."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def normalized_text(self) -> str:
+        """MOSI-style text of the segment: lower-case, no punctuation, no apostrophes."""
+        return normalize_text(self.text, mosi=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "words": [w.to_dict() for w in self.words],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Segment:
+        return cls(
+            float(d["start"]),
+            float(d["end"]),
+            str(d.get("text", "")),
+            [Word.from_dict(w) for w in d.get("words", []) or []],
+        )
+
+
+@dataclass
+class Transcript:
+    """The segments of one media file and where they came from.
+
+    ``source``: ``"sidecar:<path>"`` | ``"given"`` | ``"file:<path>"`` | ``"whisper"`` | ``"pocketsphinx"``
+    | ``"none"``. ``notes`` explains anything a user should know (e.g. why the transcript is empty).
+    """
+
+    segments: list[Segment]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text).strip()
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "source": self.source,
+            "notes": list(self.notes),
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Transcript:
+        return cls(
+            [Segment.from_dict(s) for s in d.get("segments", [])],
+            str(d.get("source", "given")),
+            list(d.get("notes", [])),
+        )
+
+
+# ------------------------------------------------------------------------------------------ normalising
+_APOS = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
+_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+
+
+def normalize_text(text: str, mosi: bool = False) -> str:
+    """Lower-case, strip punctuation and collapse spaces.
+
+    Apostrophes inside words are kept (``"don't"``, needed by the pronunciation dictionary) unless
+    ``mosi=True``, which removes them as CMU-MOSI transcripts do (``"dont"``). Hyphens and slashes split
+    words; other punctuation is dropped.
+    """
+    t = text.translate(_APOS).lower()
+    t = re.sub(r"[-\u2013\u2014/_]", " ", t)
+    t = _NON_WORD.sub("", t)
+    words = []
+    for w in t.split():
+        w = w.strip("'")
+        if mosi:
+            w = w.replace("'", "")
+        if w:
+            words.append(w)
+    return " ".join(words)
+
+
+def _words_from_text(text: str) -> list[str]:
+    return normalize_text(text).split()
+
+
+# --------------------------------------------------------------------------------------------- sidecars
+def find_sidecar(media_path: str | Path | None) -> Path | None:
+    """The transcript file beside ``media_path`` with the same stem (.json > .srt > .vtt > .txt), if any."""
+    if media_path is None:
+        return None
+    p = Path(media_path)
+    for suffix in SIDECAR_SUFFIXES:
+        cand = p.with_suffix(suffix)
+        if cand.is_file() and cand.resolve() != p.resolve():
+            return cand
+    return None
+
+
+_TS = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[.,](\d{1,3}))?")
+
+
+def _parse_ts(s: str, path: Path) -> float:
+    m = _TS.fullmatch(s.strip())
+    if not m:
+        raise InputError(path, f"bad subtitle time stamp {s!r}", STAGE)
+    h, mnt, sec, frac = m.groups()
+    val = int(h or 0) * 3600 + int(mnt) * 60 + int(sec)
+    if frac:
+        val += int(frac) / (10 ** len(frac))
+    return float(val)
+
+
+def _read_subtitles(path: Path, text: str) -> list[Segment]:
+    """Parse SRT or WebVTT cues into segments (tags like ``<i>`` and cue settings removed)."""
+    segs: list[Segment] = []
+    blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    for block in blocks:
+        lines = [ln for ln in block.strip().split("\n") if ln.strip()]
+        idx = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
+        if idx is None:
+            continue  # header ("WEBVTT"), NOTE/STYLE blocks, stray numbers
+        left, right = lines[idx].split("-->", 1)
+        start = _parse_ts(left, path)
+        end = _parse_ts(right.strip().split()[0] if right.strip() else "", path)
+        body = " ".join(lines[idx + 1 :])
+        body = re.sub(r"<[^>]*>|\{[^}]*\}", "", body).strip()
+        if end < start:
+            raise InputError(path, f"subtitle cue ends before it starts ({lines[idx].strip()})", STAGE)
+        if body:
+            segs.append(Segment(start, end, body, []))
+    return segs
+
+
+def _word_dict(w: Any, path: Path, k: int) -> Word | None:
+    if not isinstance(w, dict):
+        raise InputError(path, f"word {k} is not an object with text/start/end", STAGE)
+    raw = w.get("text", w.get("word"))
+    if raw is None or "start" not in w or "end" not in w:
+        raise InputError(path, f"word {k} needs 'text' (or 'word'), 'start' and 'end'", STAGE)
+    try:
+        start, end = float(w["start"]), float(w["end"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"word {k}: start/end are not numbers", STAGE) from exc
+    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+        raise InputError(path, f"word {k}: invalid times start={start} end={end}", STAGE)
+    norm = normalize_text(str(raw))
+    if not norm:
+        return None
+    return Word(norm.replace(" ", ""), start, end, str(w.get("source", "sidecar")))
+
+
+def _read_json(path: Path, text: str) -> tuple[list[Segment], bool]:
+    """Parse our JSON schema; returns (segments, flat) where flat means a bare word list."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})", STAGE) from exc
+    if isinstance(data, list):
+        data = {"words": data}
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a JSON object with 'segments' or 'words'", STAGE)
+    if "segments" in data:
+        if not isinstance(data["segments"], list):
+            raise InputError(path, "'segments' must be a list", STAGE)
+        segs = []
+        for k, s in enumerate(data["segments"]):
+            if not isinstance(s, dict):
+                raise InputError(path, f"segment {k} is not an object", STAGE)
+            words = [x for j, w in enumerate(s.get("words") or []) if (x := _word_dict(w, path, j))]
+            try:
+                start = float(s.get("start", words[0].start if words else 0.0))
+                end = float(s.get("end", words[-1].end if words else start))
+            except (TypeError, ValueError) as exc:
+                raise InputError(path, f"segment {k}: start/end are not numbers", STAGE) from exc
+            txt = str(s.get("text") or " ".join(w.text for w in words))
+            if end < start:
+                raise InputError(path, f"segment {k} ends before it starts", STAGE)
+            segs.append(Segment(start, end, txt, words))
+        return segs, False
+    if "words" in data and isinstance(data["words"], list):
+        words = [x for j, w in enumerate(data["words"]) if (x := _word_dict(w, path, j))]
+        words.sort(key=lambda w: w.start)
+        return split_words_at_pauses(words), True
+    raise InputError(path, "expected a JSON object with 'segments' or 'words' (see transcribe.py)", STAGE)
+
+
+def read_transcript_file(path: str | Path, duration: float | None = None) -> Transcript:
+    """Read a .json/.srt/.vtt/.txt transcript; times are clipped to ``[0, duration]`` when given.
+
+    A .txt file becomes one segment over the whole media (``[0, duration]``) with no word times; it is
+    meant for clips (one utterance). Raises :class:`InputError` naming the file and the problem.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "transcript file does not exist", STAGE)
+    suffix = p.suffix.lower()
+    if suffix not in SIDECAR_SUFFIXES:
+        raise InputError(
+            p, f"unsupported transcript type {suffix!r} (use {', '.join(SIDECAR_SUFFIXES)})", STAGE
+        )
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(p, "transcript is not UTF-8 text", STAGE) from exc
+    notes: list[str] = []
+    if suffix == ".json":
+        segs, _ = _read_json(p, text)
+    elif suffix in (".srt", ".vtt"):
+        segs = _read_subtitles(p, text)
+    else:
+        body = " ".join(text.split())
+        end = float(duration) if duration is not None else 0.0
+        segs = [Segment(0.0, end, body, [])] if body else []
+        if duration is None and segs:
+            notes.append("plain-text transcript without a known duration: segment end set to 0")
+    if duration is not None:
+        segs, dropped = _clip_segments(segs, float(duration))
+        if dropped:
+            notes.append(f"{dropped} segment(s) start after the end of the media ({duration:.2f} s): dropped")
+    if not segs:
+        notes.append(f"transcript file {p} holds no words")
+    return Transcript(segs, f"file:{p}", notes)
+
+
+def _clip_segments(segs: list[Segment], duration: float) -> tuple[list[Segment], int]:
+    out, dropped = [], 0
+    for s in segs:
+        if s.start >= duration and duration > 0:
+            dropped += 1
+            continue
+        s.start, s.end = max(0.0, s.start), min(max(s.end, s.start), duration)
+        for w in s.words:
+            w.start = min(max(w.start, 0.0), duration)
+            w.end = min(max(w.end, w.start), duration)
+        out.append(s)
+    return out, dropped
+
+
+# ----------------------------------------------------------------------------------------- segmentation
+def split_words_at_pauses(
+    words: list[Word], pause_s: float = 0.5, max_len_s: float = 15.0, text: str | None = None
+) -> list[Segment]:
+    """Cut a timed word list into segments at pauses >= ``pause_s``, then cap each at ``max_len_s``.
+
+    Over-long runs are split recursively at their largest inter-word gap, so no segment exceeds the cap
+    unless it is a single word. Segment text is the words joined (``text`` is ignored unless the whole
+    list stays one segment).
+    """
+    if not words:
+        return []
+    runs: list[list[Word]] = [[words[0]]]
+    for prev, w in zip(words, words[1:], strict=False):
+        if w.start - prev.end >= pause_s:
+            runs.append([w])
+        else:
+            runs[-1].append(w)
+    pieces: list[list[Word]] = []
+    for run in runs:
+        pieces.extend(_cap(run, max_len_s))
+    if len(pieces) == 1 and text:
+        return [Segment(pieces[0][0].start, pieces[0][-1].end, text, pieces[0])]
+    return [Segment(p[0].start, p[-1].end, " ".join(w.text for w in p), p) for p in pieces]
+
+
+def _cap(run: list[Word], max_len_s: float) -> list[list[Word]]:
+    if len(run) < 2 or run[-1].end - run[0].start <= max_len_s:
+        return [run]
+    gaps = [run[i + 1].start - run[i].end for i in range(len(run) - 1)]
+    # prefer the largest gap; ties broken towards the middle so halves stay balanced
+    mid = (len(run) - 1) / 2
+    k = max(range(len(gaps)), key=lambda i: (round(gaps[i], 3), -abs(i - mid)))
+    return _cap(run[: k + 1], max_len_s) + _cap(run[k + 1 :], max_len_s)
+
+
+# ---------------------------------------------------------------------------------------------- ASR
+_MODEL_CACHE: dict[tuple[str, str, int], Any] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Mono float32 audio at 16 kHz (polyphase resampling when ``sr`` differs)."""
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 2:
+        a = a.mean(axis=1 if a.shape[1] <= 8 else 0)
+    if a.ndim != 1:
+        raise InputError(None, f"audio must be 1-D mono (got shape {np.shape(audio)})", STAGE)
+    if sr <= 0:
+        raise InputError(None, f"invalid sample rate {sr}", STAGE)
+    if sr != 16000:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(int(sr), 16000)
+        a = resample_poly(a, 16000 // g, int(sr) // g).astype(np.float32)
+    return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def whisper_model(model_path: str | Path | None = None, compute_type: str = "int8", cpu_threads: int = 0):
+    """The faster-whisper model for ``model_path`` (bundled tiny.en by default), loaded once per process."""
+    from dmd_pipeline.model_files import whisper_model_dir
+
+    folder = str(whisper_model_dir(model_path))
+    key = (folder, compute_type, int(cpu_threads))
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            from faster_whisper import WhisperModel
+
+            _MODEL_CACHE[key] = WhisperModel(
+                folder,
+                device="cpu",
+                compute_type=compute_type,
+                cpu_threads=int(cpu_threads),
+                local_files_only=True,
+            )
+        return _MODEL_CACHE[key]
+
+
+def _transcribe_whisper(
+    audio16: np.ndarray, model_path: str | Path | None, vad: bool, beam_size: int, language: str | None
+) -> Transcript:
+    model = whisper_model(model_path)
+    duration = len(audio16) / 16000.0
+    lang = language
+    if lang is None and not getattr(model.model, "is_multilingual", False):
+        lang = "en"
+    segments, _info = model.transcribe(
+        audio16,
+        language=lang,
+        beam_size=beam_size,
+        word_timestamps=True,
+        vad_filter=vad,
+        condition_on_previous_text=False,
+    )
+    out: list[Segment] = []
+    for s in segments:
+        words: list[Word] = []
+        for w in s.words or []:
+            norm = normalize_text(w.word)
+            if not norm:
+                continue
+            start = min(max(float(w.start), 0.0), duration)
+            end = min(max(float(w.end), start), duration)
+            for part in norm.split():  # "well-known" -> two words sharing the span
+                words.append(Word(part, start, end, "asr"))
+        text = s.text.strip()
+        if not text:
+            continue
+        start = min(max(float(s.start), 0.0), duration)
+        end = min(max(float(s.end), start), duration)
+        if words:
+            start, end = min(start, words[0].start), max(end, words[-1].end)
+        out.append(Segment(start, end, text, words))
+    notes = [] if out else ["whisper heard no speech"]
+    return Transcript(out, "whisper", notes)
+
+
+def _transcribe_pocketsphinx(audio16: np.ndarray, pause_s: float, max_len_s: float) -> Transcript:
+    from dmd_pipeline.extractors.align import decode_pocketsphinx, speech_regions
+
+    words: list[Word] = []
+    for a, b in speech_regions(audio16, 16000, min_pause_s=0.3, max_len_s=20.0):
+        words.extend(decode_pocketsphinx(audio16[int(a * 16000) : int(b * 16000)], offset=a))
+    segs = split_words_at_pauses(words, pause_s=pause_s, max_len_s=max_len_s)
+    notes = [] if segs else ["pocketsphinx heard no speech"]
+    return Transcript(segs, "pocketsphinx", notes)
+
+
+def transcribe(
+    audio: np.ndarray,
+    sr: int,
+    engine: str = "whisper",
+    model_path: str | Path | None = None,
+    *,
+    vad: bool = True,
+    beam_size: int = 5,
+    language: str | None = None,
+    pause_s: float = 0.5,
+    max_len_s: float = 15.0,
+) -> Transcript:
+    """Speech recognition of mono ``audio``: ``engine`` is ``"whisper"``, ``"pocketsphinx"`` or ``"none"``.
+
+    Whisper (faster-whisper, CPU int8, bundled tiny.en unless ``model_path`` names another CTranslate2
+    Whisper folder) returns its own segments with word times (source ``"asr"``, coarse: refine them with
+    forced alignment). ``vad`` enables faster-whisper's Silero VAD (skips silence, tighter segment starts).
+    pocketsphinx decodes energy-detected speech regions with its bundled LM and cuts at pauses.
+    ``"none"`` returns an empty transcript with a note.
+    """
+    if engine == "none":
+        return Transcript([], "none", ["no transcript: ASR disabled (engine='none') and none was given"])
+    audio16 = to_16k(audio, sr)
+    if engine == "whisper":
+        return _transcribe_whisper(audio16, model_path, vad, beam_size, language)
+    if engine == "pocketsphinx":
+        return _transcribe_pocketsphinx(audio16, pause_s, max_len_s)
+    raise ValueError(f"unknown ASR engine {engine!r} (use 'whisper', 'pocketsphinx' or 'none')")
+
+
+# ------------------------------------------------------------------------------------------- sources
+def get_transcript(
+    media_path: str | Path | None,
+    audio: np.ndarray,
+    sr: int,
+    transcript: str | Path | None = None,
+    asr: str = "whisper",
+    model_path: str | Path | None = None,
+) -> Transcript:
+    """The transcript of a media file: sidecar file > ``transcript`` argument > ASR (``asr`` engine).
+
+    ``transcript`` may be a :class:`~pathlib.Path` (must exist), a string naming an existing
+    .json/.srt/.vtt/.txt file, or literal text (one segment over the whole audio, aligned later).
+    """
+    duration = len(audio) / float(sr) if sr > 0 else 0.0
+    side = find_sidecar(media_path)
+    if side is not None:
+        t = read_transcript_file(side, duration)
+        t.source = f"sidecar:{side}"
+        return t
+    if transcript is not None:
+        as_file = isinstance(transcript, Path) or (
+            isinstance(transcript, str)
+            and len(transcript) < 4096
+            and "\n" not in transcript
+            and Path(transcript).suffix.lower() in SIDECAR_SUFFIXES
+            and Path(transcript).is_file()
+        )
+        if as_file:
+            return read_transcript_file(transcript, duration)
+        text = " ".join(str(transcript).split())
+        if not _words_from_text(text):
+            return Transcript([], "given", ["the given transcript holds no words"])
+        return Transcript([Segment(0.0, duration, text, [])], "given")
+    return transcribe(audio, sr, engine=asr, model_path=model_path)
