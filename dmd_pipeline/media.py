@@ -1,0 +1,362 @@
+"""Probe and decode media with ffmpeg through pipes (no temporary frame or wav files).
+
+* :func:`probe` reads container/stream facts with ``ffprobe`` into a :class:`MediaInfo`.
+* :func:`load_audio` decodes (a segment of) the audio track to mono float32 at 16 kHz.
+* :func:`iter_frames` streams RGB frames at a fixed rate, one frame in memory at a time.
+
+Everything ffmpeg can read works (mp4, mov, mkv, webm, avi, flv incl. VP6, wav, mp3, m4a, flac, ogg...).
+A file ffmpeg cannot read raises :class:`~dmd_pipeline.errors.MediaError` naming the file with a one-line
+reason; a missing ffmpeg/ffprobe executable raises :class:`FFmpegNotFoundError`.
+The executables can be overridden with ``$DMD_FFMPEG`` / ``$DMD_FFPROBE``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dmd_pipeline.errors import DMDError, MediaError
+
+__all__ = [
+    "FFmpegNotFoundError",
+    "MediaInfo",
+    "frame_size",
+    "iter_frames",
+    "load_audio",
+    "probe",
+]
+
+
+class FFmpegNotFoundError(DMDError, FileNotFoundError):
+    """The ffmpeg or ffprobe executable is not installed (not a problem of the input file)."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """Facts about a media file.
+
+    ``width``/``height`` are the *display* size, i.e. after applying the rotation metadata (a phone video
+    stored 1920x1080 with a 90 degree display matrix reports 1080x1920), which is also what
+    :func:`iter_frames` yields. ``rotation`` is ffprobe's display-matrix angle normalised to 0/90/180/270.
+    ``width``, ``height``, ``fps`` are 0 and ``n_frames`` is None without a video stream.
+    """
+
+    path: str
+    duration: float
+    has_audio: bool
+    has_video: bool
+    width: int
+    height: int
+    fps: float
+    rotation: int
+    n_frames: int | None
+    audio_sample_rate: int = 0
+    audio_channels: int = 0
+    video_codec: str = ""
+    audio_codec: str = ""
+    format_name: str = ""
+
+
+def _tool(name: str) -> str:
+    """Full path of ffmpeg/ffprobe, or a clear error when it is not installed."""
+    exe = os.environ.get(f"DMD_{name.upper()}", name)
+    found = shutil.which(exe)
+    if found is None:
+        raise FFmpegNotFoundError(
+            f"the '{exe}' executable was not found on PATH; install ffmpeg (e.g. 'apt-get install ffmpeg' "
+            f"or 'brew install ffmpeg'), or point ${'DMD_' + name.upper()} at it"
+        )
+    return found
+
+
+def _last_error_line(stderr: bytes | str | None, path: str | Path | None = None) -> str:
+    """ffmpeg's stderr condensed to one line: its last two distinct messages, without path/context prefixes."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    prefix = f"{path}: " if path is not None else None
+    msgs: list[str] = []
+    for raw in text.splitlines():
+        line = _CTX_PREFIX.sub("", raw.strip())
+        if prefix and line.startswith(prefix):
+            line = line[len(prefix) :]
+        if line and line not in msgs:
+            msgs.append(line)
+    return "; ".join(msgs[-2:])[:240] if msgs else "unknown ffmpeg error"
+
+
+_CTX_PREFIX = re.compile(r"^\[[^\]]*@ ?0x[0-9a-f]+\]\s*")
+
+
+def _check_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(p, "file not found")
+    if not p.is_file():
+        raise MediaError(p, "not a regular file")
+    if p.stat().st_size == 0:
+        raise MediaError(p, "empty file (0 bytes)")
+    return p
+
+
+def _ratio(text: str | None) -> float:
+    try:
+        num, _, den = (text or "0/0").partition("/")
+        n, d = float(num), float(den or 1)
+        return n / d if d else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _rotation(stream: dict) -> int:
+    angle = 0.0
+    for sd in stream.get("side_data_list", []) or []:
+        if "rotation" in sd:
+            angle = float(sd["rotation"])
+            break
+    else:
+        tag = (stream.get("tags") or {}).get("rotate")
+        if tag is not None:
+            try:
+                angle = -float(tag)  # legacy tag is clockwise, the display matrix counter-clockwise
+            except ValueError:
+                angle = 0.0
+    return int(round(angle / 90.0)) * 90 % 360
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read duration, streams, display size, frame rate and rotation of a media file.
+
+    Raises ``MediaError`` for a missing, empty or unreadable file, or one without audio and video.
+    """
+    p = _check_file(path)
+    import ffmpeg  # ffmpeg-python
+
+    exe = _tool("ffprobe")
+    try:
+        data = ffmpeg.probe(str(p), cmd=exe, v="error")
+    except ffmpeg.Error as e:
+        raise MediaError(p, f"not a readable media file (ffprobe: {_last_error_line(e.stderr, p)})") from None
+    except (ValueError, UnicodeDecodeError) as e:  # ffprobe printed no valid JSON
+        raise MediaError(p, f"ffprobe returned no usable information ({type(e).__name__})") from None
+    streams = data.get("streams", []) or []
+    fmt = data.get("format", {}) or {}
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video"
+        and not (s.get("disposition") or {}).get("attached_pic")
+        and s.get("codec_name") != "ansi"  # ffmpeg's tty demuxer can read text files as "video"
+        and int(s.get("width") or 0) > 0
+    ]
+    audios = [s for s in streams if s.get("codec_type") == "audio" and int(s.get("channels") or 1) > 0]
+    if not videos and not audios:
+        raise MediaError(p, "not a media file ffmpeg can decode (no audio or video stream)")
+
+    durations = [float(fmt.get("duration") or 0.0)]
+    durations += [float(s.get("duration") or 0.0) for s in videos[:1] + audios[:1]]
+    duration = max(d for d in durations if d == d)  # ignores NaN
+
+    width = height = rotation = 0
+    fps = 0.0
+    n_frames: int | None = None
+    vcodec = acodec = ""
+    if videos:
+        v = videos[0]
+        rotation = _rotation(v)
+        width, height = int(v["width"]), int(v["height"])
+        if rotation in (90, 270):
+            width, height = height, width
+        fps = _ratio(v.get("avg_frame_rate")) or _ratio(v.get("r_frame_rate"))
+        if fps > 1000:  # bogus time-base rates (e.g. 1000/1 in some flv/mkv)
+            fps = _ratio(v.get("r_frame_rate")) if _ratio(v.get("r_frame_rate")) <= 1000 else 0.0
+        nb = v.get("nb_frames")
+        n_frames = int(nb) if nb and str(nb).isdigit() else None
+        vcodec = str(v.get("codec_name", ""))
+        if duration <= 0 and n_frames and fps:
+            duration = n_frames / fps
+    sr = channels = 0
+    if audios:
+        a = audios[0]
+        sr = int(a.get("sample_rate") or 0)
+        channels = int(a.get("channels") or 0)
+        acodec = str(a.get("codec_name", ""))
+    return MediaInfo(
+        path=str(p),
+        duration=float(duration),
+        has_audio=bool(audios),
+        has_video=bool(videos),
+        width=width,
+        height=height,
+        fps=float(fps),
+        rotation=rotation,
+        n_frames=n_frames,
+        audio_sample_rate=sr,
+        audio_channels=channels,
+        video_codec=vcodec,
+        audio_codec=acodec,
+        format_name=str(fmt.get("format_name", "")),
+    )
+
+
+def _segment(p: Path, info: MediaInfo, start: float | None, end: float | None) -> tuple[float, float | None]:
+    """Validate a [start, end) request; returns (start, duration or None)."""
+    s = float(start or 0.0)
+    if s < 0:
+        raise MediaError(p, f"segment start {s:.3f} s is negative")
+    if info.duration > 0 and s >= info.duration:
+        raise MediaError(p, f"segment start {s:.3f} s is past the end of the media ({info.duration:.3f} s)")
+    if end is not None:
+        e = float(end)
+        if e <= s:
+            raise MediaError(p, f"segment end {e:.3f} s is not after its start {s:.3f} s")
+        return s, e - s
+    return s, None
+
+
+def load_audio(
+    path: str | Path,
+    sr: int = 16000,
+    start: float | None = None,
+    end: float | None = None,
+    info: MediaInfo | None = None,
+) -> np.ndarray:
+    """Decode the audio track (or the segment ``[start, end)`` in seconds) to mono float32 at ``sr`` Hz.
+
+    Channels are averaged by ffmpeg's down-mix. Raises ``MediaError`` when the file has no audio stream or
+    cannot be decoded. Pass ``info`` from an earlier :func:`probe` to skip probing again.
+    """
+    import ffmpeg  # ffmpeg-python: only builds the command line
+
+    p = _check_file(path)
+    info = info or probe(p)
+    if not info.has_audio:
+        raise MediaError(p, "has no audio stream (video only); acoustic features and ASR need audio")
+    s, dur = _segment(p, info, start, end)
+    in_kw: dict = {"ss": f"{s:.6f}"} if s > 0 else {}
+    if dur is not None:
+        in_kw["t"] = f"{dur:.6f}"
+    cmd = (
+        ffmpeg.input(str(p), **in_kw)
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), vn=None, sn=None, dn=None)
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile(cmd=_tool("ffmpeg"))
+    )
+    proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise MediaError(p, f"audio decoding failed ({_last_error_line(proc.stderr, p)})")
+    n = len(proc.stdout) // 4
+    audio = np.frombuffer(proc.stdout[: n * 4], dtype="<f4").astype(np.float32, copy=True)
+    if audio.size == 0 and info.duration > 0 and (dur is None or dur > 0.05):
+        raise MediaError(p, f"audio decoding produced no samples ({_last_error_line(proc.stderr, p)})")
+    np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return audio
+
+
+def frame_size(info: MediaInfo, max_side: int | None) -> tuple[int, int]:
+    """Output (width, height) of :func:`iter_frames`: display size scaled so the long side <= max_side."""
+    w, h = info.width, info.height
+    if max_side and max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        w, h = max(2, w - w % 2), max(2, h - h % 2)  # even sizes (chroma subsampling), still <= max_side
+    return int(w), int(h)
+
+
+def iter_frames(
+    path: str | Path,
+    fps: float = 10.0,
+    start: float | None = None,
+    end: float | None = None,
+    max_side: int | None = 640,
+    info: MediaInfo | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(timestamp_s, frame)`` pairs, ``frame`` an HxWx3 uint8 RGB array, sampled at ``fps``.
+
+    Frames are streamed from an ffmpeg process through a pipe, one at a time, so memory does not grow with
+    the video's length. Rotation metadata is honoured (ffmpeg auto-rotates on decode), and frames are scaled
+    so that the long side is at most ``max_side`` (``None``: native size). Timestamps are in seconds from
+    the start of the file (``start`` included). Stopping the iteration early (``break``) ends the ffmpeg
+    process. Raises ``MediaError`` when the file has no video stream or cannot be decoded.
+    """
+    import ffmpeg
+
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    p = _check_file(path)
+    info = info or probe(p)
+    if not info.has_video:
+        raise MediaError(p, "has no video stream (audio only); visual features need video")
+    s, dur = _segment(p, info, start, end)
+    w, h = frame_size(info, max_side)
+    in_kw: dict = {"ss": f"{s:.6f}"} if s > 0 else {}
+    if dur is not None:
+        in_kw["t"] = f"{dur:.6f}"
+    base = ffmpeg.input(str(p), **in_kw).video
+    scaled = base.filter("fps", fps=fps, round="near").filter("scale", w, h, flags="area")
+    n = 0
+    with closing(_stream_frames(p, scaled, w, h)) as frames:  # closing: ffmpeg ends on early exit too
+        for frame in frames:
+            yield s + n / fps, frame
+            n += 1
+    if n == 0:
+        # A clip shorter than one output period (e.g. a single frame) makes the fps filter emit nothing:
+        # fall back to the first decoded frame as-is.
+        with closing(
+            _stream_frames(p, base.filter("scale", w, h, flags="area"), w, h, max_frames=1)
+        ) as frames:
+            for frame in frames:
+                yield s, frame
+                n += 1
+    if n == 0:
+        raise MediaError(p, "video decoding produced no frames")
+
+
+def _stream_frames(p: Path, stream, w: int, h: int, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Run ffmpeg on a filtered video stream and yield rgb24 frames read frame by frame from its stdout."""
+    out_kw: dict = {"format": "rawvideo", "pix_fmt": "rgb24", "an": None, "sn": None}
+    if max_frames is not None:
+        out_kw["frames:v"] = max_frames
+    cmd = (
+        stream.output("pipe:", **out_kw)
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile(cmd=_tool("ffmpeg"))
+    )
+    frame_bytes = w * h * 3
+    # stderr goes to a temp file: a pipe could fill up and dead-lock ffmpeg while we read stdout.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, bufsize=0)
+        assert proc.stdout is not None
+        try:
+            while True:
+                buf = bytearray(frame_bytes)  # fresh buffer: yielded frames are writable and independent
+                if _read_into(proc.stdout, buf) < frame_bytes:
+                    break
+                yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+            if proc.wait() != 0:
+                err.seek(0)
+                raise MediaError(p, f"video decoding failed ({_last_error_line(err.read()[-4000:], p)})")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+
+
+def _read_into(fh, buf: bytearray) -> int:
+    """Fill ``buf`` from a pipe; returns the number of bytes read (short only at the end of the stream)."""
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        k = fh.readinto(view[got:])
+        if not k:
+            break
+        got += k
+    return got

