@@ -1,0 +1,348 @@
+"""HTML report of an analysis: one self-contained page per clip plus an index page for a batch.
+
+Plots are PNG files drawn with matplotlib's Agg backend and stored in ``<stem>_files/`` beside the page;
+every ``src``/``href`` is a relative path (no network resources). Transcript text is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmd_pipeline.analysis.result import EDGE_NAMES, AnalysisResult, KeyFrame
+from dmd_pipeline.utils import atomic_open, atomic_write_text
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:2em auto;max-width:1000px;
+color:#222;padding:0 1em}
+h1{font-size:1.4em;word-break:break-all}h2{font-size:1.15em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 7px;
+text-align:left;vertical-align:top}th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto}.frames img{max-width:32%;margin-right:1%}.pos{color:#1a7f37}.neg{color:#c0392b}
+.muted{color:#777;font-size:.85em}.big{font-size:1.3em;font-weight:600}
+"""
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+
+
+def _seg_value(seg: Any, result: AnalysisResult) -> float:
+    p = seg.prediction
+    if p.score is not None:
+        return float(p.score)
+    if p.probabilities:
+        return float(max(p.probabilities.values()))
+    return 0.0
+
+
+def plot_timeline(result: AnalysisResult, path: Path) -> Path:
+    """Segment scores over time as bars (regression) or winning-class probability bars (classification),
+    with each segment's transcript text in a strip under the time axis."""
+    import textwrap
+
+    plt = _plt()
+    regression = result.model.task == "regression"
+    fig, (ax, strip) = plt.subplots(
+        2, 1, figsize=(10, 4.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.3], "hspace": 0.08}
+    )
+    n = len(result.segments)
+    for k, seg in enumerate(result.segments):
+        v = _seg_value(seg, result)
+        color = ("#1a7f37" if v >= 0 else "#c0392b") if regression else "#2c6fbb"
+        width = max(seg.duration, 1e-3)
+        ax.bar(seg.start, v, width=width, align="edge", color=color, alpha=0.75, edgecolor="white")
+        strip.axvspan(seg.start, seg.start + width, color="#eef2f7" if k % 2 == 0 else "#dde5ef")
+        label = seg.text
+        if not regression and seg.prediction.predicted_class:
+            label = f"[{seg.prediction.predicted_class}] {label}"
+        chars = max(8, int(110 * width / max(result.duration, 1e-3)))
+        lines = textwrap.wrap(label, width=chars)[:4]
+        if len(textwrap.wrap(label, width=chars)) > 4:
+            lines[-1] = lines[-1][: max(1, chars - 3)] + "..."
+        strip.text(
+            seg.start + width / 2,
+            0.5 if n < 12 or k % 2 == 0 else 0.2,
+            "\n".join(lines),
+            ha="center",
+            va="center",
+            fontsize=7,
+            clip_on=True,
+        )
+    if regression:
+        ax.set_ylim(-3.2, 3.2)
+        ax.axhline(0, color="#444", lw=0.8)
+        if result.overall.score is not None:
+            ax.axhline(result.overall.score, color="#2c6fbb", ls="--", lw=1, label="overall")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_ylabel("sentiment score")
+    else:
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("probability of\npredicted class")
+    ax.grid(axis="y", alpha=0.3)
+    strip.set_yticks([])
+    strip.set_ylim(0, 1)
+    strip.set_xlim(0, max(result.duration, 1e-3))
+    strip.set_xlabel("time (s)")
+    _save(fig, path)
+    return path
+
+
+def plot_cues(result: AnalysisResult, path: Path) -> Path | None:
+    """One small panel per cue with at least one observed value; None when there is nothing to draw."""
+    series = {k: s for k, s in result.cues.series.items() if any(v is not None for v in s.values)}
+    if not series or not result.cues.times:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(
+        len(series), 1, figsize=(10, 1.3 * len(series) + 0.5), sharex=True, squeeze=False
+    )
+    t = result.cues.times
+    for ax, (name, s) in zip(axes[:, 0], series.items(), strict=True):
+        ax.plot(t, [math.nan if v is None else v for v in s.values], lw=1.3, marker=".", ms=3)
+        ax.set_ylabel(f"{name}\n({s.unit})", fontsize=7, rotation=0, ha="right", va="center")
+        ax.grid(alpha=0.3)
+        for seg in result.segments:
+            ax.axvline(seg.start, color="#bbb", lw=0.6)
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlim(0, max(result.duration, 1e-3))
+    _save(fig, path)
+    return path
+
+
+def mean_edges(result: AnalysisResult) -> dict[str, dict[str, float]] | None:
+    """Duration-weighted mean edge weights over segments, {"homo": {...}, "hetero": {...}}."""
+    segs = [s for s in result.segments if s.edges is not None]
+    if not segs:
+        return None
+    total = sum(max(s.duration, 1e-6) for s in segs)
+    out: dict[str, dict[str, float]] = {}
+    for kind in ("homo", "hetero"):
+        out[kind] = {
+            e: sum(getattr(s.edges, kind)[e] * max(s.duration, 1e-6) for s in segs) / total
+            for e in EDGE_NAMES
+        }
+    return out
+
+
+def plot_edges(result: AnalysisResult, path: Path) -> Path | None:
+    """Grouped bars of the mean HomoGD / HeteroGD edge weights."""
+    edges = mean_edges(result)
+    if edges is None:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    x = range(len(EDGE_NAMES))
+    ax.bar([i - 0.2 for i in x], [edges["homo"][e] for e in EDGE_NAMES], width=0.4, label="HomoGD")
+    ax.bar([i + 0.2 for i in x], [edges["hetero"][e] for e in EDGE_NAMES], width=0.4, label="HeteroGD")
+    ax.set_xticks(list(x), [e.replace("->", "→") for e in EDGE_NAMES])
+    ax.set_ylabel("edge weight")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def save_key_frames(media_path: str | Path, faces: Sequence[KeyFrame], folder: Path) -> list[Path]:
+    """Grab the frames at the given times (media.iter_frames) and save them with the face box drawn."""
+    from dmd_pipeline.media import iter_frames
+
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    paths: list[Path] = []
+    for i, ff in enumerate(faces):
+        frame = None
+        try:
+            for _t, img in iter_frames(
+                media_path, fps=10.0, start=max(0.0, ff.time), end=ff.time + 0.5, max_side=480
+            ):
+                frame = img
+                break
+        except Exception:  # e.g. a time past the last decodable frame: skip this key frame
+            frame = None
+        if frame is None:
+            continue
+        h, w = frame.shape[:2]
+        fig, ax = plt.subplots(figsize=(w / 100, h / 100), dpi=100)
+        ax.imshow(frame)
+        if ff.box is not None:
+            x0, y0, x1, y1 = ff.box
+            ax.add_patch(
+                Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="#00e676", lw=2)
+            )
+        ax.set_title(f"t = {ff.time:.2f} s", fontsize=9)
+        ax.axis("off")
+        p = folder / f"frame_{i + 1}.png"
+        _save(fig, p)
+        paths.append(p)
+    return paths
+
+
+def _fmt(x: float | None, nd: int = 2) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def _pred_html(p: Any) -> str:
+    if p.score is not None:
+        cls = "pos" if p.score >= 0 else "neg"
+        return f'<span class="{cls}">{p.score:+.2f}</span> ({html.escape(p.label7 or "")}, {html.escape(p.label2 or "")})'
+    if p.probabilities:
+        return html.escape(f"{p.predicted_class} ({max(p.probabilities.values()):.2f})")
+    return "–"
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def write_report(
+    result: AnalysisResult,
+    out_dir: str | Path,
+    stem: str,
+    media_path: str | Path | None = None,
+) -> Path:
+    """Write ``<out_dir>/<stem>.html`` and its PNGs in ``<out_dir>/<stem>_files/``; returns the page path.
+
+    Key frames (``result.key_frames``, with their face boxes) are grabbed from ``media_path`` (default:
+    ``result.file``); when the media is unreadable the page says so and has no key-frame section.
+    """
+    out_dir = Path(out_dir)
+    assets = out_dir / f"{stem}_files"
+    assets.mkdir(parents=True, exist_ok=True)
+    e = html.escape
+    timeline = plot_timeline(result, assets / "timeline.png")
+    cues = plot_cues(result, assets / "cues.png")
+    edges_png = plot_edges(result, assets / "edges.png")
+    frames: list[Path] = []
+    media_path = media_path if media_path is not None else result.file
+    if result.key_frames and result.media.has_video and Path(media_path).is_file():
+        try:
+            frames = save_key_frames(media_path, result.key_frames, assets)
+        except Exception as exc:  # a report must not fail the analysis; say what happened
+            result.warnings.append(f"report: key frames not saved ({exc})")
+
+    parts: list[str] = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(Path(result.file).name)} — dmd analyze</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(Path(result.file).name)}</h1>",
+        f'<p class="muted">{e(result.file)} · {result.duration:.2f} s · model {e(result.model.name)} '
+        f"({e(result.model.task)}) · schema {e(result.schema_version)}</p>",
+        f'<p class="big">Overall: {_pred_html(result.overall)}</p>',
+    ]
+    mods = result.modalities
+    parts.append(
+        "<p>Modalities present: "
+        + e(", ".join(mods.present) or "none")
+        + " · used by the model: "
+        + e(", ".join(mods.used) or "none")
+        + (" · fed as zeros: " + e(", ".join(mods.zero_filled)) if mods.zero_filled else "")
+        + "</p>"
+    )
+    if mods.note:
+        parts.append(f'<p class="muted">{e(mods.note)}</p>')
+    if result.overall.probabilities:
+        parts.append("<h2>Class probabilities</h2><table><tr><th>class</th><th>p</th></tr>")
+        for k, v in result.overall.probabilities.items():
+            parts.append(f'<tr><td>{e(k)}</td><td class="num">{v:.3f}</td></tr>')
+        parts.append("</table>")
+    parts.append("<h2>Timeline</h2>")
+    parts.append(f'<img src="{e(_rel(timeline, out_dir))}" alt="segment scores over time">')
+    parts.append("<table><tr><th>#</th><th>start</th><th>end</th><th>prediction</th><th>text</th></tr>")
+    for s in result.segments:
+        parts.append(
+            f'<tr><td class="num">{s.index}</td><td class="num">{s.start:.2f}</td>'
+            f'<td class="num">{s.end:.2f}</td><td>{_pred_html(s.prediction)}</td><td>{e(s.text)}</td></tr>'
+        )
+    parts.append("</table>")
+    if frames:
+        parts.append('<h2>Key frames</h2><div class="frames">')
+        parts.extend(
+            f'<img src="{e(_rel(p, out_dir))}" alt="key frame {i + 1}">' for i, p in enumerate(frames)
+        )
+        parts.append("</div>")
+    if edges_png is not None:
+        parts.append("<h2>Distillation graph edges</h2>")
+        parts.append(f'<img src="{e(_rel(edges_png, out_dir))}" alt="graph edge weights">')
+        me = mean_edges(result) or {}
+        parts.append("<table><tr><th>edge (teacher→student)</th><th>HomoGD</th><th>HeteroGD</th></tr>")
+        for name in EDGE_NAMES:
+            parts.append(
+                f'<tr><td>{e(name)}</td><td class="num">{me["homo"][name]:.3f}</td>'
+                f'<td class="num">{me["hetero"][name]:.3f}</td></tr>'
+            )
+        parts.append('</table><p class="muted">Duration-weighted mean over segments.</p>')
+    if cues is not None:
+        parts.append("<h2>Descriptive cues</h2>")
+        parts.append(f'<img src="{e(_rel(cues, out_dir))}" alt="cues over time">')
+        parts.append("<table><tr><th>cue</th><th>unit</th><th>meaning</th></tr>")
+        for name, s in result.cues.series.items():
+            parts.append(f"<tr><td>{e(name)}</td><td>{e(s.unit)}</td><td>{e(s.description)}</td></tr>")
+        parts.append("</table>")
+    if result.warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in result.warnings) + "</ul>")
+    t = result.timings
+    parts.append(
+        '<p class="muted">Timings (s): ' + e(", ".join(f"{k} {v:.2f}" for k, v in t.items())) + "</p>"
+    )
+    parts.append(f'<p class="muted">dmd-pipeline {e(result.tool_version)} · {e(result.created_at)}</p>')
+    parts.append("</body></html>")
+    page = out_dir / f"{stem}.html"
+    atomic_write_text(page, "\n".join(parts) + "\n")
+    return page
+
+
+@dataclass
+class IndexEntry:
+    """One row of the batch index page."""
+
+    file: str
+    page: Path | None
+    score: float | None
+    label: str | None
+    status: str
+
+
+def write_index(out_dir: str | Path, entries: Sequence[IndexEntry]) -> Path:
+    """Write ``<out_dir>/index.html`` linking every clip page (relative links)."""
+    out_dir = Path(out_dir)
+    e = html.escape
+    rows = []
+    for it in entries:
+        name = e(Path(it.file).name)
+        link = f'<a href="{e(_rel(it.page, out_dir))}">{name}</a>' if it.page is not None else name
+        rows.append(
+            f'<tr><td>{link}</td><td class="num">{_fmt(it.score)}</td><td>{e(it.label or "–")}</td>'
+            f"<td>{e(it.status)}</td></tr>"
+        )
+    page = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8"><title>dmd analyze — index</title>',
+            f"<style>{_CSS}</style></head><body><h1>dmd analyze</h1>",
+            "<table><tr><th>file</th><th>score</th><th>label</th><th>status</th></tr>",
+            *rows,
+            "</table></body></html>",
+        ]
+    )
+    path = out_dir / "index.html"
+    atomic_write_text(path, page + "\n")
+    return path
