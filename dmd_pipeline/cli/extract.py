@@ -1,0 +1,461 @@
+"""``dmd extract``: a labelled folder of media -> an MMSA-compatible feature pickle for training.
+
+Steps: read the label file (:mod:`dmd_pipeline.data.labels`) -> extract every item (in this process, or in
+``--workers`` spawned processes that each load their models once) -> store each finished item atomically as
+``OUT/items/<key>.npz`` -> assemble ``OUT/aligned_50.pkl`` (or ``unaligned_50.pkl``) with
+:func:`dmd_pipeline.data.mmsa.save_mmsa_pickle`, plus its JSON sidecar and ``OUT/errors.csv``.
+
+The run is resumable: an item whose ``items/*.npz`` exists with the same run hash (features, setting,
+lengths, media and span) is not extracted again, so a killed run restarts where it stopped. ``--force``
+ignores both the per-item files and the feature cache.
+
+Exit codes: 0 all items ok, 1 some items failed (the rest are in the pickle), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+ITEM_FORMAT = 1
+_WORKER: dict[str, Any] = {}  # per-process state of a worker: the Extractor and run settings
+
+
+# ------------------------------------------------------------------------------------------- item files
+
+
+def item_key(item_id: str) -> str:
+    """A file-system safe, unique file stem for an item id (readable prefix + short hash)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._")[:80] or "item"
+    return f"{safe}-{hashlib.sha256(item_id.encode('utf-8')).hexdigest()[:10]}"
+
+
+def run_hash(feature_hash: str, aligned: bool, seq_lens: tuple[int, int, int], item: Any) -> str:
+    """Hash of everything that determines one item's stored arrays."""
+    from dmd_pipeline.utils import config_hash
+
+    spec = {
+        "format": ITEM_FORMAT,
+        "features": feature_hash,
+        "aligned": aligned,
+        "seq_lens": list(seq_lens),
+        "media": str(item.media),
+        "start": item.start,
+        "end": item.end,
+        "transcript": item.transcript,
+    }
+    return config_hash(spec)
+
+
+def write_item(path: Path, arrays: dict, meta: dict) -> None:
+    """One item's model inputs (+ JSON meta as a unicode scalar), written atomically; no pickle."""
+    import numpy as np
+
+    from dmd_pipeline.utils import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, __meta__=np.array(json.dumps(meta)))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_item(path: Path, meta_only: bool = False) -> tuple[dict, dict] | None:
+    """(arrays, meta) of a stored item (arrays empty with ``meta_only``), or None when missing/unreadable."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {} if meta_only else {k: z[k] for k in z.files if k != "__meta__"}
+            meta = json.loads(str(z["__meta__"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    return arrays, meta
+
+
+# ----------------------------------------------------------------------------------------- processing
+
+
+def _init_worker(
+    config: Any, cache_dir: str | None, items_dir: str, aligned: bool, seq_lens: tuple, threads: int
+):
+    """Process-pool initializer: one Extractor per process, models loaded on first use and kept."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if threads > 0:
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:  # pragma: no cover
+            pass
+    from dmd_pipeline.features import FeatureCache
+    from dmd_pipeline.pipeline import Extractor
+
+    prev = _WORKER.get("extractor")
+    if prev is not None and prev.config == config:
+        extractor = prev  # same settings in the same process (repeated in-process runs): keep the models
+        extractor.cache = FeatureCache(cache_dir) if cache_dir else None
+    else:
+        if prev is not None:
+            prev.close()  # free mediapipe deterministically, not from a GC finaliser
+        extractor = Extractor(config, cache=cache_dir)
+    _WORKER.clear()
+    _WORKER.update(
+        extractor=extractor,
+        items_dir=Path(items_dir),
+        aligned=aligned,
+        seq_lens=tuple(seq_lens),
+        spec=None,
+    )
+
+
+def _process(item: Any, use_cache: bool = True) -> dict:
+    """Extract one item in the current worker; store its arrays; return a small status dict."""
+    from dmd_pipeline.errors import InputError
+    from dmd_pipeline.pipeline import to_model_inputs
+
+    ex = _WORKER["extractor"]
+    if _WORKER["spec"] is None:
+        _WORKER["spec"] = ex.feature_spec()  # loads every model once, and gives dims for missing modalities
+    dims = _WORKER["spec"]["dims"]
+    try:
+        bundle = ex.extract_clip(
+            item.media, start=item.start, end=item.end, transcript=item.transcript, use_cache=use_cache
+        )
+        arrays = to_model_inputs(bundle, aligned=_WORKER["aligned"], seq_lens=_WORKER["seq_lens"], dims=dims)
+    except InputError as exc:
+        return {"id": item.id, "ok": False, "file": str(item.media), "stage": exc.stage, "reason": exc.reason}
+    meta = {
+        "format": ITEM_FORMAT,
+        "id": item.id,
+        "run_hash": run_hash(ex.feature_hash, _WORKER["aligned"], _WORKER["seq_lens"], item),
+        "raw_text": item.transcript if item.transcript else bundle.raw_text,
+        "modalities": bundle.modalities,
+        "word_sources": bundle.metadata.get("word_sources", {}),
+        "timings": bundle.metadata.get("timings", {}),
+        "cache_hit": bool(bundle.metadata.get("cache", {}).get("hit")),
+    }
+    write_item(_WORKER["items_dir"] / f"{item_key(item.id)}.npz", arrays, meta)
+    return {
+        "id": item.id,
+        "ok": True,
+        "timings": meta["timings"],
+        "cache_hit": meta["cache_hit"],
+        "spec": _WORKER["spec"],
+    }
+
+
+def run_items(
+    items: list,
+    config: Any,
+    items_dir: Path,
+    cache_dir: str | None,
+    workers: int = 1,
+    use_cache: bool = True,
+    on_done: Any = None,
+) -> list[dict]:
+    """Extract ``items`` (in-process when ``workers <= 1``, else a spawn process pool) and return statuses.
+
+    ``on_done(status)`` is called as each item completes. A crashed worker process fails its items with
+    stage ``"worker"``; everything else keeps going.
+    """
+    results: list[dict] = []
+    args = (config, cache_dir, str(items_dir), config.aligned, tuple(config.seq_lens))
+    if workers <= 1:
+        _init_worker(*args, 0)
+        for item in items:
+            res = _process(item, use_cache)
+            results.append(res)
+            if on_done:
+                on_done(res)
+        return results
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(*args, threads),
+    ) as pool:
+        futures = {pool.submit(_process, item, use_cache): item for item in items}
+        for fut in as_completed(futures):
+            item = futures[fut]
+            try:
+                res = fut.result()
+            except BrokenProcessPool as exc:
+                res = {
+                    "id": item.id,
+                    "ok": False,
+                    "file": str(item.media),
+                    "stage": "worker",
+                    "reason": f"worker process died: {exc}",
+                }
+            results.append(res)
+            if on_done:
+                on_done(res)
+    return results
+
+
+# ------------------------------------------------------------------------------------------- assembling
+
+
+def assemble(
+    label_set: Any, items_dir: Path, out_path: Path, spec: dict, aligned: bool, seq_lens: tuple
+) -> dict:
+    """Build the MMSA splits from the stored items (label-file order), save the pickle + sidecar.
+
+    Returns per-split counts. Items without a stored file (failed) are left out.
+    """
+    import numpy as np
+
+    from dmd_pipeline.data.mmsa import save_mmsa_pickle
+
+    lt, la, lv = seq_lens
+    dims = spec["dims"]
+    shapes = {
+        "text": (lt, dims["text"]),
+        "text_bert": (3, lt),
+        "audio": (la, dims["audio"]),
+        "vision": (lv, dims["vision"]),
+    }
+    classify = label_set.task == "classification"
+    splits: dict[str, dict[str, Any]] = {}
+    for split in ("train", "valid", "test"):
+        rows: dict[str, list] = {
+            k: [] for k in ("id", "raw_text", *shapes, "audio_lengths", "vision_lengths")
+        }
+        reg, cls = [], []
+        for item in label_set.items:
+            if item.split != split:
+                continue
+            got = read_item(items_dir / f"{item_key(item.id)}.npz")
+            if got is None:
+                continue
+            arrays, meta = got
+            rows["id"].append(item.id)
+            rows["raw_text"].append(meta.get("raw_text") or "")
+            for k in (*shapes, "audio_lengths", "vision_lengths"):
+                rows[k].append(arrays[k])
+            reg.append(label_set.regression_value(item.label))
+            if classify:
+                cls.append(label_set.class_index(item.label))
+        out: dict[str, Any] = {"id": rows["id"], "raw_text": rows["raw_text"]}
+        for k, shp in shapes.items():
+            dtype = np.int64 if k == "text_bert" else np.float32
+            out[k] = np.stack(rows[k]).astype(dtype) if rows[k] else np.zeros((0, *shp), dtype=dtype)
+        for k in ("audio_lengths", "vision_lengths"):
+            out[k] = np.asarray(rows[k], dtype=np.int64).reshape(-1)
+        out["regression_labels"] = np.asarray(reg, dtype=np.float32).reshape(-1)
+        if classify:
+            out["classification_labels"] = np.asarray(cls, dtype=np.int64).reshape(-1)
+        splits[split] = out
+    meta = {
+        "feature_spec": spec,
+        "aligned": aligned,
+        "seq_lens": list(seq_lens),
+        "task": label_set.task,
+        "class_names": list(label_set.class_names),
+        "class_to_index": {n: i for i, n in enumerate(label_set.class_names)},
+        "labels": {"file": str(label_set.source), "layout": label_set.layout},
+        "regression_labels_note": "NaN where a label is categorical" if classify else "label value",
+    }
+    save_mmsa_pickle(out_path, splits, meta=meta)
+    return {s: len(splits[s]["id"]) for s in splits}
+
+
+def write_errors(path: Path, failures: list[dict]) -> None:
+    """``errors.csv`` (id, file, stage, reason), always written (header only when nothing failed)."""
+    from dmd_pipeline.utils import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "file", "stage", "reason"])
+    for f in failures:
+        w.writerow([f["id"], f["file"], f["stage"], f["reason"]])
+    atomic_write_text(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+def _parse_seq_lens(text: str | None, aligned: bool) -> tuple[int, int, int]:
+    from dmd_pipeline.pipeline import ALIGNED_SEQ_LENS, UNALIGNED_SEQ_LENS
+
+    if not text:
+        return ALIGNED_SEQ_LENS if aligned else UNALIGNED_SEQ_LENS
+    try:
+        vals = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or min(vals) <= 0:
+        raise typer.BadParameter(
+            f"expected three positive integers T,A,V, got {text!r}", param_hint="--seq-lens"
+        )
+    if aligned and len(set(vals)) != 1:
+        raise typer.BadParameter(
+            "the aligned setting needs equal lengths (audio/vision follow the text tokens)",
+            param_hint="--seq-lens",
+        )
+    return vals  # type: ignore[return-value]
+
+
+def extract(
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT", help="Dataset folder (media, or Raw/ + label.csv)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (pickle, sidecar, errors.csv, items/)."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Label CSV (default: INPUT/label.csv or labels.csv)."
+    ),
+    layout: str = typer.Option("auto", "--layout", help="auto | mmsa | mosi | folder."),
+    aligned: bool = typer.Option(
+        True, "--aligned/--unaligned", help="Word-aligned (50,50,50) or unaligned setting."
+    ),
+    seq_lens: str | None = typer.Option(
+        None, "--seq-lens", help="T,A,V lengths (default 50,50,50 / 50,375,500)."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", "-j", min=1, help="Worker processes (each loads its models once)."
+    ),
+    asr: str = typer.Option(
+        "whisper", "--asr", help="whisper | pocketsphinx | none (when no transcript is given)."
+    ),
+    fps: float = typer.Option(10.0, "--fps", min=0.1, help="Video frames per second for the face features."),
+    text_model: Path | None = typer.Option(
+        None, "--text-model", help="Local BERT-family folder (default MiniLM)."
+    ),
+    face_model: Path | None = typer.Option(
+        None, "--face-model", help="face_landmarker.task (default bundled)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache (default $DMD_CACHE_DIR or ~/.cache/dmd-pipeline)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    force: bool = typer.Option(False, "--force", help="Re-extract everything (ignore items/ and the cache)."),
+) -> None:
+    """Extract features of a labelled dataset into an MMSA-compatible pickle for `dmd train`."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dmd_pipeline.data.labels import LAYOUTS, read_labels
+    from dmd_pipeline.errors import DataError
+    from dmd_pipeline.features import default_cache_dir
+    from dmd_pipeline.pipeline import ASR_ENGINES, ExtractionConfig
+
+    err = Console(stderr=True)
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
+    if asr not in ASR_ENGINES:
+        raise typer.BadParameter(f"choose one of {', '.join(ASR_ENGINES)}", param_hint="--asr")
+    lens = _parse_seq_lens(seq_lens, aligned)
+    try:
+        label_set = read_labels(input_path, labels, layout)
+    except DataError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    config = ExtractionConfig(
+        fps=fps,
+        asr=asr,
+        text_model=str(text_model) if text_model else None,
+        face_model=str(face_model) if face_model else None,
+        aligned=aligned,
+        seq_lens=lens,
+    )
+    cache = None if no_cache else str(cache_dir or default_cache_dir())
+    items_dir = out / "items"
+    items_dir.mkdir(parents=True, exist_ok=True)
+    fhash = config.feature_hash()
+
+    todo = []
+    for item in label_set.items:
+        got = None if force else read_item(items_dir / f"{item_key(item.id)}.npz", meta_only=True)
+        if got is None or got[1].get("run_hash") != run_hash(fhash, aligned, lens, item):
+            todo.append(item)
+    n_done = len(label_set.items) - len(todo)
+    err.print(
+        f"{len(label_set.items)} items ({label_set.layout} layout, {label_set.task}); "
+        f"{n_done} already extracted, {len(todo)} to go; workers={workers}"
+    )
+
+    failures: list[dict] = []
+    spec_path = out / "feature_spec.json"
+    stats: dict[str, Any] = {"timings": {}, "cache_hits": 0, "ok": 0}
+
+    def on_done(res: dict) -> None:
+        if res["ok"]:
+            stats["ok"] += 1
+            stats["cache_hits"] += int(res.get("cache_hit", False))
+            if res.get("spec") is not None and "spec" not in stats:
+                stats["spec"] = res["spec"]
+            if not res.get("cache_hit"):
+                for k, v in res.get("timings", {}).items():
+                    stats["timings"][k] = stats["timings"].get(k, 0.0) + float(v)
+        else:
+            failures.append(res)
+            err.print(f"[yellow]failed[/yellow] {res['file']} [{res['stage']}]: {res['reason']}")
+        progress.advance(task)
+
+    with Progress(
+        TextColumn("extracting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("extract", total=len(label_set.items), completed=n_done)
+        if todo:
+            run_items(todo, config, items_dir, cache, workers=workers, use_cache=not force, on_done=on_done)
+
+    from dmd_pipeline.utils import atomic_write_json
+
+    spec = stats.get("spec")
+    if spec is not None:
+        atomic_write_json(spec_path, spec)
+    elif spec_path.is_file():
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    else:  # every item was done by an older run that left no spec: compute it here
+        from dmd_pipeline.pipeline import Extractor
+
+        spec = Extractor(config).feature_spec()
+        atomic_write_json(spec_path, spec)
+
+    write_errors(out / "errors.csv", failures)
+    n_items = n_done + stats["ok"]
+    if n_items == 0:
+        err.print(f"[red]error:[/red] no item could be extracted; see {out / 'errors.csv'}")
+        raise typer.Exit(1)
+    name = f"{'aligned' if aligned else 'unaligned'}_{lens[0]}.pkl"
+    counts = assemble(label_set, items_dir, out / name, spec, aligned, lens)
+    timing = ", ".join(f"{k} {v:.2f}s" for k, v in stats["timings"].items())
+    err.print(
+        f"wrote {out / name} (train {counts['train']}, valid {counts['valid']}, test {counts['test']}); "
+        f"{len(failures)} failed; cache hits {stats['cache_hits']}"
+        + (f"; stage totals: {timing}" if timing else "")
+    )
+    typer.echo(str(out / name))
+    if failures:
+        raise typer.Exit(1)

@@ -1,0 +1,510 @@
+"""The extraction pipeline: one media file (or a segment of it) -> :class:`~dmd_pipeline.features.FeatureBundle`.
+
+Stages, in order: ``probe`` -> ``audio`` (16 kHz mono) -> ``transcript`` (given > sidecar > ASR) -> ``align``
+(forced alignment of the words) -> ``acoustic`` -> ``visual`` (frames streamed) -> ``text`` (tokens + encoder).
+Each stage's wall time goes into ``bundle.metadata["timings"]``; a failing stage raises
+:class:`~dmd_pipeline.errors.InputError` with ``stage`` set to the stage name.
+
+Missing modalities: a file without a video stream gives ``visual=None``; a file without an audio stream gives
+``acoustic=None`` and, unless a transcript was given, ``text=None`` (a given transcript is still encoded,
+with proportional word times). :func:`to_model_inputs` turns a missing modality into zeros with length 0.
+
+:class:`Extractor` loads each model once, lazily, and keeps it for every later clip. With a
+:class:`~dmd_pipeline.features.FeatureCache` a clip already extracted with the same configuration is read
+back from disk and no stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmd_pipeline.errors import DMDError, InputError
+from dmd_pipeline.features import (
+    FeatureBundle,
+    FeatureCache,
+    package_versions,
+    pad_or_truncate,
+    pool_to_words,
+    resample_to_length,
+    word_source_counts,
+)
+from dmd_pipeline.utils import config_hash, sha256_file
+
+STAGES = ("probe", "audio", "transcript", "align", "acoustic", "visual", "text")
+ASR_ENGINES = ("whisper", "pocketsphinx", "none")
+ALIGNED_SEQ_LENS = (50, 50, 50)  # MMSA aligned_50
+UNALIGNED_SEQ_LENS = (50, 375, 500)  # MMSA CMU-MOSI unaligned_50 (text, audio, vision)
+
+
+@dataclass
+class ExtractionConfig:
+    """Everything that decides what the extractor produces.
+
+    ``aligned``/``seq_lens`` only shape :func:`to_model_inputs` (bundles hold full-rate frames), except
+    ``seq_lens[0]``, the text token length, which the text encoder uses.
+    """
+
+    fps: float = 10.0  # visual sampling rate (frames/s)
+    asr: str = "whisper"  # whisper | pocketsphinx | none (used only without given/sidecar transcript)
+    text_model: str | None = None  # local BERT-family folder; None = bundled all-MiniLM-L6-v2
+    face_model: str | None = None  # face_landmarker.task; None = bundled
+    whisper_model: str | None = None  # CTranslate2 Whisper folder; None = bundled tiny.en
+    aligned: bool = True
+    seq_lens: tuple[int, int, int] = ALIGNED_SEQ_LENS
+    keep_landmarks: bool = False  # add the raw 478x3 face landmarks to the visual features
+    max_side: int | None = 640  # frames are scaled so the long side is at most this
+    sample_rate: int = 16000
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.asr not in ASR_ENGINES:
+            raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        self.seq_lens = tuple(int(x) for x in self.seq_lens)  # type: ignore[assignment]
+
+    @classmethod
+    def for_setting(cls, aligned: bool, **kw: Any) -> ExtractionConfig:
+        """A config with the MMSA sequence lengths of the aligned (50,50,50) or unaligned (50,375,500) setting."""
+        kw.setdefault("seq_lens", ALIGNED_SEQ_LENS if aligned else UNALIGNED_SEQ_LENS)
+        return cls(aligned=aligned, **kw)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the fields."""
+        d = dataclasses.asdict(self)
+        d["seq_lens"] = list(self.seq_lens)
+        return d
+
+    def feature_hash(self) -> str:
+        """Hash of everything that changes a bundle's content (not aligned/unaligned, not audio/vision lengths).
+
+        Covers the settings, the package versions and the identity of the model files (bundled: recorded
+        sha256; user path: resolved path, size and mtime), so a changed model or library invalidates the cache.
+        """
+        from dmd_pipeline.model_files import bundled_file_hashes
+
+        relevant = {
+            "fps": self.fps,
+            "asr": self.asr,
+            "text_len": self.seq_lens[0],
+            "keep_landmarks": self.keep_landmarks,
+            "max_side": self.max_side,
+            "sample_rate": self.sample_rate,
+            "models": {
+                "text": _model_identity(self.text_model),
+                "face": _model_identity(self.face_model),
+                "whisper": _model_identity(self.whisper_model) if self.asr == "whisper" else None,
+            },
+            "bundled": bundled_file_hashes(),
+            "versions": package_versions(),
+        }
+        return config_hash(relevant)
+
+
+def _model_identity(path: str | None) -> Any:
+    if path is None:
+        return "bundled"
+    p = Path(path).expanduser().resolve()
+    try:
+        st = p.stat()
+        return [str(p), st.st_size, int(st.st_mtime)]
+    except OSError:
+        return [str(p), None, None]
+
+
+class Extractor:
+    """Extracts feature bundles; loads every model once (lazily) and reuses it for all clips.
+
+    ``cache``: a :class:`FeatureCache`, a cache folder, or None (no cache). ``calls`` counts how often each
+    stage actually ran (a cache hit runs none).
+    """
+
+    def __init__(
+        self, config: ExtractionConfig | None = None, cache: FeatureCache | str | Path | None = None
+    ):
+        self.config = config or ExtractionConfig()
+        self.cache = FeatureCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.calls: Counter[str] = Counter()
+        self.load_timings: dict[str, float] = {}
+        self._acoustic: Any = None
+        self._visual: Any = None
+        self._text: Any = None
+        self._feature_hash: str | None = None
+
+    # -- lazily loaded models -------------------------------------------------------------------------
+    @property
+    def feature_hash(self) -> str:
+        """:meth:`ExtractionConfig.feature_hash`, computed once."""
+        if self._feature_hash is None:
+            self._feature_hash = self.config.feature_hash()
+        return self._feature_hash
+
+    @property
+    def acoustic(self) -> Any:
+        """The :class:`~dmd_pipeline.extractors.acoustic.AcousticExtractor` (created on first use)."""
+        if self._acoustic is None:
+            t0 = time.perf_counter()
+            from dmd_pipeline.extractors.acoustic import AcousticExtractor
+
+            self._acoustic = AcousticExtractor()
+            self.load_timings["acoustic"] = time.perf_counter() - t0
+        return self._acoustic
+
+    @property
+    def visual(self) -> Any:
+        """The :class:`~dmd_pipeline.extractors.visual.VisualExtractor` (created on first use)."""
+        if self._visual is None:
+            t0 = time.perf_counter()
+            from dmd_pipeline.extractors.visual import VisualExtractor
+
+            self._visual = VisualExtractor(
+                model_path=self.config.face_model, landmarks=self.config.keep_landmarks
+            )
+            self.load_timings["visual"] = time.perf_counter() - t0
+        return self._visual
+
+    @property
+    def text_encoder(self) -> Any:
+        """The :class:`~dmd_pipeline.extractors.text.TextEncoder` (created on first use)."""
+        if self._text is None:
+            t0 = time.perf_counter()
+            from dmd_pipeline.extractors.text import TextEncoder
+
+            self._text = TextEncoder(model_path=self.config.text_model, device=self.config.device)
+            self.load_timings["text"] = time.perf_counter() - t0
+        return self._text
+
+    def dims(self) -> dict[str, int]:
+        """Feature dimensions (text, audio, vision) of this configuration (loads the extractors)."""
+        return {
+            "text": int(self.text_encoder.dim),
+            "audio": int(self.acoustic.dim),
+            "vision": int(self.visual.dim),
+        }
+
+    def feature_spec(self) -> dict:
+        """Dims, feature names, config and hashes: what a dataset sidecar records about the features."""
+        return {
+            "dims": self.dims(),
+            "names": {
+                "audio": list(self.acoustic.feature_names),
+                "vision": list(self.visual.feature_names),
+            },
+            "extractor_hashes": {
+                "acoustic": _safe_hash(self.acoustic),
+                "visual": _safe_hash(self.visual),
+                "text": _safe_hash(self.text_encoder),
+            },
+            "feature_hash": self.feature_hash,
+            "config": self.config.to_dict(),
+            "versions": package_versions(),
+        }
+
+    def close(self) -> None:
+        """Free the mediapipe graph now (explicitly, rather than from a garbage-collector finaliser)."""
+        vis, self._visual = self._visual, None
+        close = getattr(vis, "close", None)
+        if callable(close):
+            close()
+
+    # -- extraction ------------------------------------------------------------------------------------
+    def extract_clip(
+        self,
+        path: str | Path,
+        start: float | None = None,
+        end: float | None = None,
+        transcript: str | None = None,
+        use_cache: bool = True,
+    ) -> FeatureBundle:
+        """Extract one clip (``[start, end)`` seconds of ``path`` when given). ``transcript`` overrides
+        sidecar files and ASR; its words are still force-aligned. Raises InputError(path, reason, stage)."""
+        path = Path(path)
+        timings: dict[str, float] = {}
+        with self._stage("input", path, timings):
+            if not path.is_file():
+                raise InputError(path, "file not found" if not path.exists() else "not a regular file")
+            sha = sha256_file(path)
+        key = FeatureCache.key(sha, self.feature_hash, start, end, transcript)
+        if self.cache is not None and use_cache:
+            t0 = time.perf_counter()
+            hit = self.cache.get(key)
+            if hit is not None:
+                hit.metadata["cache"] = {"hit": True, "key": key, "read_s": time.perf_counter() - t0}
+                return hit
+        bundle = self._extract(path, sha, start, end, transcript, timings)
+        bundle.metadata["cache"] = {"hit": False, "key": key}
+        if self.cache is not None:
+            self.cache.put(key, bundle)
+        return bundle
+
+    def _extract(
+        self,
+        path: Path,
+        sha: str,
+        start: float | None,
+        end: float | None,
+        given: str | None,
+        timings: dict[str, float],
+    ) -> FeatureBundle:
+        from dmd_pipeline import media
+
+        cfg = self.config
+        sr = cfg.sample_rate
+        notes: list[str] = []
+        with self._stage("probe", path, timings):
+            info = media.probe(path)
+        clip_start = float(start or 0.0)
+        clip_end = float(end) if end is not None else info.duration
+        duration = max(0.0, clip_end - clip_start)
+
+        audio = None
+        if info.has_audio:
+            with self._stage("audio", path, timings):
+                audio = media.load_audio(path, sr=sr, start=start, end=end, info=info)
+            if audio.size == 0:
+                notes.append("the audio track decoded to no samples: audio and speech treated as missing")
+                audio = None
+        else:
+            notes.append("no audio stream: acoustic features missing" + ("" if given else ", text missing"))
+
+        segments: list = []
+        words: list = []
+        transcript_source = None
+        with self._stage("transcript", path, timings):
+            tr = self._transcript(path, audio, sr, given, duration, start is not None or end is not None)
+        if tr is not None:
+            transcript_source = tr.source
+            notes.extend(getattr(tr, "notes", []) or [])
+            if tr.segments:
+                with self._stage("align", path, timings):
+                    tr = self._align(tr, audio, sr, duration)
+            segments = list(tr.segments)
+            words = [w for seg in segments for w in seg.words]
+
+        acoustic = None
+        if audio is not None:
+            with self._stage("acoustic", path, timings):
+                acoustic = self.acoustic.extract(audio, sr)
+
+        visual = None
+        if info.has_video:
+            frames = media.iter_frames(
+                path, fps=cfg.fps, start=start, end=end, max_side=cfg.max_side, info=info
+            )
+            vis = self.visual  # load outside the timed stage
+            with self._stage("visual", path, timings):
+                visual = vis.extract(_shift(frames, clip_start))
+        else:
+            notes.append("no video stream: visual features missing")
+
+        text = None
+        if words:
+            enc = self.text_encoder
+            with self._stage("text", path, timings):
+                text = enc.encode([w.text for w in words], max_len=cfg.seq_lens[0])
+        elif audio is not None:
+            notes.append("no words (no transcript, or none recognised): text missing")
+
+        bundle = FeatureBundle(text=text, acoustic=acoustic, visual=visual, words=words, segments=segments)
+        bundle.metadata = {
+            "source": {"path": str(path), "sha256": sha, "start": start, "end": end, "duration": duration},
+            "media": dataclasses.asdict(info),
+            "feature_hash": self.feature_hash,
+            "config": cfg.to_dict(),
+            "versions": package_versions(),
+            "modalities": bundle.modalities,
+            "transcript_source": transcript_source,
+            "word_sources": word_source_counts(words),
+            "dims": self._known_dims(text, acoustic, visual),
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+            "notes": notes,
+        }
+        return bundle
+
+    def _transcript(
+        self,
+        path: Path,
+        audio: np.ndarray | None,
+        sr: int,
+        given: str | None,
+        duration: float,
+        is_segment: bool,
+    ) -> Any:
+        """Given text > sidecar file (whole files only) > ASR; None when there is nothing to transcribe."""
+        from dmd_pipeline.extractors import transcribe as tx
+
+        if given is not None and given.strip():
+            text = " ".join(given.split())
+            return tx.Transcript([tx.Segment(0.0, duration, text, [])], "given")
+        if audio is None:
+            return None
+        sidecar_path = None if is_segment else path  # sidecar times refer to the whole file
+        return tx.get_transcript(
+            sidecar_path,
+            audio,
+            sr,
+            transcript=None,
+            asr=self.config.asr,
+            model_path=self.config.whisper_model,
+        )
+
+    def _align(self, tr: Any, audio: np.ndarray | None, sr: int, duration: float) -> Any:
+        """Force-align the words of every segment (sidecar word times are kept); without audio the words
+        share each segment's span in proportion to their length (``source="proportional"``)."""
+        from dmd_pipeline.extractors import align
+        from dmd_pipeline.extractors.transcribe import Segment, Transcript, Word, normalize_text
+
+        if audio is not None:
+            return align.align_transcript(tr, audio, sr)
+        segs = []
+        for seg in tr.segments:
+            toks = normalize_text(seg.text).split()
+            lo, hi = seg.start, seg.end if seg.end > seg.start else duration
+            weights = np.array([len(t) + 1 for t in toks], dtype=np.float64)
+            edges = lo + (hi - lo) * np.concatenate([[0.0], np.cumsum(weights) / max(weights.sum(), 1.0)])
+            ws = [Word(t, float(edges[i]), float(edges[i + 1]), "proportional") for i, t in enumerate(toks)]
+            segs.append(Segment(seg.start, seg.end, seg.text, ws))
+        return Transcript(segs, tr.source, list(getattr(tr, "notes", [])))
+
+    def _known_dims(self, text: Any, acoustic: Any, visual: Any) -> dict[str, int]:
+        """Dims of the present modalities, and of missing ones when their extractor is already loaded."""
+        dims: dict[str, int] = {}
+        for name, feats, attr, ext in (
+            ("text", text, "features", self._text),
+            ("audio", acoustic, "values", self._acoustic),
+            ("vision", visual, "values", self._visual),
+        ):
+            if feats is not None:
+                dims[name] = int(np.asarray(getattr(feats, attr)).shape[-1])
+            elif ext is not None:
+                dims[name] = int(ext.dim)
+        return dims
+
+    @contextmanager
+    def _stage(self, name: str, path: Path, timings: dict[str, float]) -> Iterator[None]:
+        """Time a stage, count it, and turn any failure into InputError(path, reason, stage=name).
+
+        Problems of the installation (missing model files, bad configuration) are not input errors and
+        propagate unchanged.
+        """
+        self.calls[name] += 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        except InputError as exc:
+            exc.stage = name
+            raise
+        except DMDError:
+            raise
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:
+            raise InputError(path, f"{type(exc).__name__}: {exc}", stage=name) from exc
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _shift(frames: Iterable[tuple[float, np.ndarray]], offset: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Frame timestamps relative to the clip start (media.iter_frames gives file time)."""
+    for t, frame in frames:
+        yield t - offset, frame
+
+
+def _safe_hash(obj: Any) -> str | None:
+    fn = getattr(obj, "config_hash", None)
+    return fn() if callable(fn) else None
+
+
+_DEFAULT_EXTRACTORS: dict[str, Extractor] = {}
+
+
+def extract_clip(
+    path: str | Path,
+    config: ExtractionConfig | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    transcript: str | None = None,
+    cache: FeatureCache | str | Path | None = None,
+) -> FeatureBundle:
+    """Convenience wrapper: one :class:`Extractor` per (config, cache) is kept per process, so repeated
+    calls load the models once. Prefer an explicit :class:`Extractor` in long-lived code."""
+    config = config or ExtractionConfig()
+    root = cache.root if isinstance(cache, FeatureCache) else cache
+    key = config_hash({"config": config.to_dict(), "cache": str(root) if root is not None else None})
+    if key not in _DEFAULT_EXTRACTORS:
+        _DEFAULT_EXTRACTORS[key] = Extractor(config, cache=cache)
+    return _DEFAULT_EXTRACTORS[key].extract_clip(path, start=start, end=end, transcript=transcript)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model input (MMSA layout)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def to_model_inputs(
+    bundle: FeatureBundle,
+    aligned: bool = True,
+    seq_lens: tuple[int, int, int] = ALIGNED_SEQ_LENS,
+    dims: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """One clip's model input in the MMSA layout: ``text`` (Lt, Dt) float32, ``text_bert`` (3, Lt) int64,
+    ``audio`` (La, Da), ``vision`` (Lv, Dv) float32, ``audio_lengths``/``vision_lengths`` int64 scalars.
+
+    Aligned: audio/vision pooled over each word's span onto the text tokens (see
+    :func:`~dmd_pipeline.features.pool_to_words`); lengths = number of real tokens. When a clip has no words
+    (no speech) the aligned audio/vision fall back to uniform average pooling onto ``La``/``Lv`` steps, so
+    the signal is not lost. Unaligned: :func:`~dmd_pipeline.features.resample_to_length`.
+    A missing modality becomes zeros with length 0; its dim comes from ``dims`` or ``bundle.metadata["dims"]``.
+    """
+    lt, la, lv = (int(x) for x in seq_lens)
+    dims = {**bundle.metadata.get("dims", {}), **(dims or {})}
+    out: dict[str, np.ndarray] = {}
+
+    tf = bundle.text
+    if tf is not None:
+        out["text"] = pad_or_truncate(np.asarray(tf.features, dtype=np.float32), lt)
+        bert = np.stack(
+            [np.asarray(tf.input_ids), np.asarray(tf.attention_mask), np.asarray(tf.token_type_ids)]
+        )
+        out["text_bert"] = pad_or_truncate(bert.astype(np.int64), lt, axis=1)
+        word_index = pad_or_truncate(np.asarray(tf.word_index, dtype=np.int64), lt)
+        if len(tf.word_index) < lt:
+            word_index[len(tf.word_index) :] = -1
+        n_tokens = int(min(lt, np.asarray(tf.attention_mask).sum()))
+    else:
+        out["text"] = np.zeros((lt, _dim(dims, "text")), dtype=np.float32)
+        out["text_bert"] = np.zeros((3, lt), dtype=np.int64)
+        word_index = np.full(lt, -1, dtype=np.int64)
+        n_tokens = 0
+    has_words = bool(bundle.words) and bool((word_index >= 0).any())
+
+    for key, frames, length in (("audio", bundle.acoustic, la), ("vision", bundle.visual, lv)):
+        if frames is None:
+            out[key] = np.zeros((length, _dim(dims, key)), dtype=np.float32)
+            n = 0
+        elif aligned and has_words:
+            out[key] = pool_to_words(frames, bundle.words, word_index[:length], max_len=length)
+            n = min(n_tokens, length)
+        else:
+            out[key], n = resample_to_length(frames, length)
+        out[f"{key}_lengths"] = np.int64(n)
+    for key in ("text", "audio", "vision"):
+        np.nan_to_num(out[key], copy=False)
+    return out
+
+
+def _dim(dims: dict[str, int], key: str) -> int:
+    if key not in dims:
+        raise ValueError(
+            f"the {key} modality is missing and its dimension is unknown; pass dims={{'{key}': D}}"
+        )
+    return int(dims[key])
