@@ -72,15 +72,20 @@ def test_mosi_layout_full_videos_with_segment_times(tmp_path) -> None:
 
 
 def test_folder_layout_shared_clips(shared_clips) -> None:
+    # The file mixes 2 CMU-MOSI scores with 6 CREMA-D emotions: auto keeps the larger, categorical kind.
     ls = read_labels(shared_clips, shared_clips / "labels.csv")
-    assert ls.layout == "folder" and ls.task == "classification" and len(ls.items) == 8
-    assert {"anger", "sadness", "neutral"} <= set(ls.class_names) and len(ls.class_names) == 8
+    assert ls.layout == "folder" and ls.task == "classification" and len(ls.items) == 6
+    assert ls.class_names == ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
+    assert sorted(i for i, _ in ls.skipped) == ["0h-zjBukYpk_1", "Sqr0AcuoNnk_12"]
     assert all(it.media.is_file() for it in ls.items)
-    assert ls.items[2].transcript == "Don't forget a jacket"
+    assert ls.items[0].transcript == "Don't forget a jacket"
     counts = ls.split_counts()  # no split column -> deterministic 70/15/15 with >= 1 valid and test
-    assert counts["valid"] >= 1 and counts["test"] >= 1 and sum(counts.values()) == 8
+    assert counts["valid"] >= 1 and counts["test"] >= 1 and sum(counts.values()) == 6
     assert ls.class_index("anger") == ls.class_names.index("anger") and ls.class_index("nope") == -1
     assert np.isnan(ls.regression_value("anger")) and ls.regression_value("2.0") == 2.0
+    reg = read_labels(shared_clips, shared_clips / "labels.csv", task="regression")
+    assert reg.task == "regression" and sorted(it.label for it in reg.items) == [-0.4, 2.0]
+    assert len(reg.skipped) == 6 and reg.class_names == []
 
 
 def test_deterministic_split_ignores_row_order() -> None:
@@ -160,7 +165,7 @@ def test_extract_shared_clips_to_mmsa_pickle(clips_run) -> None:
     pkl = out / "aligned_50.pkl"
     data = load_mmsa_pickle(pkl)
     n = sum(len(data[s]["id"]) for s in ("train", "valid", "test"))
-    assert n == 8
+    assert n == 6  # the 6 CREMA-D emotion clips; the 2 numeric MOSI rows are listed as skipped
     tr = data["train"]
     assert tr["text"].shape[1:] == (50, 384) and tr["text_bert"].shape[1:] == (3, 50)
     assert tr["audio"].shape[1] == 50 and tr["vision"].shape[1] == 50
@@ -179,7 +184,8 @@ def test_extract_shared_clips_to_mmsa_pickle(clips_run) -> None:
     }
     assert len(side["feature_spec"]["names"]["vision"]) == tr["vision"].shape[2]
     assert (out / "errors.csv").read_text().strip() == "id,file,stage,reason"
-    assert len(list((out / "items").glob("*.npz"))) == 8
+    assert len(list((out / "items").glob("*.npz"))) == 6
+    assert {d["id"] for d in side["skipped"]} == {"0h-zjBukYpk_1", "Sqr0AcuoNnk_12"}
 
 
 @pytest.mark.slow
@@ -205,7 +211,7 @@ def test_rerun_is_free_and_force_reextracts_from_cache(clips_run, shared_clips, 
          "--asr", "none", "--cache-dir", str(cache_dir)],
     )  # fmt: skip
     assert again.exit_code == 0, again.output
-    assert "8 already extracted, 0 to go" in again.output
+    assert "6 already extracted, 0 to go" in again.output
 
 
 @pytest.mark.slow
@@ -330,7 +336,7 @@ def test_worker_processes_produce_the_same_items(clips_run, shared_clips, cache_
 
     out, res = clips_run
     assert res.exit_code == 0, res.output
-    names = ["1001_DFA_NEU_XX.flv", "Sqr0AcuoNnk_12.mp4"]
+    names = ["1001_DFA_NEU_XX.flv", "1001_DFA_HAP_XX.flv"]
     src = _link_folder(shared_clips, tmp_path / "in", names)
     given = {
         r["file"]: r["transcript"]

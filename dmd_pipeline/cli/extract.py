@@ -271,6 +271,7 @@ def assemble(
         "class_names": list(label_set.class_names),
         "class_to_index": {n: i for i, n in enumerate(label_set.class_names)},
         "labels": {"file": str(label_set.source), "layout": label_set.layout},
+        "skipped": [{"id": i, "reason": r} for i, r in label_set.skipped],
         "regression_labels_note": "NaN where a label is categorical" if classify else "label value",
     }
     save_mmsa_pickle(out_path, splits, meta=meta)
@@ -322,6 +323,12 @@ def extract(
         None, "--labels", help="Label CSV (default: INPUT/label.csv or labels.csv)."
     ),
     layout: str = typer.Option("auto", "--layout", help="auto | mmsa | mosi | folder."),
+    task: str = typer.Option(
+        "auto",
+        "--task",
+        help="auto | regression | classification: which labels to keep when a file mixes numbers and "
+        "categories (auto: the kind with more rows).",
+    ),
     aligned: bool = typer.Option(
         True, "--aligned/--unaligned", help="Word-aligned (50,50,50) or unaligned setting."
     ),
@@ -358,7 +365,7 @@ def extract(
         TimeRemainingColumn,
     )
 
-    from dmd_pipeline.data.labels import LAYOUTS, read_labels
+    from dmd_pipeline.data.labels import LAYOUTS, TASKS, read_labels
     from dmd_pipeline.errors import DataError
     from dmd_pipeline.features import default_cache_dir
     from dmd_pipeline.pipeline import ASR_ENGINES, ExtractionConfig
@@ -366,14 +373,23 @@ def extract(
     err = Console(stderr=True)
     if layout not in LAYOUTS:
         raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
+    if task not in TASKS:
+        raise typer.BadParameter(f"choose one of {', '.join(TASKS)}", param_hint="--task")
     if asr not in ASR_ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ASR_ENGINES)}", param_hint="--asr")
     lens = _parse_seq_lens(seq_lens, aligned)
     try:
-        label_set = read_labels(input_path, labels, layout)
+        label_set = read_labels(input_path, labels, layout, task)
     except DataError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if label_set.skipped:
+        err.print(
+            f"[yellow]note:[/yellow] {len(label_set.skipped)} rows left out ({label_set.skipped[0][1]}): "
+            + ", ".join(i for i, _ in label_set.skipped[:5])
+            + (" ..." if len(label_set.skipped) > 5 else "")
+            + "; choose with --task"
+        )
 
     config = ExtractionConfig(
         fps=fps,

@@ -10,7 +10,10 @@ Three input layouts are understood:
   optional ``transcript``/``text``, ``split``/``mode`` and ``start``/``end`` columns.
 
 Labels: when every label parses as a number the task is regression; otherwise it is classification and
-the class names are the sorted distinct label strings (class index = position in that list).
+the class names are the sorted distinct label strings (class index = position in that list). A file that mixes
+numeric and categorical labels (e.g. ``../shared/data/clips/labels.csv``: CMU-MOSI scores beside CREMA-D
+emotions) keeps the rows of one kind: ``task="regression"`` or ``"classification"`` chooses, and ``"auto"``
+takes the kind with more rows (categorical on a tie). The other rows are listed in ``LabelSet.skipped``.
 
 Items without a split get a deterministic one: items are ordered by ``sha256(id)`` and cut 70/15/15 into
 train/valid/test, with at least one valid and one test item when there are three or more items. The same
@@ -59,6 +62,7 @@ class LabelSet:
     layout: str
     source: Path
     class_names: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason) of rows left out
 
     def class_index(self, label: float | str | None) -> int:
         """Index of a categorical label in :attr:`class_names` (-1 when unknown/missing)."""
@@ -81,10 +85,19 @@ class LabelSet:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def read_labels(input_path: str | Path, labels: str | Path | None = None, layout: str = "auto") -> LabelSet:
+TASKS = ("auto", "regression", "classification")
+
+
+def read_labels(
+    input_path: str | Path, labels: str | Path | None = None, layout: str = "auto", task: str = "auto"
+) -> LabelSet:
     """Read a dataset: ``input_path`` is the media root; ``labels`` the CSV (default: ``<root>/label.csv``
     or ``<root>/labels.csv``). ``layout`` is one of auto/mmsa/mosi/folder; auto looks at the CSV columns.
+    ``task`` (auto/regression/classification) picks which labels to keep when numeric and categorical mix.
     """
+    if task not in TASKS:
+        raise DataError(labels or input_path, f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
     root = Path(input_path)
     if layout not in LAYOUTS:
         raise DataError(labels or root, f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -95,10 +108,10 @@ def read_labels(input_path: str | Path, labels: str | Path | None = None, layout
     if layout == "auto":
         layout = detect_layout(root, header)
     if layout == "mmsa":
-        return read_mmsa_layout(root, csv_path)
+        return read_mmsa_layout(root, csv_path, task)
     if layout == "mosi":
-        return read_mosi_layout(root, csv_path)
-    return read_folder_layout(root, csv_path)
+        return read_mosi_layout(root, csv_path, task)
+    return read_folder_layout(root, csv_path, task)
 
 
 def detect_layout(root: Path, header: list[str]) -> str:
@@ -119,7 +132,7 @@ def _has_clip_folders(root: Path) -> bool:
     return raw.is_dir() and any(p.is_dir() for p in raw.iterdir())
 
 
-def read_mmsa_layout(root: str | Path, csv_path: str | Path | None = None) -> LabelSet:
+def read_mmsa_layout(root: str | Path, csv_path: str | Path | None = None, task: str = "auto") -> LabelSet:
     """MMSA raw layout: ``label.csv`` (video_id, clip_id, text, label, mode) + ``Raw/<vid>/<clip>.<ext>``."""
     root = Path(root)
     csv_path = _find_csv(root, csv_path)
@@ -140,10 +153,10 @@ def read_mmsa_layout(root: str | Path, csv_path: str | Path | None = None) -> La
                 transcript=_text_of(row),
             )
         )
-    return _finish(items, "mmsa", csv_path)
+    return _finish(items, "mmsa", csv_path, task)
 
 
-def read_mosi_layout(root: str | Path, csv_path: str | Path | None = None) -> LabelSet:
+def read_mosi_layout(root: str | Path, csv_path: str | Path | None = None, task: str = "auto") -> LabelSet:
     """CMU-MOSI raw layout: full videos ``Raw/<vid>.<ext>`` or ``<vid>.<ext>`` + start/end seconds per row."""
     root = Path(root)
     csv_path = _find_csv(root, csv_path)
@@ -176,10 +189,10 @@ def read_mosi_layout(root: str | Path, csv_path: str | Path | None = None) -> La
                 transcript=_text_of(row),
             )
         )
-    return _finish(items, "mosi", csv_path)
+    return _finish(items, "mosi", csv_path, task)
 
 
-def read_folder_layout(root: str | Path, csv_path: str | Path | None = None) -> LabelSet:
+def read_folder_layout(root: str | Path, csv_path: str | Path | None = None, task: str = "auto") -> LabelSet:
     """A folder of media + a CSV mapping file -> label (optional transcript, split, start/end columns)."""
     root = Path(root)
     csv_path = _find_csv(root, csv_path)
@@ -215,7 +228,7 @@ def read_folder_layout(root: str | Path, csv_path: str | Path | None = None) -> 
                 transcript=_text_of(row),
             )
         )
-    return _finish(items, "folder", csv_path)
+    return _finish(items, "folder", csv_path, task)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,7 +253,7 @@ def deterministic_splits(ids: list[str], valid_frac: float = 0.15, test_frac: fl
     return out
 
 
-def _finish(items: list[LabelItem], layout: str, csv_path: Path) -> LabelSet:
+def _finish(items: list[LabelItem], layout: str, csv_path: Path, task: str) -> LabelSet:
     if not items:
         raise DataError(csv_path, "the label file has no rows")
     missing = [it.id for it in items if not it.split]
@@ -249,15 +262,43 @@ def _finish(items: list[LabelItem], layout: str, csv_path: Path) -> LabelSet:
         for it in items:
             if not it.split:
                 it.split = assigned[it.id]
-    labels = [it.label for it in items if it.label is not None]
-    if labels and all(_as_float(v) is not None for v in labels):
-        task, class_names = "regression", []
-        for it in items:
-            it.label = _as_float(it.label)
+    return _select_task(LabelSet(items=items, task="", layout=layout, source=csv_path), task)
+
+
+def _select_task(label_set: LabelSet, task: str) -> LabelSet:
+    """Decide regression vs classification, keep the rows of that kind, number the classes."""
+    items = label_set.items
+    numeric = [it for it in items if it.label is not None and _as_float(it.label) is not None]
+    categorical = [it for it in items if it.label is not None and _as_float(it.label) is None]
+    if task == "auto":
+        task = "regression" if len(numeric) > len(categorical) else "classification"
+        if not categorical:
+            task = "regression"
+    if task == "regression":
+        kept, dropped, why = numeric, categorical, "categorical label in a regression dataset"
     else:
-        task = "classification"
-        class_names = sorted({_label_key(v) for v in labels})
-    return LabelSet(items=items, task=task, layout=layout, source=csv_path, class_names=class_names)
+        # Classification keeps categorical rows; a purely numeric file classifies its distinct values.
+        kept, dropped, why = (
+            (categorical, numeric, "numeric label in a classification dataset")
+            if categorical
+            else (numeric, [], "")
+        )
+    if not kept:
+        raise DataError(label_set.source, f"no {task} labels in the label file")
+    drop_ids = {id(it) for it in dropped}
+    label_set.skipped = [(it.id, why) for it in dropped]
+    label_set.items = [it for it in items if id(it) not in drop_ids]
+    label_set.task = task
+    if task == "regression":
+        for it in label_set.items:
+            if it.label is not None:
+                it.label = _as_float(it.label)
+        label_set.class_names = []
+    else:
+        label_set.class_names = sorted(
+            {_label_key(it.label) for it in label_set.items if it.label is not None}
+        )
+    return label_set
 
 
 def _find_csv(root: Path, labels: str | Path | None) -> Path:
