@@ -61,7 +61,9 @@ def _load(folder: str, device: str) -> tuple[Any, Any]:
         key = (folder, device)
         if key not in _CACHE:
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar on every load of a local model
             tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             if not getattr(tok, "is_fast", False):
                 raise ValueError(
