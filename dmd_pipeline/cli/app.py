@@ -23,9 +23,14 @@ def _root() -> None:
 
 
 # --- command registration (one line per command) ---
-from dmd_pipeline.cli import info as _info  # noqa: E402
+from dmd_pipeline.cli import analyze, evaluate, extract, info, selftest, train  # noqa: E402
 
-app.command("info")(_info.info)
+app.command("analyze")(analyze.analyze)
+app.command("extract")(extract.extract)
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
+app.command("selftest")(selftest.selftest)
+app.command("info")(info.info)
 # --- end of command registration ---
 
 
