@@ -1,7 +1,9 @@
-"""``dmd train``: train DMD on an MMSA feature pickle and write a checkpoint folder.
+"""``dmd train``: train DMD on an MMSA feature pickle or a label CSV and write a checkpoint folder.
 
-Data loading goes through :func:`load_training_data`, which returns the splits; another data source (e.g. a
-label CSV for text-only training) plugs in there without touching the rest of the command.
+Data loading goes through :func:`load_training_data` (``--data FILE.pkl``) or :func:`load_label_data`
+(``--labels FILE.csv``: transcripts only, see :mod:`dmd_pipeline.data.text_only`; the text goes through the
+encoder either as token ids fine-tuned inside DMD, ``--text-input tokens``, or as frozen features,
+``--text-input features``; audio and vision are zeros and the model records ``"modalities": ["text"]``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,67 @@ def load_training_data(data: Path) -> Any:
     return load_data_source(data)
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' weight-loading progress bars (noise on stderr, unreadable in logs)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a pinned dependency
+        return
+    hf_logging.disable_progress_bar()
+
+
+def encoder_folder(text_encoder: str | None) -> Path:
+    """The local folder of ``--text-encoder`` (``bundled`` or None = the bundled MiniLM, sha256-checked)."""
+    from dmd_pipeline.model_files import text_encoder_dir
+
+    if text_encoder is None or text_encoder.lower() == "bundled":
+        return Path(text_encoder_dir())
+    return Path(text_encoder_dir(text_encoder))
+
+
+def load_label_data(
+    labels: Path,
+    preset: str,
+    model_overrides: dict[str, Any],
+    text_encoder: str | None,
+    text_input: str,
+    only_splits: list[str] | None = None,
+) -> tuple[Any, str | None, dict[str, Any]]:
+    """Label CSV -> (DataSource, the --text-encoder value for :func:`build_config`, meta to record).
+
+    Sequence lengths come from the preset (and ``--set seq_lens=...``), audio/vision dims from
+    ``--set feature_dims=[t,a,v]`` when given, else from the project's extractors.
+    """
+    from dmd_pipeline.config import get_preset
+    from dmd_pipeline.data.text_only import TEXT_ONLY_META, describe_text_only, load_label_source
+    from dmd_pipeline.errors import ConfigError
+    from dmd_pipeline.models.checkpoint import BUNDLED_TEXT_ENCODER, text_encoder_ref
+
+    if text_input not in ("tokens", "features"):
+        raise ConfigError(f"--text-input must be 'tokens' or 'features', got {text_input!r}")
+    if text_encoder is not None and text_encoder.lower() == "none":
+        raise ConfigError("--labels needs a text encoder (--text-encoder bundled or a local folder)")
+    enc = encoder_folder(text_encoder)
+    base = get_preset(preset, **model_overrides)
+    side = (
+        tuple(int(x) for x in model_overrides["feature_dims"][1:])
+        if "feature_dims" in model_overrides
+        else None
+    )
+    features = text_input == "features"
+    source = load_label_source(labels, enc, tuple(base.seq_lens), side, features, only_splits)  # type: ignore[arg-type]
+    ref = text_encoder_ref(enc)
+    meta: dict[str, Any] = {
+        **TEXT_ONLY_META,
+        "feature_spec": describe_text_only(source.splits, str(ref), features),
+    }
+    if features:
+        meta["text_features_encoder"] = ref
+        if ref != BUNDLED_TEXT_ENCODER:
+            meta["feature_spec"]["config"] = {"text_model": str(enc)}
+    return source, None if features else str(enc), meta
+
+
 def encoder_hidden_size(path: Path) -> int:
     """``hidden_size`` from a local BERT-family folder's config.json (the text feature dim with use_bert)."""
     from dmd_pipeline.errors import InputError
@@ -72,16 +135,15 @@ def build_config(
         if text_encoder.lower() == "none":
             kw.update(use_bert=False, text_encoder=None)
         else:
-            if text_encoder.lower() == "bundled":
-                from dmd_pipeline.model_files import text_encoder_dir
+            from dmd_pipeline.models.checkpoint import text_encoder_ref
 
-                enc = Path(text_encoder_dir())
-            else:
-                enc = Path(text_encoder).expanduser().resolve()
+            enc = encoder_folder(text_encoder)
             base = get_preset(preset)
             hidden = encoder_hidden_size(enc)
             kw.update(use_bert=True, text_encoder=str(enc), feature_dims=(hidden, *base.feature_dims[1:]))
-            notes.append(f"text encoder {enc} (hidden size {hidden}), fine-tuned from token ids (text_bert)")
+            notes.append(
+                f"text encoder {text_encoder_ref(enc)} (hidden size {hidden}), fed token ids (text_bert)"
+            )
     if num_classes.lower() == "auto":
         n = infer_num_classes(splits)
         kw["num_classes"] = n
@@ -98,8 +160,13 @@ def build_config(
 
 
 def train(
-    data: Path = typer.Option(
-        ..., "--data", help="MMSA feature pickle (aligned_50.pkl / unaligned_50.pkl layout)."
+    data: Path | None = typer.Option(
+        None, "--data", help="MMSA feature pickle (aligned_50.pkl / unaligned_50.pkl layout)."
+    ),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="Label CSV with transcripts (video_id, clip_id, text, label, mode): text-only training.",
     ),
     preset: str = typer.Option(
         "mosi_aligned", "--preset", help="Model preset (mosi_aligned, mosei_unaligned, ...)."
@@ -121,7 +188,25 @@ def train(
     text_encoder: str | None = typer.Option(
         None,
         "--text-encoder",
-        help="Local BERT-family folder to fine-tune on text_bert, 'bundled', or 'none'.",
+        help="Local BERT-family folder to fine-tune on text_bert, 'bundled', or 'none' "
+        "(with --labels: the encoder of the transcripts, default bundled).",
+    ),
+    text_input: str = typer.Option(
+        "tokens",
+        "--text-input",
+        help="With --labels: 'tokens' (encoder inside DMD, fine-tuned) or 'features' (frozen encoder features).",
+    ),
+    finetune_layers: int | None = typer.Option(
+        None,
+        "--finetune-layers",
+        help="With a text encoder: fine-tune only its top K layers (the rest frozen, not stored). Default: all.",
+    ),
+    weights_dtype: str = typer.Option(
+        "float32", "--weights-dtype", help="Storage type of the saved weights: float32, float16, bfloat16."
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    eval_test: bool = typer.Option(
+        True, "--eval-test/--no-eval-test", help="Evaluate the final model on the test split (when present)."
     ),
     num_classes: str = typer.Option(
         "1", "--num-classes", help="1 = regression, N = classes, 'auto' from the data."
@@ -133,19 +218,28 @@ def train(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
 ) -> None:
-    """Train DMD on an MMSA pickle; the best epoch (validation loss) is saved to OUT as it improves."""
+    """Train DMD on an MMSA pickle or a label CSV; the best epoch (validation loss) is saved to OUT."""
     from dmd_pipeline.errors import DMDError
 
     try:
-        _run(data, preset, out, epochs, seed, device, batch_size, lr, update_epochs, early_stop, text_encoder,
-             num_classes, overrides, quiet)  # fmt: skip
+        if (data is None) == (labels is None):
+            from dmd_pipeline.errors import ConfigError
+
+            raise ConfigError("give exactly one of --data FILE.pkl or --labels FILE.csv")
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+        _run(data, labels, preset, out, epochs, seed, device, batch_size, lr, update_epochs, early_stop,
+             text_encoder, text_input, finetune_layers, weights_dtype, num_classes, overrides, quiet, eval_test)  # fmt: skip
     except DMDError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
 def _run(
-    data: Path,
+    data: Path | None,
+    labels: Path | None,
     preset: str,
     out: Path,
     epochs: int | None,
@@ -156,21 +250,39 @@ def _run(
     update_epochs: int | None,
     early_stop: int | None,
     text_encoder: str | None,
+    text_input: str,
+    finetune_layers: int | None,
+    weights_dtype: str,
     num_classes: str,
     overrides: list[str] | None,
     quiet: bool,
+    eval_test: bool = True,
 ) -> None:
+    import time
+
+    quiet_transformers()
+
     from rich.console import Console
 
     from dmd_pipeline.data.datasets import dataset_from_split
     from dmd_pipeline.data.mmsa import describe_splits
+    from dmd_pipeline.errors import ConfigError
     from dmd_pipeline.models import DMDSystem
-    from dmd_pipeline.models.checkpoint import save_checkpoint
+    from dmd_pipeline.models.checkpoint import (
+        freeze_text_encoder,
+        save_checkpoint,
+        text_encoder_ref,
+        text_encoder_sha256,
+    )
     from dmd_pipeline.training.trainer import TrainConfig, Trainer, evaluate, resolve_device, set_seed
 
     console = Console(stderr=True, quiet=quiet)
     model_kw, train_kw = parse_overrides(overrides)
-    source = load_training_data(data)
+    extra_meta: dict[str, Any] = {}
+    if labels is not None:
+        source, text_encoder, extra_meta = load_label_data(labels, preset, model_kw, text_encoder, text_input)
+    else:
+        source = load_training_data(data)  # type: ignore[arg-type]
     config, notes = build_config(preset, source.splits, text_encoder, num_classes, model_kw, train_kw)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -186,23 +298,52 @@ def _run(
         early_stop=early_stop,
         quiet=quiet,
     )
+    for key in list(config.train):  # record the effective values (CLI flags) in the model config too
+        if hasattr(tcfg, key):
+            config.train[key] = getattr(tcfg, key)
     set_seed(seed)
     system = DMDSystem(config)
+    meta: dict[str, Any] = {
+        "preset": preset,
+        "feature_spec": extra_meta.get("feature_spec")
+        or (source.sidecar or {}).get("meta")
+        or describe_splits(source.splits),
+        "training_data": source.provenance(),
+        "notes": notes,
+        **extra_meta,
+        "weights_dtype": weights_dtype,
+    }
+    if finetune_layers is not None:
+        if not config.use_bert:
+            raise ConfigError("--finetune-layers needs a text encoder inside the model (use_bert)")
+        trainable = freeze_text_encoder(system, finetune_layers)
+        meta["text_encoder_base"] = {
+            "ref": text_encoder_ref(config.text_encoder),
+            "sha256": text_encoder_sha256(config.text_encoder),
+            "finetune_layers": finetune_layers,
+            "stored": "only the fine-tuned top layers; the rest is loaded from the base encoder",
+        }
+        notes.append(f"text encoder: top {finetune_layers} layer(s) fine-tuned ({trainable:,} parameters)")
+    n_train = sum(p.numel() for p in system.parameters() if p.requires_grad)
     console.print(
         f"training {config.name} on {source.path}: "
         + ", ".join(f"{k} {len(v)}" for k, v in datasets.items())
-        + f" samples; {sum(p.numel() for p in system.parameters()):,} parameters; device {tcfg.device}"
+        + f" samples; {sum(p.numel() for p in system.parameters()):,} parameters ({n_train:,} trainable);"
+        + f" device {tcfg.device}"
     )
-    meta = {
-        "preset": preset,
-        "feature_spec": (source.sidecar or {}).get("meta") or describe_splits(source.splits),
-        "training_data": source.provenance(),
-        "notes": notes,
-    }
     trainer = Trainer(system, tcfg, console=console)
+    t0 = time.perf_counter()
     result = trainer.fit(datasets["train"], datasets["valid"], checkpoint_dir=out, checkpoint_meta=meta)
+    import torch
+
+    meta["training_time"] = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "epochs_run": result.epochs_run,
+        "torch_threads": torch.get_num_threads(),
+        "device": tcfg.device,
+    }
     metrics = {"valid": result.best_metrics}
-    if "test" in datasets and len(datasets["test"]):
+    if eval_test and "test" in datasets and len(datasets["test"]):
         metrics["test"] = evaluate(system, datasets["test"], tcfg.batch_size, trainer.device)
     meta.update(metrics=metrics, train_config=tcfg.to_dict(), best_epoch=result.best_epoch)
     meta["stopped_early"], meta["epochs_run"] = result.stopped_early, result.epochs_run

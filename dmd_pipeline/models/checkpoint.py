@@ -4,10 +4,20 @@ Never pickle: weights go through safetensors, metadata through JSON, so loading 
 code. ``config.json`` holds ``{"format", "format_version", "config": DMDConfig.to_dict(), ...meta}``, where
 meta carries the preset, feature spec, metrics, versions and the training-data path/hash. Both files are
 written atomically (temp file + rename), weights first, so a crash mid-save leaves the previous pair.
+
+Text encoders (``use_bert``): the bundled all-MiniLM-L6-v2 is written as the symbol
+``"bundled:all-MiniLM-L6-v2"`` (:data:`BUNDLED_TEXT_ENCODER`), never as this machine's folder, and resolved
+(sha256-verified through :func:`dmd_pipeline.model_files.text_encoder_dir`) when loading; in memory the
+config holds the resolved folder. With a ``text_encoder_base`` block in the meta (``{"ref", "sha256",
+"finetune_layers": k}``) only the top ``k`` transformer layers of the encoder are fine-tuned
+(:func:`freeze_text_encoder`) and only they are stored: the frozen rest comes from the base encoder at
+load time, whose sha256 is checked. ``weights_dtype="float16"`` stores floating tensors in half precision
+(loaded back as float32), to keep shipped models small.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +28,9 @@ from dmd_pipeline.errors import ConfigError, ModelFileError
 from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
 
 WEIGHTS_NAME = "model.safetensors"
+BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
+TEXT_MODEL_PREFIX = "model.text_model.model."  # state-dict prefix of the BERT-family encoder in a DMDSystem
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CONFIG_NAME = "config.json"
 FORMAT = "dmd-pipeline-checkpoint"
 FORMAT_VERSION = 1
@@ -63,28 +76,121 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def text_encoder_ref(path_or_ref: str | Path | None) -> str | None:
+    """What a checkpoint records for a text encoder: the bundled folder becomes :data:`BUNDLED_TEXT_ENCODER`."""
+    if path_or_ref is None or str(path_or_ref).startswith("bundled:"):
+        return None if path_or_ref is None else str(path_or_ref)
+    from dmd_pipeline.model_files import text_encoder_dir
+
+    try:
+        bundled = text_encoder_dir().resolve()
+    except ModelFileError:
+        return str(path_or_ref)
+    return BUNDLED_TEXT_ENCODER if Path(path_or_ref).expanduser().resolve() == bundled else str(path_or_ref)
+
+
+def resolve_text_encoder(ref: str | Path) -> Path:
+    """The local folder of a recorded text encoder: ``bundled:all-MiniLM-L6-v2`` (sha256-checked) or a path."""
+    from dmd_pipeline.model_files import text_encoder_dir
+
+    if str(ref).startswith("bundled:"):
+        if str(ref) != BUNDLED_TEXT_ENCODER:
+            raise ModelFileError(f"unknown bundled text encoder {str(ref)!r} (known: {BUNDLED_TEXT_ENCODER})")
+        return text_encoder_dir()
+    p = Path(ref).expanduser()
+    if not p.is_dir():
+        raise ModelFileError(f"text encoder folder {p} not found (the checkpoint needs it)")
+    return p.resolve()
+
+
+def text_encoder_sha256(folder: str | Path) -> str:
+    """sha256 of a text encoder's weight file (recorded so a checkpoint can check its frozen base)."""
+    from dmd_pipeline import model_files
+    from dmd_pipeline.utils import sha256_file
+
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelFileError(f"{folder}: no model.safetensors in the text encoder folder")
+    try:
+        if folder.resolve() == model_files.text_encoder_dir().resolve():  # verified by text_encoder_dir
+            return model_files.TEXT_ENCODER_SHA256["model.safetensors"]
+    except ModelFileError:
+        pass
+    return sha256_file(weights)
+
+
+def _encoder_layers(system: torch.nn.Module) -> int:
+    model = getattr(getattr(getattr(system, "model", None), "text_model", None), "model", None)
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if layers is None:
+        raise ConfigError("the model has no BERT-family text encoder (use_bert=False)")
+    return len(layers)
+
+
+def frozen_encoder_keys(system: torch.nn.Module, finetune_layers: int) -> list[str]:
+    """State-dict keys of the text encoder outside its top ``finetune_layers`` transformer layers."""
+    n = _encoder_layers(system)
+    if not 0 <= finetune_layers <= n:
+        raise ConfigError(f"finetune_layers must be in 0..{n} for this {n}-layer text encoder")
+    keep = tuple(f"{TEXT_MODEL_PREFIX}encoder.layer.{i}." for i in range(n - finetune_layers, n))
+    return [k for k in system.state_dict() if k.startswith(TEXT_MODEL_PREFIX) and not k.startswith(keep)]
+
+
+def freeze_text_encoder(system: torch.nn.Module, finetune_layers: int) -> int:
+    """Freeze the encoder's embeddings, pooler and all but the top ``finetune_layers`` layers.
+
+    Returns the number of parameters left trainable in the encoder. The trainer only optimises parameters
+    with ``requires_grad``, and autograd does not go below the lowest trainable layer.
+    """
+    frozen = set(frozen_encoder_keys(system, finetune_layers))
+    trainable = 0
+    for name, p in system.named_parameters():
+        if name.startswith(TEXT_MODEL_PREFIX):
+            p.requires_grad_(name not in frozen)
+            trainable += p.numel() if name not in frozen else 0
+    return trainable
+
+
 def state_tensors(system: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every entry of ``system.state_dict()`` as a contiguous CPU tensor that owns its memory."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in system.state_dict().items()}
 
 
-def save_checkpoint(out_dir: str | Path, system: Any, meta: dict | None = None) -> None:
+def save_checkpoint(
+    out_dir: str | Path, system: Any, meta: dict | None = None, weights_dtype: str | None = None
+) -> None:
     """Write ``out_dir/model.safetensors`` and ``out_dir/config.json`` for a DMDSystem.
 
     ``meta`` (JSON-able) is stored beside the config: e.g. preset, feature_spec, metrics, train_config,
-    training_data {path, sha256}. Versions and the format tag are added here.
+    training_data {path, sha256}. Versions and the format tag are added here. With a ``text_encoder_base``
+    block in meta only the fine-tuned encoder layers are written (see the module docstring);
+    ``weights_dtype`` ("float32" default, "float16", "bfloat16") is the storage type of floating tensors.
     """
     from safetensors.torch import save
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
     config = system.config
     config_dict = config.to_dict()
+    config_dict["text_encoder"] = text_encoder_ref(config_dict.get("text_encoder"))
     tensors = state_tensors(system)
+    base = meta.get("text_encoder_base")
+    if base and getattr(config, "use_bert", False):
+        for key in frozen_encoder_keys(system, int(base["finetune_layers"])):
+            tensors.pop(key, None)
+    dtype_name = weights_dtype or meta.get("weights_dtype") or "float32"
+    if dtype_name not in _DTYPES:
+        raise ConfigError(f"weights_dtype must be one of {sorted(_DTYPES)}, got {dtype_name!r}")
+    tensors = {k: v.to(_DTYPES[dtype_name]) if v.is_floating_point() else v for k, v in tensors.items()}
+    meta["weights_dtype"] = dtype_name
     header = {"format": "pt", "dmd_format": FORMAT, "dmd_config": json.dumps(_jsonable(config_dict))}
-    atomic_write_bytes(out / WEIGHTS_NAME, save(tensors, metadata=header))
+    blob = save(tensors, metadata=header)
+    atomic_write_bytes(out / WEIGHTS_NAME, blob)
     payload = {
-        **_jsonable(dict(meta or {})),
+        **_jsonable(meta),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": _jsonable(config_dict),
@@ -159,14 +265,67 @@ def load_checkpoint(path_or_dir: str | Path, device: str | torch.device = "cpu")
     meta = read_checkpoint_meta(path_or_dir)
     if not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: checkpoint weights not found")
-    config = DMDConfig.from_dict(meta["config"])
+    cfg_dict = dict(meta["config"])
+    if cfg_dict.get("use_bert") and cfg_dict.get("text_encoder"):
+        cfg_dict["text_encoder"] = str(resolve_text_encoder(cfg_dict["text_encoder"]))
+    config = DMDConfig.from_dict(cfg_dict)
+    base = meta.get("text_encoder_base") if config.use_bert else None
+    if base and base.get("sha256"):
+        got = text_encoder_sha256(config.text_encoder)
+        if got != base["sha256"]:
+            raise ModelFileError(
+                f"{weights_path}: the text encoder {config.text_encoder} is not the base this model was "
+                f"fine-tuned from (sha256 {got[:12]}... != recorded {str(base['sha256'])[:12]}...)"
+            )
     system = DMDSystem(config)
     try:
         tensors = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights_path}: unreadable safetensors file: {exc}") from exc
-    check_state_matches(system.state_dict(), tensors, str(weights_path))
-    system.load_state_dict(tensors, strict=True)
+    expected = system.state_dict()
+    if base:
+        freeze_text_encoder(system, int(base["finetune_layers"]))
+        for key in frozen_encoder_keys(system, int(base["finetune_layers"])):
+            expected.pop(key)
+    check_state_matches(expected, tensors, str(weights_path))
+    digest = meta.get("weights_sha256")
+    if digest:
+        from dmd_pipeline.utils import sha256_file
+
+        got = sha256_file(weights_path)
+        if got != digest:
+            raise ModelFileError(
+                f"{weights_path}: sha256 {got[:12]}... differs from the {digest[:12]}... recorded in "
+                f"{CONFIG_NAME} (corrupt or replaced weights)"
+            )
+    tensors = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    system.load_state_dict(tensors, strict=not base)
     system.to(device)
     system.eval()
     return system, meta
+
+
+def export_checkpoint(
+    src: str | Path, dst: str | Path, weights_dtype: str = "float16", meta_updates: dict | None = None
+) -> dict:
+    """Re-save a trained checkpoint for shipping: weights in ``weights_dtype``, no machine paths.
+
+    The training-data path is reduced to its file name (its sha256 stays), ``config.train`` is updated with
+    the effective values of ``train_config`` (CLI flags such as ``--update-epochs``), ``meta_updates`` are
+    merged in.
+    Returns the written meta.
+    """
+    system, meta = load_checkpoint(src)
+    effective = meta.get("train_config") or {}
+    for key in list(system.config.train):  # config.train shows the values the model was trained with
+        if key in effective:
+            system.config.train[key] = effective[key]
+    for key in ("format", "format_version", "config", "versions", "n_tensors", "weights_dtype"):
+        meta.pop(key, None)
+    data = dict(meta.get("training_data") or {})
+    if data.get("path"):
+        data["path"] = Path(str(data["path"])).name
+        meta["training_data"] = data
+    meta.update(meta_updates or {})
+    save_checkpoint(dst, system, meta, weights_dtype=weights_dtype)
+    return read_checkpoint_meta(dst)
