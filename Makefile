@@ -36,8 +36,12 @@ $(STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+DEMO_OUT := demo_out
+
 demo: setup
-	$(VENV)/bin/dmd selftest
+	$(PY) samples/make_demo.py
+	$(VENV)/bin/dmd analyze samples/out/demo.mp4 --report --force --out $(DEMO_OUT)
+	@echo "Demo report: $(CURDIR)/$(DEMO_OUT)/demo.html  (result JSON: $(DEMO_OUT)/demo.json)"
 
 test: setup
 	$(VENV)/bin/ruff check dmd_pipeline tests benchmarks samples

@@ -17,7 +17,7 @@ from dmd_pipeline.errors import ModelFileError
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 #: Name tried first when no model is given (``$DMD_MODEL`` overrides it).
-DEFAULT_MODEL = "mosi_text"
+DEFAULT_MODEL = "mosi-text-minilm"
 _REQUIRED_FILES = ("config.json", "model.safetensors")
 
 
