@@ -45,10 +45,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,26 @@ def _geometry(pts: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.
     return geo, np.array([x0, y0, x1, y1])
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a moment: mediapipe's C++ start-up notes (glog/absl, TFLite XNNPACK)
+    ignore Python's logging and GLOG_minloglevel. Python exceptions still propagate with their messages."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. captured by a test runner): nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class VisualExtractor:
     """Face features per sampled frame (see the module docstring for every column)."""
 
@@ -170,6 +191,7 @@ class VisualExtractor:
             self.feature_names += [f"lm_{i}_{c}" for i in range(_N_LANDMARKS) for c in "xyz"]
         self.dim: int = len(self.feature_names)
         self._landmarker = None
+        self._warm = False
         self._next_ts_ms = 0
         self._model_sha: str | None = None
 
@@ -190,7 +212,9 @@ class VisualExtractor:
                 output_face_blendshapes=True,
                 output_facial_transformation_matrixes=True,
             )
-            self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+            with _quiet_native_stderr():
+                self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+            self._warm = False
             _LIVE.add(self)
             _register_exit_hook()
         return self._landmarker
@@ -263,7 +287,13 @@ class VisualExtractor:
             ts = max(base + int(round((float(t) - t_first) * 1000.0)), last_ts + 1)
             last_ts = ts
             t0 = time.perf_counter()
-            result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=img), ts)
+            mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=img)
+            if self._warm:
+                result = landmarker.detect_for_video(mp_image, ts)
+            else:  # the graph's first run logs TFLite/XNNPACK set-up notes from C++: not for the user
+                with _quiet_native_stderr():
+                    result = landmarker.detect_for_video(mp_image, ts)
+                self._warm = True
             spent += time.perf_counter() - t0
 
             faces = result.face_landmarks or []
