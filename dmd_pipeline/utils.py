@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,6 +15,14 @@ from typing import IO, Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` and rename it into place only on success.
@@ -22,8 +31,13 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # keep the mode of the file being replaced; mkstemp's 0600 would lock other users out
+        perms = path.stat().st_mode & 0o7777
+    except OSError:
+        perms = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, perms)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()

@@ -202,3 +202,43 @@ def test_real_clips_with_whisper(shared_clips: Path, tmp_path: Path, tiny_model:
         assert 2.0 < doc["duration"] < 3.0
         assert (out / f"{c.stem}.html").is_file()
     assert (out / "index.html").is_file()
+
+
+def test_model_trained_on_extracted_pickle_keeps_class_names_and_settings(tmp_path: Path) -> None:
+    """`dmd train --data X.pkl` records the pickle's sidecar meta as ``feature_spec``: its class names,
+    ``aligned`` flag and extraction settings (one level further down) must reach the analysis."""
+    import torch
+
+    from dmd_pipeline.analysis.analyze import AnalyzeOptions, get_extractor
+    from dmd_pipeline.analysis.registry import load_model
+    from dmd_pipeline.config import get_preset
+    from dmd_pipeline.models import DMDSystem
+    from dmd_pipeline.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = get_preset("mosi_unaligned", dst_feature_dim=12, nheads=2, nlevels=1, num_classes=3)
+    cfg.name = "custom"  # the preset name must not be what tells aligned/unaligned apart
+    sidecar_meta = {
+        "feature_spec": {"dims": {"text": 384, "audio": 25, "vision": 66}, "config": {"fps": 5.0}},
+        "aligned": False,
+        "task": "classification",
+        "class_names": ["ANG", "HAP", "SAD"],
+    }
+    save_checkpoint(tmp_path / "m", DMDSystem(cfg), {"feature_spec": sidecar_meta})
+    loaded = load_model(tmp_path / "m")
+    assert loaded.task == "classification"
+    assert loaded.class_names == ["ANG", "HAP", "SAD"]
+    assert loaded.aligned is False
+    ext = get_extractor(loaded, AnalyzeOptions(asr="none"))
+    assert ext.config.fps == 5.0 and ext.config.aligned is False
+
+
+@pytest.mark.parametrize("duration", [0.04, 2.0, 2.439])
+def test_cue_times_lie_inside_the_clip(duration: float) -> None:
+    """A one-frame clip (0.04 s) or a partial last cell must not get a cue time past the end."""
+    from dmd_pipeline.analysis.analyze import compute_cues
+
+    cues = compute_cues(None, None, duration, rate_hz=2.0)
+    assert len(cues.times) == math.ceil(duration * 2.0 - 1e-9)
+    assert all(0 <= t <= duration for t in cues.times)
+    assert cues.times == sorted(cues.times) and cues.times[0] == pytest.approx(min(0.25, duration / 2))

@@ -180,3 +180,40 @@ def test_killed_batch_resumes_with_one_result_per_file(
     assert sorted(Path(r["file"]).name for r in rows) == sorted(f.name for f in files)
     assert all(r["status"] == "ok" and r["n_segments"] for r in rows)
     assert _rows(out / "errors.csv") == []
+
+
+def test_resumed_run_with_format_csv_writes_the_missing_timeline_csv(tmp_path: Path) -> None:
+    """A file finished by a JSON-only run is skipped on a ``--format csv`` re-run, but still gets its CSV."""
+    from test_result_schema import sample_result
+
+    from dmd_pipeline.analysis.batch import BatchOptions, run_batch
+
+    media_file = tmp_path / "talk.wav"
+    media_file.write_bytes(b"not analysed again")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = sample_result()
+    result.file = str(media_file.resolve())
+    (out / "talk.json").write_text(result.to_json(), encoding="utf-8")
+    outcome = run_batch([media_file.resolve()], BatchOptions(out_dir=out, fmt="csv"))
+    assert [o.status for o in outcome.outcomes] == ["skipped"]
+    rows = _rows(out / "talk.csv")
+    assert [float(r["score"]) for r in rows] == [s.prediction.score for s in result.segments]
+
+
+def test_corrupt_model_with_workers_is_a_one_line_usage_error(tmp_path: Path, tiny_model: Path) -> None:
+    """With --workers the model loads in the workers: a corrupt file must still give exit 2 and one
+    clear line (as with one worker), not a worker traceback per process and every file 'failed'."""
+    import shutil
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(tiny_model, bad)
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    proc = _run_cli(
+        ["analyze", str(tmp_path / "a.wav"), "--model", str(bad), "--workers", "2", "-o", str(tmp_path / "o")]
+    )
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, output
+    assert "Traceback" not in output and "model.safetensors" in output

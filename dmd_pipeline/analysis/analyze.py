@@ -60,8 +60,13 @@ class AnalyzeOptions:
 # ---- extractor set-up --------------------------------------------------------------------------------
 def _feature_config(model: LoadedModel) -> dict[str, Any]:
     """The extraction settings recorded with the model (``meta.feature_spec.config``), if any."""
-    spec = model.meta.get("feature_spec") or {}
-    cfg = spec.get("config") if isinstance(spec, dict) else None
+    from dmd_pipeline.analysis.registry import dataset_meta
+
+    spec = dataset_meta(model.meta)
+    cfg = spec.get("config")
+    if not isinstance(cfg, dict):  # a model trained on a `dmd extract` pickle: one level further down
+        inner = spec.get("feature_spec")
+        cfg = inner.get("config") if isinstance(inner, dict) else None
     return dict(cfg) if isinstance(cfg, dict) else {}
 
 
@@ -328,10 +333,11 @@ CUE_SPECS: dict[str, tuple[str, str]] = {
 
 
 def compute_cues(acoustic: Any, visual: Any, duration: float, rate_hz: float = 2.0) -> Cues:
-    """Descriptive cues on a grid of cells of 1/rate_hz seconds (times = cell centres)."""
+    """Descriptive cues on a grid of cells of 1/rate_hz seconds (times = centres of the cells' parts inside
+    the clip, so the last, partial cell's time never lies past the end)."""
     n = max(1, int(np.ceil(duration * rate_hz - 1e-9))) if duration > 0 else 0
     edges = np.arange(n + 1, dtype=np.float64) / rate_hz
-    times = [round(float(0.5 * (edges[k] + edges[k + 1])), 4) for k in range(n)]
+    times = [round(float(0.5 * (edges[k] + min(edges[k + 1], duration))), 4) for k in range(n)]
     series: dict[str, CueSeries] = {}
 
     def add(name: str, frames: Any, values: np.ndarray | None, valid: np.ndarray | None) -> None:

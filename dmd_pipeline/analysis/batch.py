@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.errors import InputError
+from dmd_pipeline.errors import ConfigError, InputError, ModelFileError
 from dmd_pipeline.utils import atomic_write_text
 
 #: Extensions picked up when scanning folders (files given explicitly are analysed whatever their name).
@@ -242,7 +242,11 @@ def _init_worker(model_ref: str | None, threads: int) -> None:
     torch.set_num_threads(max(1, threads))
     from dmd_pipeline.analysis.registry import load_model
 
-    _WORKER["model"] = load_model(model_ref)
+    try:
+        _WORKER["model"] = load_model(model_ref)
+    except (ModelFileError, ConfigError) as exc:
+        # raised from the first task instead: an initializer error prints a traceback and breaks the pool
+        _WORKER["load_error"] = exc
 
 
 def _segments_csv(doc: dict[str, Any]) -> str:
@@ -303,6 +307,8 @@ def process_file(path: Path, name: str, opts: BatchOptions, model: Any | None = 
 
 
 def _process_in_worker(path: Path, name: str, opts: BatchOptions) -> FileOutcome:
+    if "load_error" in _WORKER:
+        raise _WORKER["load_error"]
     return process_file(path, name, opts)
 
 
@@ -407,8 +413,12 @@ def run_batch(
     todo: list[Path] = []
     for f in files:
         jp = out_dir / f"{names[f]}.json"
-        if not opts.force and existing_result(jp, f) is not None:
+        done = None if opts.force else existing_result(jp, f)
+        if done is not None:
             outcomes[f] = FileOutcome(str(f), names[f], "skipped")
+            seg_csv = out_dir / f"{names[f]}.csv"
+            if opts.fmt == "csv" and not seg_csv.is_file():  # asked for now, not on the first run
+                atomic_write_text(seg_csv, _segments_csv(done))
             if opts.report and not (out_dir / f"{names[f]}.html").is_file():
                 todo.append(f)  # result is there but its report is not: redo the file
                 del outcomes[f]
@@ -447,6 +457,10 @@ def run_batch(
                     f = futs[fu]
                     try:
                         oc = fu.result()
+                    except (ModelFileError, ConfigError):  # the model does not load: no file can succeed
+                        for other in pending:
+                            other.cancel()
+                        raise
                     except Exception as exc:  # a crashed worker (e.g. out of memory)
                         oc = FileOutcome(str(f), names[f], "failed", "worker", f"{type(exc).__name__}: {exc}")
                     _record(f, oc)

@@ -44,6 +44,8 @@ class LoadedModel:
         """Whether the model was trained on word-aligned features (None when the meta does not say)."""
         val = self.meta.get("aligned")
         if val is None:
+            val = dataset_meta(self.meta).get("aligned")
+        if val is None:
             preset = str(getattr(self.config, "name", "") or "")
             if "unaligned" in preset:
                 return False
@@ -67,6 +69,16 @@ class LoadedModel:
             seq_lens=[int(x) for x in getattr(cfg, "seq_lens", ())] or None,
             aligned=self.aligned,
         )
+
+
+def dataset_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The training set's sidecar ``meta`` block, which ``dmd train --data`` records as ``feature_spec``.
+
+    A pickle made by ``dmd extract`` carries ``aligned``, ``class_names`` and the extraction settings
+    (``feature_spec.config``) there, one level below where a bundled model keeps them.
+    """
+    spec = meta.get("feature_spec")
+    return spec if isinstance(spec, dict) else {}
 
 
 def available_models() -> list[str]:
@@ -163,6 +175,9 @@ def load_model(name_or_dir: str | os.PathLike[str] | None = None, device: str = 
     num_classes = int(getattr(cfg, "num_classes", 1))
     task = str(meta.get("task") or ("regression" if num_classes == 1 else "classification"))
     class_names = meta.get("class_names")
+    data_names = dataset_meta(meta).get("class_names")
+    if not class_names and isinstance(data_names, list) and len(data_names) == num_classes:
+        class_names = data_names  # the label names of the `dmd extract` pickle the model was trained on
     if task == "classification":
         if not class_names:
             class_names = [f"class_{i}" for i in range(num_classes)]
