@@ -470,6 +470,7 @@ def analyze_clip(
     out = run_model(model, inputs, options.batch_size)
     timings["model"] = time.perf_counter() - t0
 
+    used = [m for m in MODALITIES if m in model.modalities and m in present]
     seg_results = []
     for i, s in enumerate(segs):
         edges = GraphEdges(
@@ -484,19 +485,20 @@ def analyze_clip(
                 start=round(float(s.start), 4),
                 end=round(float(s.end), 4),
                 text=str(s.text),
-                prediction=_prediction(model, out["logits"][i]),
+                # With none of the model's modalities present the output only reflects zero inputs:
+                # no score is given rather than a number that looks meaningful.
+                prediction=_prediction(model, out["logits"][i]) if used else Prediction(),
                 words=[_word(w, s.start, s.end) for w in s.words],
                 edges=edges,
             )
         )
-    overall = aggregate(model, seg_results)
+    overall = aggregate(model, seg_results) if used else Prediction()
 
     t0 = time.perf_counter()
     cues = compute_cues(bundle.acoustic, bundle.visual, duration, options.cue_rate_hz)
     key_frames = pick_key_frames(bundle.visual, duration, options.key_frames)
     timings["cues"] = time.perf_counter() - t0
 
-    used = [m for m in MODALITIES if m in model.modalities and m in present]
     zero = [m for m in MODALITIES if m not in used]
     notes = []
     unused_present = [m for m in present if m not in model.modalities]
@@ -510,7 +512,10 @@ def analyze_clip(
         notes.append(f"the model uses {', '.join(missing)} but the file has none: fed as zeros")
     warnings = [str(n) for n in meta.get("notes") or []] + notes
     if not used:
-        warnings.append("no modality the model uses is present: the scores carry no information")
+        warnings.append(
+            "no modality the model uses is present: no score is given (score and labels are null); "
+            "the descriptive cues are still measured"
+        )
 
     words = list(bundle.words)
     timings["total"] = time.perf_counter() - t_all
