@@ -289,6 +289,12 @@ class Extractor:
                     tr = self._align(tr, audio, sr, duration)
             segments = list(tr.segments)
             words = [w for seg in segments for w in seg.words]
+            fallback = sum(1 for w in words if w.source in ("asr", "proportional"))
+            if fallback:  # e.g. a transcript that does not match the audio makes forced alignment fail
+                notes.append(
+                    f"forced alignment did not place {fallback} of {len(words)} words (does the transcript "
+                    "match the audio?): their times come from the ASR or are proportional inside the segment"
+                )
 
         acoustic = None
         if audio is not None:

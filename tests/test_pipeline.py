@@ -79,6 +79,16 @@ def test_audio_only_with_given_transcript(extractor, media) -> None:
     assert starts == sorted(starts) and b.words[-1].end <= md["source"]["duration"] + 1e-6
 
 
+@pytest.mark.slow
+def test_transcript_that_does_not_match_the_audio_is_noted(extractor, media) -> None:
+    path = media.audio_only("wav")
+    wrong = "purple elephants negotiate quietly with seventeen bicycles under the frozen lighthouse tonight"
+    b = extractor.extract_clip(path, transcript=wrong, use_cache=False)
+    fallback = sum(n for src, n in b.metadata["word_sources"].items() if src in ("asr", "proportional"))
+    assert fallback > 0
+    assert any(f"did not place {fallback} of {len(b.words)} words" in n for n in b.metadata["notes"])
+
+
 def test_video_without_audio_has_no_audio_or_text(extractor, media) -> None:
     b = extractor.extract_clip(media.no_audio_video(duration=1.0))
     assert b.acoustic is None and b.text is None and b.visual is not None
