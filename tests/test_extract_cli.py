@@ -226,9 +226,10 @@ def test_bad_file_is_reported_and_the_rest_finishes(shared_clips, cache_dir, tmp
     )  # fmt: skip
     out = tmp_path / "out"
     res = runner.invoke(
-        app, ["extract", str(src), "--out", str(out), "--asr", "none", "--cache-dir", str(cache_dir)]
+        app, ["extract", str(src), "--out", str(out), "--asr", "none", "--cache-dir", str(cache_dir), "-q"]
     )
     assert res.exit_code == 1, res.output
+    assert "broken.mp4" in res.output and "already extracted" not in res.output  # -q: errors only
     rows = list(csv.DictReader((out / "errors.csv").read_text().splitlines()))
     assert len(rows) == 1 and rows[0]["file"].endswith("broken.mp4") and rows[0]["stage"] == "probe"
     assert "empty" in rows[0]["reason"]

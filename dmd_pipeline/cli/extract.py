@@ -353,6 +353,9 @@ def extract(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     force: bool = typer.Option(False, "--force", help="Re-extract everything (ignore items/ and the cache)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar or notes; errors and the pickle path only."
+    ),
 ) -> None:
     """Extract features of a labelled dataset into an MMSA-compatible pickle for `dmd train`."""
     from rich.console import Console
@@ -371,6 +374,7 @@ def extract(
     from dmd_pipeline.pipeline import ASR_ENGINES, ExtractionConfig
 
     err = Console(stderr=True)
+    info = Console(stderr=True, quiet=quiet)  # progress notes; errors always go to ``err``
     if layout not in LAYOUTS:
         raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
     if task not in TASKS:
@@ -384,7 +388,7 @@ def extract(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     if label_set.skipped:
-        err.print(
+        info.print(
             f"[yellow]note:[/yellow] {len(label_set.skipped)} rows left out ({label_set.skipped[0][1]}): "
             + ", ".join(i for i, _ in label_set.skipped[:5])
             + (" ..." if len(label_set.skipped) > 5 else "")
@@ -410,7 +414,7 @@ def extract(
         if got is None or got[1].get("run_hash") != run_hash(fhash, aligned, lens, item):
             todo.append(item)
     n_done = len(label_set.items) - len(todo)
-    err.print(
+    info.print(
         f"{len(label_set.items)} items ({label_set.layout} layout, {label_set.task}); "
         f"{n_done} already extracted, {len(todo)} to go; workers={workers}"
     )
@@ -441,6 +445,7 @@ def extract(
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        disable=quiet,
     ) as progress:
         task = progress.add_task("extract", total=len(label_set.items), completed=n_done)
         if todo:
@@ -467,7 +472,7 @@ def extract(
     name = f"{'aligned' if aligned else 'unaligned'}_{lens[0]}.pkl"
     counts = assemble(label_set, items_dir, out / name, spec, aligned, lens)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in stats["timings"].items())
-    err.print(
+    info.print(
         f"wrote {out / name} (train {counts['train']}, valid {counts['valid']}, test {counts['test']}); "
         f"{len(failures)} failed; cache hits {stats['cache_hits']}"
         + (f"; stage totals: {timing}" if timing else "")
