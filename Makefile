@@ -44,13 +44,13 @@ demo: setup
 	@echo "Demo report: $(CURDIR)/$(DEMO_OUT)/demo.html  (result JSON: $(DEMO_OUT)/demo.json)"
 
 test: setup
-	$(VENV)/bin/ruff check dmd_pipeline tests benchmarks samples
+	$(VENV)/bin/ruff check dmd_pipeline tests benchmarks samples recipes
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: setup
-	$(VENV)/bin/ruff check dmd_pipeline tests benchmarks samples
-	$(VENV)/bin/ruff format --check dmd_pipeline tests benchmarks samples
+	$(VENV)/bin/ruff check dmd_pipeline tests benchmarks samples recipes
+	$(VENV)/bin/ruff format --check dmd_pipeline tests benchmarks samples recipes
 
 bench: setup
 	$(PY) benchmarks/bench_model.py
