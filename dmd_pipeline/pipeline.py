@@ -351,9 +351,14 @@ class Extractor:
         if given is not None and given.strip():
             text = " ".join(given.split())
             return tx.Transcript([tx.Segment(0.0, duration, text, [])], "given")
-        if audio is None:
-            return None
         sidecar_path = None if is_segment else path  # sidecar times refer to the whole file
+        if audio is None:  # nothing to recognise, but a sidecar transcript still gives the text
+            sidecar = tx.find_sidecar(path) if sidecar_path is not None else None
+            if sidecar is None:
+                return None
+            tr = tx.read_transcript_file(sidecar, duration=duration)
+            tr.source = f"sidecar:{sidecar}"
+            return tr
         return tx.get_transcript(
             sidecar_path,
             audio,

@@ -107,6 +107,16 @@ def test_video_without_audio_keeps_a_given_transcript(extractor, media) -> None:
     assert b.metadata["word_sources"] == {"proportional": 3}
 
 
+def test_video_without_audio_reads_a_sidecar_transcript(extractor, media, tmp_path) -> None:
+    clip = tmp_path / "silent film.mp4"
+    clip.write_bytes(media.no_audio_video(duration=1.0).read_bytes())
+    clip.with_suffix(".txt").write_text("what a lovely day\n", encoding="utf-8")
+    b = extractor.extract_clip(clip, use_cache=False)
+    assert [w.text for w in b.words] == ["what", "a", "lovely", "day"]
+    assert b.metadata["transcript_source"].startswith("sidecar:") and b.text is not None
+    assert b.metadata["word_sources"] == {"proportional": 4}
+
+
 @pytest.mark.slow
 def test_segment_times_are_relative_to_the_clip(extractor, media) -> None:
     path = media.face_video(duration=3.0)
