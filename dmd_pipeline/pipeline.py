@@ -139,6 +139,8 @@ class Extractor:
         self._visual: Any = None
         self._text: Any = None
         self._feature_hash: str | None = None
+        # sha256 per (file, size, mtime): segments cut from one long video hash it once, not once each
+        self._source_sha: dict[tuple[str, int, int], str] = {}
 
     # -- lazily loaded models -------------------------------------------------------------------------
     @property
@@ -232,7 +234,7 @@ class Extractor:
         with self._stage("input", path, timings):
             if not path.is_file():
                 raise InputError(path, "file not found" if not path.exists() else "not a regular file")
-            sha = sha256_file(path)
+            sha = self._source_sha256(path)
         key = FeatureCache.key(sha, self.feature_hash, start, end, transcript)
         if self.cache is not None and use_cache:
             t0 = time.perf_counter()
@@ -245,6 +247,13 @@ class Extractor:
         if self.cache is not None:
             self.cache.put(key, bundle)
         return bundle
+
+    def _source_sha256(self, path: Path) -> str:
+        st = path.stat()
+        ident = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if ident not in self._source_sha:
+            self._source_sha[ident] = sha256_file(path)
+        return self._source_sha[ident]
 
     def _extract(
         self,

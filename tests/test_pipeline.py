@@ -117,6 +117,19 @@ def test_video_without_audio_reads_a_sidecar_transcript(extractor, media, tmp_pa
     assert b.metadata["word_sources"] == {"proportional": 4}
 
 
+def test_segments_of_one_file_hash_it_once(extractor, media, monkeypatch) -> None:
+    import dmd_pipeline.pipeline as pl
+
+    calls = []
+    real = pl.sha256_file
+    monkeypatch.setattr(pl, "sha256_file", lambda p: calls.append(p) or real(p))
+    ex = _fresh(extractor)
+    path = media.no_audio_video(duration=1.0)
+    a = ex.extract_clip(path, start=0.0, end=0.5, use_cache=False)
+    b = ex.extract_clip(path, start=0.5, end=1.0, use_cache=False)
+    assert len(calls) == 1 and a.metadata["source"]["sha256"] == b.metadata["source"]["sha256"] == real(path)
+
+
 @pytest.mark.slow
 def test_segment_times_are_relative_to_the_clip(extractor, media) -> None:
     path = media.face_video(duration=3.0)
