@@ -7,6 +7,11 @@ trainer (Adam, ``ReduceLROnPlateau(mode='min', factor=0.5)``). Every value the o
 marked "not from the official config".
 
 Orders: ``feature_dims``, ``seq_lens`` and ``conv1d_kernel_size`` are always (text, audio, vision).
+
+Validation (:meth:`DMDConfig.from_dict`, :meth:`DMDConfig.validate`) runs before any tensor is built, so a
+hostile or broken ``config.json`` cannot make the model allocate terabytes or loop forever: every field has
+a type (:data:`FIELD_TYPES`) and a range (:data:`INT_RANGES`, :data:`FLOAT_RANGES`), and the estimated
+parameter count (:meth:`DMDConfig.estimated_parameters`) must stay under :data:`MAX_PARAMETERS`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,162 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dmd_pipeline.errors import ConfigError
+
+#: Inclusive ranges of the integer hyper-parameters (the official presets sit far inside them).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "num_classes": (1, 10_000),
+    "dst_feature_dim": (1, 4096),
+    "nheads": (1, 256),
+    "nlevels": (1, 48),
+    "gd_size_homo": (1, 8192),
+    "gd_size_hetero": (1, 8192),
+}
+#: Inclusive ranges of each entry of the (text, audio, vision) integer triples.
+TRIPLE_RANGES: dict[str, tuple[int, int]] = {
+    "feature_dims": (1, 65_536),
+    "seq_lens": (1, 4096),  # attention memory grows with the square of the length
+    "conv1d_kernel_size": (1, 4096),
+}
+#: Inclusive ranges of the float hyper-parameters.
+FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    **{
+        k: (0.0, 1.0)
+        for k in (
+            "text_dropout",
+            "embed_dropout",
+            "attn_dropout",
+            "attn_dropout_a",
+            "attn_dropout_v",
+            "relu_dropout",
+            "res_dropout",
+            "output_dropout",
+        )
+    },
+    "gd_prior_temperature": (1e-6, 1e6),
+    "gd_reg": (0.0, 1e9),
+    "gd_alpha": (0.0, 1e6),
+    "w_gd": (0.0, 1e6),
+    "w_rec_cyc": (0.0, 1e6),
+    "w_mar_ort": (0.0, 1e6),
+    "mar_margin_scale": (0.0, 1e6),
+}
+#: JSON type of every field: "int", "float", "bool", "str", "str?" (or null), "int3" (three ints),
+#: "floats" (a list of floats), "dict".
+FIELD_TYPES: dict[str, str] = {
+    "name": "str",
+    "feature_dims": "int3",
+    "seq_lens": "int3",
+    "conv1d_kernel_size": "int3",
+    "num_classes": "int",
+    "use_bert": "bool",
+    "text_encoder": "str?",
+    "finetune_text_encoder": "bool",
+    "ort_variant": "str",
+    "keep_dead_layers": "bool",
+    "dst_feature_dim": "int",
+    "nheads": "int",
+    "nlevels": "int",
+    "attn_mask": "bool",
+    **dict.fromkeys(
+        (
+            "text_dropout",
+            "embed_dropout",
+            "attn_dropout",
+            "attn_dropout_a",
+            "attn_dropout_v",
+            "relu_dropout",
+            "res_dropout",
+            "output_dropout",
+            "gd_prior_temperature",
+            "gd_reg",
+            "gd_alpha",
+            "w_gd",
+            "w_rec_cyc",
+            "w_mar_ort",
+            "mar_margin_scale",
+        ),
+        "float",
+    ),
+    "gd_size_homo": "int",
+    "gd_size_hetero": "int",
+    "gd_prior_homo": "floats",
+    "gd_prior_hetero": "floats",
+    "gd_w_losses": "floats",
+    "train": "dict",
+}
+#: Types of the ``train`` entries.
+TRAIN_TYPES: dict[str, str] = {
+    "learning_rate": "float",
+    "weight_decay": "float",
+    "batch_size": "int",
+    "update_epochs": "int",
+    "grad_clip": "float",
+    "early_stop": "int",
+    "patience": "int",
+    "lr_factor": "float",
+    "learning_rate_bert": "float",
+    "weight_decay_bert": "float",
+    "key_eval": "str",
+}
+#: Upper bound of :meth:`DMDConfig.estimated_parameters` (float32: 1 GB), far above the official models.
+MAX_PARAMETERS = 250_000_000
+MAX_STR_LEN = 4096
+
+
+def _check_value(where: str, kind: str, value: Any) -> None:
+    """Raise ConfigError unless ``value`` has JSON type ``kind`` (see :data:`FIELD_TYPES`)."""
+    import math
+
+    def is_int(v: Any) -> bool:
+        return (isinstance(v, int) and not isinstance(v, bool)) or (
+            isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) < 2**53
+        )
+
+    def is_float(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+    ok = {
+        "int": lambda v: is_int(v),
+        "float": lambda v: is_float(v),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str) and len(v) <= MAX_STR_LEN,
+        "str?": lambda v: v is None or (isinstance(v, str) and len(v) <= MAX_STR_LEN),
+        "int3": lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(is_int(x) for x in v),
+        "floats": lambda v: isinstance(v, (list, tuple)) and len(v) <= 64 and all(is_float(x) for x in v),
+        "dict": lambda v: isinstance(v, dict),
+    }[kind](value)
+    if not ok:
+        want = {
+            "int": "an integer",
+            "float": "a finite number",
+            "bool": "true or false",
+            "str": f"a string (at most {MAX_STR_LEN} characters)",
+            "str?": "a string or null",
+            "int3": "a list of three integers (text, audio, vision)",
+            "floats": "a list of finite numbers",
+            "dict": "an object",
+        }[kind]
+        shown = repr(value)
+        raise ConfigError(
+            f"config {where} must be {want}, got {shown[:60] + '...' if len(shown) > 60 else shown}"
+        )
+
+
+def check_config_dict(d: Any) -> None:
+    """Check the types of a config dict (as read from JSON) before any value is used; ConfigError if wrong."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"config must be an object, got {type(d).__name__}")
+    for key, value in d.items():
+        kind = FIELD_TYPES.get(str(key))
+        if kind is not None:
+            _check_value(str(key), kind, value)
+    train = d.get("train")
+    if isinstance(train, dict):
+        for key, value in train.items():
+            kind = TRAIN_TYPES.get(str(key))
+            if kind is not None:
+                _check_value(f"train.{key}", kind, value)
+
 
 #: Text feature widths for ``get_preset(..., feature_dims=(TEXT_DIM_MINILM, d_audio, d_vision))``.
 TEXT_DIM_MINILM = 384  # bundled all-MiniLM-L6-v2
@@ -42,6 +203,11 @@ TRAIN_KEYS: dict[str, str] = {
     ),
     "weight_decay_bert": "weight decay of the text-encoder group; not from the official config (0.001)",
     "key_eval": "model selection metric (official 'Loss' = validation L1, lower is better)",
+    "augment_time_mask": (
+        "not from the official config: training-time masking of up to this fraction of the audio frames "
+        "(2 random spans; 0 = off, the default)"
+    ),
+    "augment_noise": "not from the official config: Gaussian noise std added to real audio frames in training (0 = off)",
 }
 
 
@@ -122,10 +288,24 @@ class DMDConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ConfigError on inconsistent values (wrong lengths, too-short sequences, bad variant)."""
+        """Raise ConfigError on inconsistent values: wrong lengths, out-of-range values (:data:`INT_RANGES`,
+        :data:`TRIPLE_RANGES`, :data:`FLOAT_RANGES`), too-short sequences, a bad variant, or a model whose
+        estimated size is over :data:`MAX_PARAMETERS`. Cheap: nothing is allocated."""
         for key in ("feature_dims", "seq_lens", "conv1d_kernel_size"):
             if len(getattr(self, key)) != 3:
                 raise ConfigError(f"DMDConfig.{key} must have 3 entries (text, audio, vision)")
+            lo, hi = TRIPLE_RANGES[key]
+            for v, m in zip(getattr(self, key), ("text", "audio", "vision"), strict=True):
+                if not lo <= v <= hi:
+                    raise ConfigError(f"DMDConfig.{key} ({m}) = {v} is outside [{lo}, {hi}]")
+        for key, (lo, hi) in INT_RANGES.items():
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"DMDConfig.{key} = {v!r} is outside [{lo}, {hi}]")
+        for key, (flo, fhi) in FLOAT_RANGES.items():
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not flo <= float(v) <= fhi:
+                raise ConfigError(f"DMDConfig.{key} = {v!r} is outside [{flo:g}, {fhi:g}]")
         for n, k, m in zip(self.seq_lens, self.conv1d_kernel_size, "tav", strict=True):
             if k < 1 or n - k + 1 < 1:
                 raise ConfigError(
@@ -142,6 +322,32 @@ class DMDConfig:
         unknown = set(self.train) - set(TRAIN_KEYS)
         if unknown:
             raise ConfigError(f"unknown train keys {sorted(unknown)}; known: {sorted(TRAIN_KEYS)}")
+        n = self.estimated_parameters()
+        if n > MAX_PARAMETERS:
+            raise ConfigError(
+                f"this configuration would build a model of about {n:,} parameters (dst_feature_dim "
+                f"{self.dst_feature_dim}, nlevels {self.nlevels}, feature_dims {list(self.feature_dims)}, "
+                f"seq_lens {list(self.seq_lens)}); the limit is {MAX_PARAMETERS:,}"
+            )
+
+    def estimated_parameters(self) -> int:
+        """Parameters the DMD backbone and GD units would have (an upper-bound estimate, text encoder
+        excluded), computed from the hyper-parameters alone: nothing is built."""
+        d, out = self.dst_feature_dim, self.num_classes
+        tp = [max(1, n - k + 1) for n, k in zip(self.seq_lens, self.conv1d_kernel_size, strict=True)]
+
+        def layer(e: int) -> int:  # attention (4 e^2) + 4x feed-forward (8 e^2) + norms/biases
+            return 12 * e * e + 13 * e
+
+        n = sum(fd * d * k for fd, k in zip(self.feature_dims, self.conv1d_kernel_size, strict=True))
+        n += 4 * d * d + 6 * d * d  # specific/common encoders, decoders
+        n += 9 * self.nlevels * layer(d) + 3 * max(self.nlevels, 3) * layer(2 * d) + 12 * layer(d)
+        n += (2 if self.keep_dead_layers else 1) * sum(d * t * d + d for t in tp)  # proj_cosine, align_c
+        n += sum(2 * d * t * d + d * t * out + 3 * d * t for t in tp)  # the low (homo) heads
+        n += 3 * (3 * (2 * d) ** 2 + 2 * d * out) + 4 * (3 * d) ** 2 + 3 * d * out  # high heads, weights
+        n += 2 * (9 * d) ** 2 + 9 * d * out + 18 * d  # fusion head
+        n += 4 * (self.gd_size_homo + self.gd_size_hetero) * (9 * d + out + 1)  # GD kernels (generous)
+        return int(n)
 
     @property
     def t_prime(self) -> tuple[int, int, int]:
@@ -155,13 +361,25 @@ class DMDConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DMDConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
+        check_config_dict(d)
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ConfigError(f"unknown DMDConfig keys: {sorted(unknown)}")
+            raise ConfigError(f"unknown DMDConfig keys: {sorted(map(str, unknown))[:20]}")
+        missing = [
+            f.name for f in fields(cls) if f.name in ("name", "feature_dims", "seq_lens") and f.name not in d
+        ]
+        if missing:
+            raise ConfigError(f"config lacks {', '.join(missing)}")
         kw = copy.deepcopy(dict(d))
+        for key, kind in FIELD_TYPES.items():  # integral floats (JSON 2e6) become ints, so ranges apply
+            if kind == "int" and isinstance(kw.get(key), float):
+                kw[key] = int(kw[key])
         if "train" in kw:
             kw["train"] = {**_train(0.005), **kw["train"]}
+            for key, kind in TRAIN_TYPES.items():
+                if kind == "int" and isinstance(kw["train"].get(key), float):
+                    kw["train"][key] = int(kw["train"][key])
         return cls(**kw)
 
 
@@ -207,7 +425,41 @@ def _mosei(aligned: bool) -> DMDConfig:
     )
 
 
+def _voice_emotion() -> DMDConfig:
+    """Categorical emotion from the voice (RAVDESS-like ~4 s clips); NOT from the official config.
+
+    The MOSI network (d=50, 10 heads, official dropouts) with 2 layers per encoder instead of 4, on the
+    unaligned setting with short fixed lengths: text 8 and vision 8 (fed as zeros by an audio-only model),
+    audio 50 steps (Whisper encoder states at 50 Hz average-pooled: ~0.07 s per step for a 3.7 s clip),
+    conv kernels (1, 5, 1). Training: Adam lr 5e-4 with a step every batch (update_epochs 1; the official
+    10-batch accumulation leaves ~6 steps per epoch on 959 clips), audio time masking (up to 20 %) and
+    feature noise (std 0.3), selection by validation UAR, early stop after 8 epochs without a better UAR.
+    Chosen on the RAVDESS validation actors (recipes/emotion_dmd_sweep.py, MODEL_CARD.md).
+    """
+    train = _train(0.005)
+    train.update(
+        learning_rate=5e-4,
+        update_epochs=1,
+        early_stop=8,
+        key_eval="UAR",
+        augment_time_mask=0.2,
+        augment_noise=0.3,
+    )
+    return DMDConfig(
+        name="voice_emotion",
+        feature_dims=(384, 384, 66),
+        seq_lens=(8, 50, 8),
+        num_classes=8,
+        dst_feature_dim=50,
+        nheads=10,
+        nlevels=2,
+        conv1d_kernel_size=(1, 5, 1),
+        train=train,
+    )
+
+
 PRESETS: dict[str, DMDConfig] = {
+    "voice_emotion": _voice_emotion(),
     "mosi_aligned": _mosi(True),
     "mosi_unaligned": _mosi(False),
     "mosei_aligned": _mosei(True),
@@ -227,3 +479,80 @@ def get_preset(name: str, **overrides: Any) -> DMDConfig:
         d["train"] = {**d["train"], **overrides.pop("train")}
     d.update(overrides)
     return DMDConfig.from_dict(d)
+
+
+# ---- model folders: config.json read and checked before any tensor exists ------------------------------
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_CONFIG_DEPTH = 64
+
+
+def json_depth(obj: Any, limit: int = MAX_CONFIG_DEPTH) -> int:
+    """Nesting depth of parsed JSON, stopping once past ``limit`` (iterative, so never a RecursionError)."""
+    stack = [(obj, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def read_model_config_json(path: Any) -> dict:
+    """The parsed ``config.json`` of a model folder, read safely.
+
+    A regular file of at most :data:`MAX_CONFIG_BYTES` (never a FIFO or device), valid UTF-8 JSON, an
+    object nested at most :data:`MAX_CONFIG_DEPTH` deep. Every problem is a
+    :class:`~dmd_pipeline.errors.ModelFileError` naming the file (no torch import, nothing built).
+    """
+    import json
+    from pathlib import Path
+
+    from dmd_pipeline.errors import ModelConfigError, ModelFileError, os_error_reason
+    from dmd_pipeline.utils import TooLargeError, format_bytes, read_bytes_bounded
+
+    p = Path(path)
+    try:
+        raw = read_bytes_bounded(p, MAX_CONFIG_BYTES)
+    except TooLargeError as exc:
+        raise ModelConfigError(
+            f"{p}: model config is {format_bytes(exc.size)}, over the limit of {format_bytes(MAX_CONFIG_BYTES)}"
+        ) from None
+    except FileNotFoundError:
+        raise ModelFileError(f"{p}: checkpoint config not found") from None
+    except OSError as exc:
+        raise ModelFileError(f"{p}: cannot read the model config: {os_error_reason(exc)}") from None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ModelConfigError(
+            f"{p}: invalid model config: JSON nested deeper than Python can parse"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelConfigError(f"{p}: invalid JSON: {exc}") from None
+    if json_depth(meta) > MAX_CONFIG_DEPTH:
+        raise ModelConfigError(
+            f"{p}: invalid model config: JSON nested deeper than {MAX_CONFIG_DEPTH} levels"
+        )
+    if not isinstance(meta, dict):
+        raise ModelConfigError(f"{p}: not a dmd-pipeline model config (a JSON {type(meta).__name__})")
+    return meta
+
+
+def validate_model_config(cfg: Any, where: Any) -> DMDConfig:
+    """``DMDConfig.from_dict(cfg)`` with every problem (type, range, size) as a
+    :class:`~dmd_pipeline.errors.ModelConfigError` naming ``where``; builds no tensor."""
+    from dmd_pipeline.errors import ModelConfigError
+
+    if not isinstance(cfg, dict):
+        raise ModelConfigError(f"{where}: the 'config' block must be an object, got {type(cfg).__name__}")
+    try:
+        return DMDConfig.from_dict(cfg)
+    except ConfigError as exc:
+        raise ModelConfigError(f"{where}: invalid model config: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ModelConfigError(f"{where}: invalid model config: {type(exc).__name__}: {exc}") from None

@@ -343,12 +343,21 @@ class FeatureCache:
         start: float | None = None,
         end: float | None = None,
         transcript: str | None = None,
+        sidecar: str | None = None,
     ) -> str:
-        """The cache key: sha256 over everything that determines the bundle's content."""
+        """The cache key: sha256 over everything that determines the bundle's content.
+
+        ``sidecar`` identifies the transcript file read beside the media (its type and content sha256,
+        :meth:`dmd_pipeline.pipeline.Extractor.sidecar_identity`): a byte-identical copy of a clip with
+        another (or a malformed) sidecar must not get the first clip's features. Keys without a sidecar
+        are unchanged, so earlier caches stay valid.
+        """
         span = f"{start!r}:{end!r}"
         tx = hashlib.sha256(transcript.encode("utf-8")).hexdigest() if transcript is not None else "-"
-        blob = f"v{BUNDLE_FORMAT}|{media_sha256}|{config_hash}|{span}|{tx}".encode()
-        return hashlib.sha256(blob).hexdigest()
+        blob = f"v{BUNDLE_FORMAT}|{media_sha256}|{config_hash}|{span}|{tx}"
+        if sidecar is not None:
+            blob += f"|sidecar:{sidecar}"
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def path(self, key: str) -> Path:
         """Base path (no suffix) of an entry."""

@@ -89,3 +89,156 @@ def shared_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+# ---- bounded, type-checked reads ----------------------------------------------------------------------
+class TooLargeError(ValueError):
+    """A file larger than the limit its reader allows (see :func:`read_bytes_bounded`)."""
+
+    def __init__(self, path: str | Path, size: int, limit: int) -> None:
+        self.path, self.size, self.limit = str(path), size, limit
+        super().__init__(f"{path}: {format_bytes(size)}, over the limit of {format_bytes(limit)}")
+
+
+def format_bytes(n: int | float) -> str:
+    """``1536`` -> ``1.5 KiB``; binary units, one decimal."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover
+
+
+def read_bytes_bounded(path: str | Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Never blocks on a FIFO (opened non-blocking, then refused), never reads a device, and never reads
+    more than ``limit + 1`` bytes (a file that grows while being read is still refused). Raises
+    :class:`TooLargeError` (a ValueError) for a file over the limit, ``OSError`` otherwise.
+    """
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(22, f"not a regular file ({_file_kind(st.st_mode)})", str(path))
+        if st.st_size > limit:
+            raise TooLargeError(path, st.st_size, limit)
+        chunks, total = [], 0
+        while True:
+            block = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not block:
+                break
+            chunks.append(block)
+            total += len(block)
+            if total > limit:
+                raise TooLargeError(path, total, limit)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def path_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a media/data file, in words; None when it is a readable regular file.
+
+    Never opens the file (a FIFO would block) and never raises: symlink loops, dangling links, devices,
+    FIFOs, sockets, folders and permission problems each get a one-line reason.
+    """
+    import errno
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link leads back to itself)"
+        if os.path.islink(p):
+            try:
+                target = os.readlink(p)
+            except OSError:
+                target = "?"
+            return f"broken symbolic link (its target {target} does not exist)"
+        if exc.errno == errno.ENOENT:
+            return "file not found"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        return exc.strerror or str(exc)
+    except (RuntimeError, ValueError) as exc:  # e.g. a NUL byte in the name
+        return str(exc)
+    if stat.S_ISDIR(st.st_mode):
+        if not os.access(p, os.R_OK | os.X_OK):
+            return "a folder that cannot be read (permission denied)"
+        return "a folder, not a media file"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{_file_kind(st.st_mode)}, not a regular file"
+    if not os.access(p, os.R_OK):
+        return "permission denied (not readable)"
+    return None
+
+
+# ---- advisory lock on an output folder -------------------------------------------------------------
+LOCK_NAME = ".dmd.lock"
+
+
+@contextmanager
+def output_lock(folder: str | Path, what: str = "dmd") -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``fcntl.flock``) on ``folder/.dmd.lock`` for the block.
+
+    A second run on the same folder gets :class:`~dmd_pipeline.errors.OutputError` at once (naming the
+    command and pid holding it, ``what`` of the holder) instead of redoing the same work. The kernel drops the lock when the holder dies, even by
+    SIGKILL. Folders that cannot be written also raise OutputError, naming the cause. Without ``fcntl``
+    (Windows) the block runs unlocked.
+    """
+    from dmd_pipeline.errors import OutputError, os_error_reason
+
+    folder = Path(folder)
+    lock_path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield lock_path
+        return
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise OutputError(folder, f"cannot write in the output folder: {os_error_reason(exc)}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, holder = "", "dmd"
+            with suppress(OSError, ValueError, IndexError):
+                pid, _, rest = os.pread(fd, 200, 0).decode("utf-8", "replace").strip().partition(" ")
+                holder = rest.strip() or holder
+            raise OutputError(
+                folder,
+                f"in use by another {holder} run"
+                + (f" (pid {pid})" if pid.isdigit() else "")
+                + "; wait for it to finish or choose another --out",
+            ) from None
+        with suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+        yield lock_path
+    finally:
+        os.close(fd)  # closing drops the flock

@@ -9,16 +9,24 @@ The run is resumable: an item whose ``items/*.npz`` exists with the same run has
 lengths, media and span) is not extracted again, so a killed run restarts where it stopped. ``--force``
 ignores both the per-item files and the feature cache.
 
-Exit codes: 0 all items ok, 1 some items failed (the rest are in the pickle), 2 usage error.
+Workers run under :class:`dmd_pipeline.executor.LocalExecutor`: a worker that dies fails only the item it
+held (retried once on a fresh worker), ``--file-timeout``/``--max-rss`` bound each item, and the workers
+only compute: this driver writes every item file. ``--out`` is locked for the run (a second run on it
+stops with exit 2), and an output folder that cannot be written is one clear line, exit 2.
+
+Exit codes: 0 all items ok, 1 some items failed (the rest are in the pickle), 2 usage error (including an
+unusable or locked ``--out`` and a label file naming media outside the input folder).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +127,13 @@ def _init_worker(
     )
 
 
-def _process(item: Any, use_cache: bool = True) -> dict:
-    """Extract one item in the current worker; store its arrays; return a small status dict."""
-    from dmd_pipeline.errors import InputError
+def _process(item: Any, use_cache: bool = True, write: bool = True) -> dict:
+    """Extract one item in the current worker; store its arrays; return a small status dict.
+
+    With ``write=False`` (in a worker) the arrays and meta come back under ``"_item"`` for the driver to
+    store (:func:`write_item`). A bad input, or any unexpected failure of one item, is a failed status.
+    """
+    from dmd_pipeline.errors import DMDError, InputError
     from dmd_pipeline.pipeline import to_model_inputs
 
     ex = _WORKER["extractor"]
@@ -135,6 +147,11 @@ def _process(item: Any, use_cache: bool = True) -> dict:
         arrays = to_model_inputs(bundle, aligned=_WORKER["aligned"], seq_lens=_WORKER["seq_lens"], dims=dims)
     except InputError as exc:
         return {"id": item.id, "ok": False, "file": str(item.media), "stage": exc.stage, "reason": exc.reason}
+    except DMDError:  # the installation or configuration: no item can succeed
+        raise
+    except Exception as exc:  # one item's unexpected failure never stops the run
+        reason = f"{type(exc).__name__}: {exc}"
+        return {"id": item.id, "ok": False, "file": str(item.media), "stage": "extract", "reason": reason}
     meta = {
         "format": ITEM_FORMAT,
         "id": item.id,
@@ -145,14 +162,24 @@ def _process(item: Any, use_cache: bool = True) -> dict:
         "timings": bundle.metadata.get("timings", {}),
         "cache_hit": bool(bundle.metadata.get("cache", {}).get("hit")),
     }
-    write_item(_WORKER["items_dir"] / f"{item_key(item.id)}.npz", arrays, meta)
-    return {
+    status = {
         "id": item.id,
         "ok": True,
         "timings": meta["timings"],
         "cache_hit": meta["cache_hit"],
         "spec": _WORKER["spec"],
     }
+    if write:
+        write_item(_WORKER["items_dir"] / f"{item_key(item.id)}.npz", arrays, meta)
+    else:
+        status["_item"] = (arrays, meta)
+    return status
+
+
+def _worker_task(task: tuple[Any, bool]) -> dict:
+    """The executor's task function: (item, use_cache) -> status, the item's arrays returned, not written."""
+    item, use_cache = task
+    return _process(item, use_cache, write=False)
 
 
 def run_items(
@@ -163,15 +190,19 @@ def run_items(
     workers: int = 1,
     use_cache: bool = True,
     on_done: Any = None,
+    file_timeout: float | None = None,
+    max_rss_mb: float | None = None,
 ) -> list[dict]:
-    """Extract ``items`` (in-process when ``workers <= 1``, else a spawn process pool) and return statuses.
+    """Extract ``items`` (in-process when ``workers <= 1`` and no limit is set, else supervised worker
+    processes, :class:`~dmd_pipeline.executor.LocalExecutor`) and return statuses.
 
-    ``on_done(status)`` is called as each item completes. A crashed worker process fails its items with
-    stage ``"worker"``; everything else keeps going.
+    ``on_done(status)`` is called as each item completes. A worker that dies (signal, out of memory), runs
+    past ``file_timeout`` or over ``max_rss_mb`` fails only its item with stage ``"worker"``; the item is
+    retried once when the worker died unexplained; everything else keeps going.
     """
     results: list[dict] = []
     args = (config, cache_dir, str(items_dir), config.aligned, tuple(config.seq_lens))
-    if workers <= 1:
+    if workers <= 1 and file_timeout is None and max_rss_mb is None:
         _init_worker(*args, 0)
         for item in items:
             res = _process(item, use_cache)
@@ -179,31 +210,37 @@ def run_items(
             if on_done:
                 on_done(res)
         return results
-    import multiprocessing as mp
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures import as_completed
 
+    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, LocalExecutor, WorkerLost, default_max_rss_mb
+
+    workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=mp.get_context("spawn"),
+    with LocalExecutor(
+        _worker_task,
+        workers,
         initializer=_init_worker,
         initargs=(*args, threads),
+        file_timeout=file_timeout if file_timeout is not None else DEFAULT_FILE_TIMEOUT_S,
+        max_rss_mb=max_rss_mb if max_rss_mb is not None else default_max_rss_mb(workers),
     ) as pool:
-        futures = {pool.submit(_process, item, use_cache): item for item in items}
+        futures = {pool.submit((item, use_cache)): item for item in items}
         for fut in as_completed(futures):
             item = futures[fut]
             try:
                 res = fut.result()
-            except BrokenProcessPool as exc:
+            except WorkerLost as exc:
                 res = {
                     "id": item.id,
                     "ok": False,
                     "file": str(item.media),
                     "stage": "worker",
-                    "reason": f"worker process died: {exc}",
+                    "reason": exc.reason,
                 }
+            stored = res.pop("_item", None)
+            if stored is not None:  # the driver writes: workers only compute
+                write_item(Path(items_dir) / f"{item_key(item.id)}.npz", *stored)
             results.append(res)
             if on_done:
                 on_done(res)
@@ -314,6 +351,33 @@ def _parse_seq_lens(text: str | None, aligned: bool) -> tuple[int, int, int]:
     return vals  # type: ignore[return-value]
 
 
+def _locked_output(fn: Callable[..., None]) -> Callable[..., None]:
+    """Run a command holding the lock of its ``--out`` folder; an unusable folder is one line, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from dmd_pipeline.errors import OutputError, os_error_reason
+        from dmd_pipeline.utils import output_lock
+
+        out = Path(kwargs["out"])
+        try:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(out, f"cannot create the output folder: {os_error_reason(exc)}") from None
+            with output_lock(out, "dmd extract"):
+                return fn(*args, **kwargs)
+        except OutputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # e.g. the disk filled up: items stored before are kept (atomic writes)
+            typer.echo(f"error: {exc.filename or out}: {os_error_reason(exc)}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@_locked_output
 def extract(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT", help="Dataset folder (media, or Raw/ + label.csv)."
@@ -342,6 +406,12 @@ def extract(
         "whisper", "--asr", help="whisper | pocketsphinx | none (when no transcript is given)."
     ),
     fps: float = typer.Option(10.0, "--fps", min=0.1, help="Video frames per second for the face features."),
+    acoustic: str = typer.Option(
+        "librosa",
+        "--acoustic",
+        help="Acoustic features: librosa (25-d, 100 Hz) | whisper (384-d Whisper encoder states, 50 Hz) | "
+        "whisper+librosa (409-d, 50 Hz).",
+    ),
     text_model: Path | None = typer.Option(
         None, "--text-model", help="Local BERT-family folder (default MiniLM)."
     ),
@@ -353,12 +423,30 @@ def extract(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     force: bool = typer.Option(False, "--force", help="Re-extract everything (ignore items/ and the cache)."),
+    allow_outside: bool = typer.Option(
+        False,
+        "--allow-outside",
+        help="Accept label-file media paths that resolve outside INPUT (absolute paths, '..').",
+    ),
+    file_timeout: float | None = typer.Option(
+        None,
+        "--file-timeout",
+        min=0,
+        help="Seconds one item may take (default 3600 in workers; 0 = no limit); an item over it fails.",
+    ),
+    max_rss: float | None = typer.Option(
+        None,
+        "--max-rss",
+        min=0,
+        help="MiB of memory one worker may use (default 80% of RAM shared by the workers; 0 = no limit).",
+    ),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar or notes; errors and the pickle path only."
     ),
 ) -> None:
     """Extract features of a labelled dataset into an MMSA-compatible pickle for `dmd train`."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -381,11 +469,15 @@ def extract(
         raise typer.BadParameter(f"choose one of {', '.join(TASKS)}", param_hint="--task")
     if asr not in ASR_ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ASR_ENGINES)}", param_hint="--asr")
+    from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
+
+    if acoustic not in ACOUSTIC_SETTINGS:
+        raise typer.BadParameter(f"choose one of {', '.join(ACOUSTIC_SETTINGS)}", param_hint="--acoustic")
     lens = _parse_seq_lens(seq_lens, aligned)
     try:
-        label_set = read_labels(input_path, labels, layout, task)
+        label_set = read_labels(input_path, labels, layout, task, allow_outside=allow_outside)
     except DataError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if label_set.skipped:
         info.print(
@@ -398,6 +490,7 @@ def extract(
     config = ExtractionConfig(
         fps=fps,
         asr=asr,
+        acoustic=acoustic,
         text_model=str(text_model) if text_model else None,
         face_model=str(face_model) if face_model else None,
         aligned=aligned,
@@ -434,7 +527,12 @@ def extract(
                     stats["timings"][k] = stats["timings"].get(k, 0.0) + float(v)
         else:
             failures.append(res)
-            err.print(f"[yellow]failed[/yellow] {res['file']} [{res['stage']}]: {res['reason']}")
+            err.print(  # escaped: "[audio]" and paths with brackets are text, not rich markup
+                f"[yellow]failed[/yellow] {escape(res['file'])} {escape('[' + res['stage'] + ']')}: "
+                f"{escape(res['reason'])}",
+                highlight=False,
+                soft_wrap=True,  # one line per failure, whatever the terminal width
+            )
         progress.advance(task)
 
     with Progress(
@@ -449,7 +547,17 @@ def extract(
     ) as progress:
         task = progress.add_task("extract", total=len(label_set.items), completed=n_done)
         if todo:
-            run_items(todo, config, items_dir, cache, workers=workers, use_cache=not force, on_done=on_done)
+            run_items(
+                todo,
+                config,
+                items_dir,
+                cache,
+                workers=workers,
+                use_cache=not force,
+                on_done=on_done,
+                file_timeout=file_timeout,
+                max_rss_mb=max_rss,
+            )
 
     from dmd_pipeline.utils import atomic_write_json
 

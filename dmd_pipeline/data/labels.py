@@ -18,6 +18,12 @@ takes the kind with more rows (categorical on a tie). The other rows are listed 
 Items without a split get a deterministic one: items are ordered by ``sha256(id)`` and cut 70/15/15 into
 train/valid/test, with at least one valid and one test item when there are three or more items. The same
 set of ids always gives the same split, whatever the CSV row order.
+
+Bounds: a label file over :data:`MAX_LABEL_FILE_BYTES` or :data:`MAX_LABEL_ROWS` rows is refused with a
+:class:`DataError` naming the file and the limit. Confinement: with ``allow_outside=False`` (what
+``dmd extract`` passes unless ``--allow-outside``) every media path must lie inside the input folder; an
+absolute path or a ``..`` leading out is refused, naming the row's item (symlinks inside the folder are
+the folder owner's choice and are followed).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmd_pipeline.errors import DataError
+
+MAX_LABEL_FILE_BYTES = 64 * 1024 * 1024  # CMU-MOSEI's label.csv is ~3 MB
+MAX_LABEL_ROWS = 1_000_000
 
 MEDIA_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".mpg", ".mpeg", ".m4v", ".wmv",
               ".wav", ".mp3", ".flac", ".m4a", ".ogg", ".aac", ".opus")  # fmt: skip
@@ -89,11 +98,17 @@ TASKS = ("auto", "regression", "classification")
 
 
 def read_labels(
-    input_path: str | Path, labels: str | Path | None = None, layout: str = "auto", task: str = "auto"
+    input_path: str | Path,
+    labels: str | Path | None = None,
+    layout: str = "auto",
+    task: str = "auto",
+    allow_outside: bool = True,
 ) -> LabelSet:
     """Read a dataset: ``input_path`` is the media root; ``labels`` the CSV (default: ``<root>/label.csv``
     or ``<root>/labels.csv``). ``layout`` is one of auto/mmsa/mosi/folder; auto looks at the CSV columns.
     ``task`` (auto/regression/classification) picks which labels to keep when numeric and categorical mix.
+    ``allow_outside=False`` refuses media paths that resolve outside ``input_path`` (DataError); the
+    library default keeps them (``dmd extract`` confines unless ``--allow-outside``).
     """
     if task not in TASKS:
         raise DataError(labels or input_path, f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -108,10 +123,34 @@ def read_labels(
     if layout == "auto":
         layout = detect_layout(root, header)
     if layout == "mmsa":
-        return read_mmsa_layout(root, csv_path, task)
-    if layout == "mosi":
-        return read_mosi_layout(root, csv_path, task)
-    return read_folder_layout(root, csv_path, task)
+        label_set = read_mmsa_layout(root, csv_path, task)
+    elif layout == "mosi":
+        label_set = read_mosi_layout(root, csv_path, task)
+    else:
+        label_set = read_folder_layout(root, csv_path, task)
+    if not allow_outside:
+        confine_items(label_set, root)
+    return label_set
+
+
+def confine_items(label_set: LabelSet, root: str | Path) -> None:
+    """Raise DataError for the first item whose media path leads outside ``root``.
+
+    The check is on the path as the label file writes it (absolute paths and ``..`` normalised away), not
+    on symlink targets: a symlink placed inside the input folder is the folder owner's choice, a path in
+    a label file may come from anyone.
+    """
+    import os
+
+    base = Path(os.path.abspath(root))
+    for it in label_set.items:
+        target = Path(os.path.abspath(it.media))
+        if target != base and base not in target.parents:
+            raise DataError(
+                label_set.source,
+                f"item {it.id!r}: media {it.media} is outside the input folder {base} "
+                "(pass --allow-outside to accept media outside it)",
+            )
 
 
 def detect_layout(root: Path, header: list[str]) -> str:
@@ -315,6 +354,17 @@ def _find_csv(root: Path, labels: str | Path | None) -> Path:
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header (lower-cased, stripped) and (row number, row dict) pairs; row numbers are 1-based data rows."""
+    from dmd_pipeline.utils import format_bytes, path_problem
+
+    problem = path_problem(path)  # never open a FIFO or a device
+    if problem is not None:
+        raise DataError(path, f"cannot read the label file: {problem}")
+    size = path.stat().st_size
+    if size > MAX_LABEL_FILE_BYTES:
+        raise DataError(
+            path,
+            f"label file is {format_bytes(size)}, over the limit of {format_bytes(MAX_LABEL_FILE_BYTES)}",
+        )
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -328,6 +378,8 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
                     continue
                 if len(rec) > len(header):
                     raise DataError(path, f"row {i} has {len(rec)} fields, the header has {len(header)}")
+                if i > MAX_LABEL_ROWS:
+                    raise DataError(path, f"more than {MAX_LABEL_ROWS} rows (the limit of a label file)")
                 rows.append((i, dict(zip(header, rec + [""] * (len(header) - len(rec)), strict=True))))
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not a UTF-8 CSV file: {exc}") from exc

@@ -6,8 +6,18 @@ An MMSA feature pickle is a dict ``{"train"|"valid"|"test": split}``; each split
 ``classification_labels`` and ``annotations``.
 
 Pickles can run arbitrary code when loaded, so this module never calls ``pickle.load``: a subclass of
-``pickle.Unpickler`` resolves only numpy's array/dtype/scalar reconstructors and a few builtin containers;
-anything else is refused with a :class:`DataError` naming the file and the class the pickle asked for.
+the pure-Python ``pickle._Unpickler`` resolves only numpy's array/dtype/scalar reconstructors and a few
+builtin containers; anything else is refused with a :class:`DataError` naming the file and the class the
+pickle asked for.
+
+The allowed callables are wrapped so that a small pickle cannot make them allocate much memory or build
+arrays of uninitialised memory: ``bytearray`` and ``_codecs.encode`` accept only data present in the
+pickle (never a size), ``_reconstruct`` only the empty array numpy itself writes, ``numpy.ndarray`` cannot
+be called, ``scalar``/``_frombuffer`` need exactly the bytes their dtype and shape ask for. Every ``BUILD``
+(the ``__setstate__`` step that fills an array) is checked before it runs: the data present must match
+shape x itemsize exactly (an object array needs one element per cell: numpy would crash otherwise), dtypes
+must be plain (no structured or sub-array dtypes), and nothing else may be built. So every array of a
+loaded dataset is fully initialised from the file's own bytes.
 """
 
 from __future__ import annotations
@@ -39,23 +49,8 @@ OPTIONAL_KEYS = (
 )
 FEATURE_KEYS = ("text", "audio", "vision")
 
-# (module, name) pairs a pickle may resolve. numpy 1.x pickles name ``numpy.core``, numpy 2.x ``numpy._core``.
-_NUMPY_ALLOWED = {
-    ("multiarray", "_reconstruct"),
-    ("multiarray", "scalar"),
-    ("numeric", "_frombuffer"),
-}
-_ALLOWED = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # protocol-2 pickles encode bytes through it (latin-1 text -> bytes)
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "complex"),
-    ("builtins", "bytearray"),
-    ("__builtin__", "set"),
-    ("__builtin__", "frozenset"),
-}
+# The globals a pickle may resolve (module, name) are the keys of _SAFE_NUMPY / _SAFE below; numpy 1.x
+# pickles name ``numpy.core``, numpy 2.x ``numpy._core``.
 
 
 def _numpy_core_module(sub: str) -> Any:
@@ -68,30 +63,178 @@ def _numpy_core_module(sub: str) -> Any:
         return importlib.import_module(f"numpy.core.{sub}")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that only builds numpy arrays, dtypes, numpy scalars and builtin containers."""
+MAX_DTYPE_ITEMSIZE = 1 << 20  # bytes per element; MMSA strings are far shorter
+_LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"})
+
+
+class _NDArrayRef:
+    """What a pickle gets for ``numpy.ndarray``: usable only as ``_reconstruct``'s subtype, never called
+    (``ndarray(shape)`` would allocate uninitialised memory of any size)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise DataError(None, "refusing to call numpy.ndarray directly (uninitialised memory)")
+
+
+def _shape_size(shape: Any, what: str) -> int:
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise DataError(None, f"{what}: invalid array shape {shape!r}")
+    return math.prod(shape)
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct``, only for the empty placeholder numpy pickles (its data comes in BUILD)."""
+    if subtype is not _NDArrayRef and subtype is not np.ndarray:
+        raise DataError(None, f"refusing to reconstruct an array of type {subtype!r}")
+    if _shape_size(shape, "_reconstruct") != 0:
+        raise DataError(None, f"refusing an array of shape {shape} without data (uninitialised memory)")
+    return _numpy_core_module("multiarray")._reconstruct(np.ndarray, shape, dtype)
+
+
+def _safe_scalar(dtype: Any, *data: Any) -> Any:
+    """numpy's ``scalar``: the bytes present must be exactly one element of ``dtype``."""
+    if not isinstance(dtype, np.dtype):
+        raise DataError(None, f"scalar of a non-dtype {type(dtype).__name__}")
+    ok = len(data) == 1 and isinstance(data[0], (bytes, bytearray)) and len(data[0]) == dtype.itemsize
+    if not dtype.hasobject and not ok:
+        raise DataError(None, f"numpy scalar of {dtype} needs exactly {dtype.itemsize} bytes of data")
+    return _numpy_core_module("multiarray").scalar(dtype, *data)
+
+
+def _safe_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """numpy's ``_frombuffer`` (protocol 5): the buffer must hold exactly shape x itemsize bytes."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise DataError(None, "array from a buffer needs a plain dtype")
+    n = _shape_size(shape, "_frombuffer")
+    if len(memoryview(buf).cast("B")) != n * dtype.itemsize:
+        raise DataError(None, f"array of shape {shape} and {dtype}: the data present does not match")
+    return _numpy_core_module("numeric")._frombuffer(buf, dtype, shape, order)
+
+
+def _safe_bytearray(*args: Any) -> bytearray:
+    """``bytearray`` from data present in the pickle only: ``bytearray(3 * 2**30)`` would allocate 3 GiB."""
+    if not args:
+        return bytearray()
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytearray(args[0])
+    if len(args) == 2 and isinstance(args[0], str) and str(args[1]).lower() in _LATIN1:
+        return bytearray(args[0], "latin-1")
+    raise DataError(None, "refusing bytearray() of anything but bytes present in the pickle (a size?)")
+
+
+def _safe_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it: text -> latin-1 bytes, nothing else."""
+    if not isinstance(obj, str) or str(encoding).lower() not in _LATIN1:
+        raise DataError(None, f"refusing _codecs.encode with encoding {encoding!r}")
+    return obj.encode("latin-1", errors)
+
+
+def _safe_set(*args: Any) -> set:
+    if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, set, frozenset))):
+        raise DataError(None, "set() of something that is not a list")
+    return set(*args)
+
+
+def _safe_frozenset(*args: Any) -> frozenset:
+    return frozenset(_safe_set(*args))
+
+
+def _safe_complex(*args: Any) -> complex:
+    if len(args) > 2 or not all(isinstance(a, (int, float)) for a in args):
+        raise DataError(None, "complex() of something that is not numbers")
+    return complex(*args)
+
+
+_SAFE_NUMPY = {
+    ("multiarray", "_reconstruct"): _safe_reconstruct,
+    ("multiarray", "scalar"): _safe_scalar,
+    ("numeric", "_frombuffer"): _safe_frombuffer,
+}
+_SAFE = {
+    ("numpy", "ndarray"): _NDArrayRef,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _safe_encode,
+    ("builtins", "set"): _safe_set,
+    ("builtins", "frozenset"): _safe_frozenset,
+    ("builtins", "complex"): _safe_complex,
+    ("builtins", "bytearray"): _safe_bytearray,
+    ("__builtin__", "set"): _safe_set,
+    ("__builtin__", "frozenset"): _safe_frozenset,
+    ("__builtin__", "complex"): _safe_complex,
+    ("__builtin__", "bytearray"): _safe_bytearray,
+}
+
+
+def _check_array_state(state: Any) -> None:
+    """Refuse an ndarray ``__setstate__`` whose data does not fill the array exactly."""
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise DataError(None, "malformed array state")
+    shape, dtype, _fortran, data = state[-4:]
+    if not isinstance(dtype, np.dtype):
+        raise DataError(None, "array state without a dtype")
+    n = _shape_size(shape, "array")
+    if dtype.hasobject:
+        if not isinstance(data, list) or len(data) != n:
+            got = len(data) if isinstance(data, list) else type(data).__name__
+            raise DataError(None, f"object array of shape {shape} with {got} elements")
+        return
+    if isinstance(data, str):
+        size = len(data)  # numpy reads text as latin-1: one byte per character
+    elif isinstance(data, (bytes, bytearray)):
+        size = len(data)
+    else:
+        raise DataError(None, f"array data of type {type(data).__name__}")
+    if size != n * dtype.itemsize:
+        raise DataError(
+            None,
+            f"array of shape {shape} and {dtype} needs {n * dtype.itemsize} bytes, the pickle has {size}",
+        )
+
+
+def _check_dtype_state(state: Any) -> None:
+    """Only plain dtypes (numbers, bool, str/bytes, object): no fields, sub-arrays or huge items."""
+    if not isinstance(state, tuple) or len(state) < 8:
+        raise DataError(None, "malformed dtype state")
+    _version, _order, subarray, names, fields, elsize = state[:6]
+    if subarray is not None or names is not None or fields is not None:
+        raise DataError(None, "refusing a structured or sub-array dtype")
+    if not isinstance(elsize, int) or elsize > MAX_DTYPE_ITEMSIZE:
+        raise DataError(None, f"refusing a dtype of {elsize} bytes per element")
+
+
+class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """Unpickler that only builds numpy arrays, dtypes, numpy scalars and builtin containers.
+
+    The pure-Python unpickler, so that every ``BUILD`` can be checked before numpy runs it.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def __init__(self, file: Any, path: str | Path | None = None) -> None:
         super().__init__(file)
         self._path = path
 
+    def load_build(self) -> None:
+        """``BUILD``: check the state against the object it fills, then let pickle apply it."""
+        state, inst = self.stack[-1], self.stack[-2]
+        if isinstance(inst, np.ndarray):
+            _check_array_state(state)
+        elif isinstance(inst, np.dtype):
+            _check_dtype_state(state)
+        else:
+            raise DataError(self._path, f"refusing to set the state of a {type(inst).__name__}")
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.BUILD[0]] = load_build
+
     def find_class(self, module: str, name: str) -> Any:
-        """Resolve only allow-listed globals; refuse everything else before it can run."""
+        """Resolve only allow-listed globals (wrapped, see the module docstring); refuse everything else."""
         for prefix in ("numpy.core.", "numpy._core."):
             if module.startswith(prefix):
                 sub = module[len(prefix) :]
-                if (sub, name) in _NUMPY_ALLOWED:
-                    return getattr(_numpy_core_module(sub), name)
-        if (module, name) in _ALLOWED:
-            if module == "numpy":
-                return getattr(np, name)
-            if module == "_codecs":
-                import codecs
-
-                return codecs.encode
-            import builtins
-
-            return getattr(builtins, name)
+                if (sub, name) in _SAFE_NUMPY:
+                    return _SAFE_NUMPY[(sub, name)]
+        if (module, name) in _SAFE:
+            return _SAFE[(module, name)]
         raise DataError(
             self._path,
             f"refusing to unpickle '{module}.{name}': only numpy arrays/dtypes/scalars and builtin "
@@ -103,7 +246,9 @@ def restricted_loads(data: bytes, path: str | Path | None = None) -> Any:
     """Unpickle bytes with :class:`RestrictedUnpickler`; any unpickling failure becomes a DataError."""
     try:
         return RestrictedUnpickler(io.BytesIO(data), path).load()
-    except DataError:
+    except DataError as exc:
+        if exc.path is None and path is not None:  # raised by a wrapper, which does not know the file
+            raise DataError(path, f"unsafe or malformed pickle: {exc.reason}") from None
         raise
     except Exception as exc:  # truncated/corrupt pickle, wrong format, ...
         raise DataError(path, f"not a readable pickle: {type(exc).__name__}: {exc}") from exc

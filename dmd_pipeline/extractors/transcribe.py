@@ -25,6 +25,18 @@ or a flat word list ``{"words": [{"text": "now", "start": 0.0, "end": 0.3}, ...]
 such words), which is cut into utterances at pauses. Times are seconds from the start of the media;
 ``"word"`` is accepted as a synonym of ``"text"``. Words given with times keep ``source="sidecar"``;
 segments without words are force-aligned later (:func:`dmd_pipeline.extractors.align.align_transcript`).
+
+Bounds: a transcript file is read only when it is a regular file of at most :data:`MAX_TRANSCRIPT_BYTES`
+(never a FIFO or device), JSON nesting is limited, and a transcript with more than
+:data:`MAX_WORDS_PER_SECOND` words per second of media (beyond :data:`MIN_WORD_ALLOWANCE`) is refused:
+it cannot be this file's speech, and aligning it would take unbounded time and memory.
+
+Language: the bundled Whisper is tiny.en (English only), which turns other languages into invented English.
+:func:`asr_confidence` measures Whisper's own confidence (mean word probability, average log-probability of
+the decoded tokens); below :data:`LOW_WORD_PROB` / :data:`LOW_AVG_LOGPROB` the transcript gets
+``quality["low_confidence"] = True`` and a note that the speech is probably not English. Measured on
+espeak-ng speech (8 English and 8 German review sentences): English mean word probability 0.63-0.92 and
+average log-probability -0.22 to -0.68; German 0.14-0.66 and -0.72 to -2.05.
 """
 
 from __future__ import annotations
@@ -57,6 +69,13 @@ __all__ = [
 ]
 
 SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".srt", ".vtt", ".txt")
+MAX_TRANSCRIPT_BYTES = 8 * 1024 * 1024  # a 3-hour talk as word-timed JSON is ~2 MB
+MAX_WORDS_PER_SECOND = 10.0  # fast speech is ~4 words/s
+MIN_WORD_ALLOWANCE = 500  # words always accepted, whatever the duration
+MAX_JSON_DEPTH = 32
+LOW_WORD_PROB = 0.55  # Whisper's mean word probability below this: low confidence
+LOW_AVG_LOGPROB = -0.8  # Whisper's duration-weighted average token log-probability below this
+MIN_WORDS_FOR_LANGUAGE_CHECK = 4
 WORD_SOURCES = ("forced", "asr", "proportional", "sidecar")
 STAGE = "transcript"
 
@@ -126,6 +145,7 @@ class Transcript:
     segments: list[Segment]
     source: str
     notes: list[str] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)  # ASR confidence (see asr_confidence)
 
     @property
     def text(self) -> str:
@@ -189,9 +209,28 @@ def find_sidecar(media_path: str | Path | None) -> Path | None:
     p = Path(media_path)
     for suffix in SIDECAR_SUFFIXES:
         cand = p.with_suffix(suffix)
-        if cand.is_file() and cand.resolve() != p.resolve():
-            return cand
+        try:
+            if cand.is_file() and cand.resolve() != p.resolve():
+                return cand
+        except (OSError, RuntimeError):  # a symlink loop beside the media is no sidecar
+            continue
     return None
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, stopping as soon as it passes ``limit`` (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    deepest = 0
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
 
 
 _TS = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[.,](\d{1,3}))?")
@@ -253,6 +292,10 @@ def _read_json(path: Path, text: str) -> tuple[list[Segment], bool]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})", STAGE) from exc
+    except RecursionError:
+        raise InputError(path, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", STAGE) from None
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InputError(path, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", STAGE)
     if isinstance(data, list):
         data = {"words": data}
     if not isinstance(data, dict):
@@ -288,30 +331,74 @@ def read_transcript_file(path: str | Path, duration: float | None = None) -> Tra
     A .txt file becomes one segment over the whole media (``[0, duration]``) with no word times; it is
     meant for clips (one utterance). Raises :class:`InputError` naming the file and the problem.
     """
+    from dmd_pipeline.utils import TooLargeError, format_bytes, path_problem, read_bytes_bounded
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "transcript file does not exist", STAGE)
+    problem = path_problem(p)
+    if problem is not None:
+        reason = (
+            "transcript file does not exist"
+            if problem == "file not found"
+            else f"transcript {p.name}: {problem}"
+        )
+        raise InputError(p, reason, STAGE)
     suffix = p.suffix.lower()
     if suffix not in SIDECAR_SUFFIXES:
         raise InputError(
             p, f"unsupported transcript type {suffix!r} (use {', '.join(SIDECAR_SUFFIXES)})", STAGE
         )
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        text = read_bytes_bounded(p, MAX_TRANSCRIPT_BYTES).decode("utf-8-sig")
+    except TooLargeError as exc:
+        raise InputError(
+            p,
+            f"transcript file {p.name} is {format_bytes(exc.size)}, over the limit of "
+            f"{format_bytes(MAX_TRANSCRIPT_BYTES)} for a transcript",
+            STAGE,
+        ) from None
+    except OSError as exc:
+        raise InputError(p, f"cannot read the transcript {p.name}: {exc.strerror or exc}", STAGE) from None
     except UnicodeDecodeError as exc:
         raise InputError(p, "transcript is not UTF-8 text", STAGE) from exc
+    if duration is not None:
+        n_words = len(text.split())
+        allowed = max(MIN_WORD_ALLOWANCE, MAX_WORDS_PER_SECOND * float(duration))
+        if n_words > allowed * (4 if suffix in (".json", ".srt", ".vtt") else 1):  # markup counts too
+            raise InputError(
+                p,
+                f"transcript {p.name} holds about {n_words} words for {float(duration):.1f} s of media (more than "
+                f"{MAX_WORDS_PER_SECOND:g} words per second): not a transcript of this file",
+                STAGE,
+            )
     notes: list[str] = []
-    if suffix == ".json":
-        segs, _ = _read_json(p, text)
-    elif suffix in (".srt", ".vtt"):
-        segs = _read_subtitles(p, text)
-    else:
+    try:
+        if suffix == ".json":
+            segs, _ = _read_json(p, text)
+        elif suffix in (".srt", ".vtt"):
+            segs = _read_subtitles(p, text)
+        else:
+            segs = None
+    except InputError as exc:  # name the transcript: errors.csv rows name the media file
+        if p.name not in exc.reason:
+            exc.reason = f"{p.name}: {exc.reason}"
+            exc.args = (f"{p}: {exc.reason}",)
+        raise
+    if segs is None:  # plain text
         body = " ".join(text.split())
         end = float(duration) if duration is not None else 0.0
         segs = [Segment(0.0, end, body, [])] if body else []
         if duration is None and segs:
             notes.append("plain-text transcript without a known duration: segment end set to 0")
     if duration is not None:
+        n_words = sum(len(seg.text.split()) for seg in segs)
+        allowed = max(MIN_WORD_ALLOWANCE, MAX_WORDS_PER_SECOND * float(duration))
+        if n_words > allowed:
+            raise InputError(
+                p,
+                f"transcript {p.name} holds {n_words} words for {float(duration):.1f} s of media (more than "
+                f"{MAX_WORDS_PER_SECOND:g} words per second): not a transcript of this file",
+                STAGE,
+            )
         segs, dropped = _clip_segments(segs, float(duration))
         if dropped:
             notes.append(f"{dropped} segment(s) start after the end of the media ({duration:.2f} s): dropped")
@@ -431,10 +518,14 @@ def _transcribe_whisper(
         condition_on_previous_text=False,
     )
     out: list[Segment] = []
+    word_probs: list[float] = []
+    logprobs: list[tuple[float, float]] = []  # (avg_logprob, duration) per decoded segment
     for s in segments:
         words: list[Word] = []
+        logprobs.append((float(s.avg_logprob), max(0.01, float(s.end) - float(s.start))))
         for w in s.words or []:
             norm = normalize_text(w.word)
+            word_probs.append(float(getattr(w, "probability", 1.0)))
             if not norm:
                 continue
             start = min(max(float(w.start), 0.0), duration)
@@ -450,7 +541,45 @@ def _transcribe_whisper(
             start, end = min(start, words[0].start), max(end, words[-1].end)
         out.append(Segment(start, end, text, words))
     notes = [] if out else ["whisper heard no speech"]
-    return Transcript(out, "whisper", notes)
+    english_only = not getattr(model.model, "is_multilingual", False)
+    quality = asr_confidence(word_probs, logprobs, english_only)
+    if quality.get("low_confidence"):
+        notes.append(
+            f"low speech-recognition confidence (Whisper mean word probability {quality['mean_word_prob']:.2f}, "
+            f"average log-probability {quality['avg_logprob']:.2f}): "
+            + (
+                "the speech is probably not English (the bundled Whisper model is English-only) or very "
+                "unclear, so the transcript and the scores from it are unreliable"
+                if english_only
+                else "the transcript and the scores from it are unreliable"
+            )
+        )
+    return Transcript(out, "whisper", notes, quality)
+
+
+def asr_confidence(
+    word_probs: list[float], logprobs: list[tuple[float, float]], english_only: bool = True
+) -> dict[str, Any]:
+    """Whisper's confidence in a transcript: mean word probability, duration-weighted average token
+    log-probability, and ``low_confidence`` (also ``probably_not_english`` for an English-only model) when
+    either is below :data:`LOW_WORD_PROB` / :data:`LOW_AVG_LOGPROB` with at least
+    :data:`MIN_WORDS_FOR_LANGUAGE_CHECK` words."""
+    out: dict[str, Any] = {"engine": "whisper", "n_words": len(word_probs)}
+    if not word_probs or not logprobs:
+        return out
+    mean_wp = float(np.mean(word_probs))
+    total = sum(d for _, d in logprobs)
+    avg_lp = float(sum(lp * d for lp, d in logprobs) / total) if total > 0 else float("nan")
+    low = len(word_probs) >= MIN_WORDS_FOR_LANGUAGE_CHECK and (
+        mean_wp < LOW_WORD_PROB or (math.isfinite(avg_lp) and avg_lp < LOW_AVG_LOGPROB)
+    )
+    out.update(
+        mean_word_prob=round(mean_wp, 4),
+        avg_logprob=round(avg_lp, 4) if math.isfinite(avg_lp) else None,
+        low_confidence=bool(low),
+        probably_not_english=bool(low and english_only),
+    )
+    return out
 
 
 def _transcribe_pocketsphinx(audio16: np.ndarray, pause_s: float, max_len_s: float) -> Transcript:

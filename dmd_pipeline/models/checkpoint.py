@@ -13,6 +13,12 @@ config holds the resolved folder. With a ``text_encoder_base`` block in the meta
 (:func:`freeze_text_encoder`) and only they are stored: the frozen rest comes from the base encoder at
 load time, whose sha256 is checked. ``weights_dtype="float16"`` stores floating tensors in half precision
 (loaded back as float32), to keep shipped models small.
+
+Loading validates before it builds: ``config.json`` is read with bounds (size, nesting depth) and its
+config checked against the schema of :mod:`dmd_pipeline.config` (types, ranges, estimated size) before any
+tensor exists; a text-encoder folder must hold ``model.safetensors`` (pickled ``.bin`` weights are refused);
+every weight must be finite. Every problem of a model folder is a :class:`ModelFileError` (the config ones
+:class:`~dmd_pipeline.errors.ModelConfigError`, also a ConfigError), naming the file.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 import torch
 
-from dmd_pipeline.errors import ConfigError, ModelFileError
+from dmd_pipeline.errors import ConfigError, ModelConfigError, ModelFileError
 from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
 
 WEIGHTS_NAME = "model.safetensors"
@@ -100,6 +106,12 @@ def resolve_text_encoder(ref: str | Path) -> Path:
     p = Path(ref).expanduser()
     if not p.is_dir():
         raise ModelFileError(f"text encoder folder {p} not found (the checkpoint needs it)")
+    if not (p / "model.safetensors").is_file():
+        pickled = [f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt")][:3]
+        raise ModelFileError(
+            f"text encoder folder {p} holds no model.safetensors"
+            + (f" (pickled weights {', '.join(pickled)} are refused: they could run code)" if pickled else "")
+        )
     return p.resolve()
 
 
@@ -210,19 +222,29 @@ def _paths(path_or_dir: str | Path) -> tuple[Path, Path]:
 
 
 def read_checkpoint_meta(path_or_dir: str | Path) -> dict:
-    """The parsed ``config.json`` of a checkpoint (no weights loaded)."""
+    """The parsed ``config.json`` of a checkpoint (no weights loaded), its config validated.
+
+    Raises ModelFileError (ModelConfigError for a config that fails the schema) naming the file.
+    """
+    from dmd_pipeline.config import read_model_config_json, validate_model_config
+
     _, cfg_path = _paths(path_or_dir)
     if not cfg_path.is_file():
         raise ModelFileError(f"{cfg_path}: checkpoint config not found")
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelFileError(f"{cfg_path}: invalid JSON: {exc}") from exc
+    meta = read_model_config_json(cfg_path)
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ModelFileError(
-            f"{cfg_path}: not a dmd-pipeline checkpoint config (format={meta.get('format')!r})"
+            f"{cfg_path}: not a dmd-pipeline checkpoint config (format={str(meta.get('format'))[:40]!r})"
         )
+    validate_model_config(meta["config"], cfg_path)
     return meta
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Raise ModelFileError naming the first floating tensor that holds NaN or an infinity."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+            raise ModelFileError(f"{where}: tensor {key} holds NaN or infinite values (corrupt weights)")
 
 
 def check_state_matches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], where: str) -> None:
@@ -258,17 +280,17 @@ def load_checkpoint(path_or_dir: str | Path, device: str | torch.device = "cpu")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from dmd_pipeline.config import DMDConfig
+    from dmd_pipeline.config import DMDConfig, validate_model_config
     from dmd_pipeline.models import DMDSystem
 
-    weights_path, _ = _paths(path_or_dir)
+    weights_path, cfg_path = _paths(path_or_dir)
     meta = read_checkpoint_meta(path_or_dir)
     if not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: checkpoint weights not found")
     cfg_dict = dict(meta["config"])
     if cfg_dict.get("use_bert") and cfg_dict.get("text_encoder"):
         cfg_dict["text_encoder"] = str(resolve_text_encoder(cfg_dict["text_encoder"]))
-    config = DMDConfig.from_dict(cfg_dict)
+    config: DMDConfig = validate_model_config(cfg_dict, cfg_path)
     base = meta.get("text_encoder_base") if config.use_bert else None
     if base and base.get("sha256"):
         got = text_encoder_sha256(config.text_encoder)
@@ -277,17 +299,39 @@ def load_checkpoint(path_or_dir: str | Path, device: str | torch.device = "cpu")
                 f"{weights_path}: the text encoder {config.text_encoder} is not the base this model was "
                 f"fine-tuned from (sha256 {got[:12]}... != recorded {str(base['sha256'])[:12]}...)"
             )
-    system = DMDSystem(config)
+    size = meta.get("ensemble_size")  # a seed ensemble (models/ensemble.py) when set
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 32):
+        raise ModelConfigError(f"{cfg_path}: ensemble_size must be an integer in 1..32, got {size!r}")
+    try:
+        if size is None:
+            system = DMDSystem(config)
+        else:
+            from dmd_pipeline.models.ensemble import DMDEnsemble
+
+            system = DMDEnsemble(config, size)
+    except ConfigError as exc:  # e.g. a text encoder whose hidden size is not feature_dims[0]
+        raise ModelConfigError(f"{cfg_path}: {exc}") from None
+    except (OSError, ValueError) as exc:  # a text-encoder folder transformers cannot load
+        raise ModelFileError(f"{cfg_path}: cannot build the model: {type(exc).__name__}: {exc}") from None
     try:
         tensors = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights_path}: unreadable safetensors file: {exc}") from exc
+    check_finite(tensors, str(weights_path))
     expected = system.state_dict()
     if base:
-        freeze_text_encoder(system, int(base["finetune_layers"]))
-        for key in frozen_encoder_keys(system, int(base["finetune_layers"])):
+        try:
+            finetune = int(base["finetune_layers"])
+            freeze_text_encoder(system, finetune)
+            frozen = frozen_encoder_keys(system, finetune)
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise ModelConfigError(f"{cfg_path}: invalid text_encoder_base block: {exc}") from None
+        for key in frozen:
             expected.pop(key)
-    check_state_matches(expected, tensors, str(weights_path))
+    try:
+        check_state_matches(expected, tensors, str(weights_path))
+    except ConfigError as exc:
+        raise ModelConfigError(str(exc)) from None
     digest = meta.get("weights_sha256")
     if digest:
         from dmd_pipeline.utils import sha256_file

@@ -18,6 +18,13 @@ it, so tiny data sets still train, False reproduces the official behaviour. With
 encoder's parameters get their own group (``learning_rate_bert`` / ``weight_decay_bert``); the official code
 kept BERT in the main group. The best epoch's weights are reloaded at the end and, with a checkpoint folder,
 saved atomically whenever the validation loss improves, so a crash keeps the best-so-far model.
+
+Resume: with a checkpoint folder, the state after every completed epoch goes to ``<dir>/resume/``: one
+safetensors file (current and best weights, Adam's moments, the torch and data-loader RNG states) and
+``state.json`` (epoch, best score, history, optimizer groups, ReduceLROnPlateau state, the sha256 of the
+tensor file), written tensors first, JSON last, each atomically; never pickle. ``fit(..., resume=True)``
+continues from the last completed epoch exactly as if it had not stopped (same shuffles, same dropout
+masks). The folder is removed when a run finishes.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from dmd_pipeline.errors import ConfigError
 from dmd_pipeline.training.metrics import compute_metrics
 
 MINIMISE_KEYS = {"Loss", "MAE"}
+RESUME_DIR = "resume"
+STATE_FORMAT = "dmd-train-state"
+STATE_VERSION = 1
 
 
 @dataclass
@@ -364,11 +374,13 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         checkpoint_meta: dict | None = None,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
+        resume: bool = False,
     ) -> TrainResult:
         """Train until early stopping (or ``max_epochs``), reload the best epoch's weights and return a summary.
 
         With ``checkpoint_dir``, the best model is saved there (atomically) each time it improves, and
-        ``history.json`` after every epoch.
+        ``history.json`` and the resume state (module docstring) after every epoch. ``resume=True``
+        continues from that state (ConfigError when there is none or it belongs to another model).
         """
         cfg = self.cfg
         if cfg.update_epochs < 1 or cfg.batch_size < 1 or cfg.early_stop < 1:
@@ -383,9 +395,15 @@ class Trainer:
         best_epoch, best_metrics, best_state = 0, {}, None
         stopped_early = False
         epoch = 0
+        if resume:
+            if checkpoint_dir is None:
+                raise ConfigError("resuming needs the checkpoint folder of the interrupted run")
+            got = load_train_state(self, Path(checkpoint_dir), train_loader)
+            epoch, best, best_epoch, best_metrics, best_state, history = got
+            stopped_early = epoch - best_epoch >= cfg.early_stop
         display = TrainingDisplay(len(train_loader), cfg.key_eval, quiet=cfg.quiet, console=self.console)
         with display:
-            while cfg.max_epochs is None or epoch < cfg.max_epochs:
+            while (cfg.max_epochs is None or epoch < cfg.max_epochs) and not stopped_early:
                 epoch += 1
                 t0 = time.perf_counter()
                 display.start_epoch(epoch)
@@ -421,6 +439,10 @@ class Trainer:
                     atomic_write_json(
                         Path(checkpoint_dir) / "history.json", _json_safe([asdict(h) for h in history])
                     )
+                    save_train_state(
+                        self, Path(checkpoint_dir), train_loader, epoch, best, best_epoch, best_metrics,
+                        best_state, history,
+                    )  # fmt: skip
                 if on_epoch_end is not None:
                     on_epoch_end(record)
                 if epoch - best_epoch >= cfg.early_stop:
@@ -428,6 +450,10 @@ class Trainer:
                     break
         if best_state is not None:
             self.system.load_state_dict(best_state)
+        if checkpoint_dir is not None:
+            import shutil
+
+            shutil.rmtree(Path(checkpoint_dir) / RESUME_DIR, ignore_errors=True)
         return TrainResult(
             best_epoch=best_epoch,
             best_score=float(best if best is not None else math.nan),
@@ -448,6 +474,161 @@ class Trainer:
         full.setdefault("metrics", {})
         full["metrics"] = {**full["metrics"], "valid": metrics}
         save_checkpoint(checkpoint_dir, self.system, full)
+
+
+# ---- resume state (safetensors + JSON, never pickle) ---------------------------------------------------
+def _enc_float(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become ``{"__float__": "inf"}`` (strict JSON), tuples lists."""
+    if isinstance(obj, dict):
+        return {str(k): _enc_float(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_enc_float(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    return obj
+
+
+def _dec_float(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        return {k: _dec_float(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_dec_float(v) for v in obj]
+    return obj
+
+
+def save_train_state(
+    trainer: Trainer,
+    folder: Path,
+    train_loader: DataLoader,
+    epoch: int,
+    best: float | None,
+    best_epoch: int,
+    best_metrics: dict[str, float],
+    best_state: dict[str, torch.Tensor] | None,
+    history: list[EpochRecord],
+) -> Path:
+    """Write the state after ``epoch`` to ``folder/resume/`` (tensors first, ``state.json`` last)."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
+
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in trainer.system.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().cpu().contiguous().clone()
+    if best_state is not None and best_epoch != epoch:  # else the best weights are the current ones
+        for k, v in best_state.items():
+            tensors[f"best.{k}"] = v.detach().cpu().contiguous().clone()
+    opt = trainer.optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    tensors["rng.torch"] = torch.get_rng_state()
+    gen = getattr(train_loader, "generator", None)
+    if gen is not None:
+        tensors["rng.loader"] = gen.get_state()
+    blob = save(tensors)
+    out = folder / RESUME_DIR
+    name = f"state-{epoch:05d}.safetensors"
+    atomic_write_bytes(out / name, blob)
+    state = {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "epoch": epoch,
+        "file": name,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "best": best,
+        "best_epoch": best_epoch,
+        "best_metrics": best_metrics,
+        "best_in_file": "best" if best_state is not None and best_epoch != epoch else "model",
+        "history": [asdict(h) for h in history],
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+        "scheduler": trainer.scheduler.state_dict(),
+        "model_config": trainer.system.config.to_dict(),
+    }
+    atomic_write_json(out / "state.json", _enc_float(state))
+    for old in out.glob("state-*.safetensors"):  # only after state.json points at the new file
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return out / "state.json"
+
+
+def load_train_state(
+    trainer: Trainer, folder: Path, train_loader: DataLoader
+) -> tuple[int, float | None, int, dict[str, float], dict[str, torch.Tensor] | None, list[EpochRecord]]:
+    """Restore model, optimizer, scheduler and RNG states from ``folder/resume/``; return (epoch, best,
+    best_epoch, best_metrics, best_state, history). ConfigError when missing, corrupt or not this model's."""
+    import hashlib
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    sp = folder / RESUME_DIR / "state.json"
+    if not sp.is_file():
+        raise ConfigError(
+            f"{sp}: no training state to resume (the run finished, or stopped before its first epoch ended)"
+        )
+    try:
+        state = _dec_float(json.loads(sp.read_text(encoding="utf-8")))
+        if state.get("format") != STATE_FORMAT or int(state.get("version", 0)) != STATE_VERSION:
+            raise ValueError(f"not a {STATE_FORMAT} v{STATE_VERSION} file")
+        blob = (sp.parent / str(state["file"])).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{sp}: unreadable training state: {exc}") from None
+    if hashlib.sha256(blob).hexdigest() != state.get("sha256"):
+        raise ConfigError(f"{sp}: the state's tensor file does not match its sha256 (corrupt)")
+
+    def norm(obj: Any) -> Any:
+        return json.loads(json.dumps(_enc_float(obj)))
+
+    if norm(state.get("model_config")) != norm(trainer.system.config.to_dict()):
+        raise ConfigError(f"{sp}: the saved state belongs to another model configuration; cannot resume")
+    try:
+        tensors = load(blob)
+    except SafetensorError as exc:
+        raise ConfigError(f"{sp}: unreadable training state tensors: {exc}") from None
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    trainer.system.load_state_dict(model)
+    trainer.system.to(trainer.device)
+    best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    if state.get("best_in_file") == "model":
+        best_state = {k: v.clone() for k, v in model.items()}
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = value.to(trainer.device)
+    for pid, extra in state["optimizer"]["scalars"].items():
+        opt_state.setdefault(int(pid), {}).update(extra)
+    groups = []
+    for g in state["optimizer"]["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    trainer.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    gen = getattr(train_loader, "generator", None)
+    if gen is not None and "rng.loader" in tensors:
+        gen.set_state(tensors["rng.loader"])
+    history = [EpochRecord(**h) for h in state["history"]]
+    return (
+        int(state["epoch"]),
+        state.get("best"),
+        int(state["best_epoch"]),
+        dict(state.get("best_metrics") or {}),
+        best_state,
+        history,
+    )
 
 
 def _json_safe(obj: Any) -> Any:
