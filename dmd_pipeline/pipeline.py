@@ -37,7 +37,7 @@ from dmd_pipeline.features import (
     resample_to_length,
     word_source_counts,
 )
-from dmd_pipeline.utils import config_hash, sha256_file
+from dmd_pipeline.utils import config_hash, path_problem, sha256_file
 
 STAGES = ("probe", "audio", "transcript", "align", "acoustic", "visual", "text")
 ASR_ENGINES = ("whisper", "pocketsphinx", "none")
@@ -64,8 +64,16 @@ class ExtractionConfig:
     max_side: int | None = 640  # frames are scaled so the long side is at most this
     sample_rate: int = 16000
     device: str = "cpu"
+    # acoustic feature set: librosa (25-d, 100 Hz) | whisper (384-d encoder states, 50 Hz) | whisper+librosa
+    acoustic: str = "librosa"
 
     def __post_init__(self) -> None:
+        from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
+
+        if self.acoustic not in ACOUSTIC_SETTINGS:
+            raise ValueError(
+                f"unknown acoustic setting {self.acoustic!r}; choose one of {', '.join(ACOUSTIC_SETTINGS)}"
+            )
         if self.asr not in ASR_ENGINES:
             raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
         if self.fps <= 0:
@@ -107,6 +115,9 @@ class ExtractionConfig:
             "bundled": bundled_file_hashes(),
             "versions": package_versions(),
         }
+        if self.acoustic != "librosa":  # the default adds nothing, so caches of earlier versions stay valid
+            relevant["acoustic"] = self.acoustic
+            relevant["models"]["whisper"] = _model_identity(self.whisper_model)
         return config_hash(relevant)
 
 
@@ -152,12 +163,14 @@ class Extractor:
 
     @property
     def acoustic(self) -> Any:
-        """The :class:`~dmd_pipeline.extractors.acoustic.AcousticExtractor` (created on first use)."""
+        """The acoustic extractor of ``config.acoustic`` (created on first use): librosa's
+        :class:`~dmd_pipeline.extractors.acoustic.AcousticExtractor` or a
+        :class:`~dmd_pipeline.extractors.whisper_encoder.AcousticFeatureSet`."""
         if self._acoustic is None:
             t0 = time.perf_counter()
-            from dmd_pipeline.extractors.acoustic import AcousticExtractor
+            from dmd_pipeline.extractors.whisper_encoder import make_acoustic_extractor
 
-            self._acoustic = AcousticExtractor()
+            self._acoustic = make_acoustic_extractor(self.config.acoustic, self.config.whisper_model)
             self.load_timings["acoustic"] = time.perf_counter() - t0
         return self._acoustic
 
@@ -208,6 +221,8 @@ class Extractor:
             },
             "feature_hash": self.feature_hash,
             "config": self.config.to_dict(),
+            "acoustic": self.config.acoustic,
+            "audio_rate_hz": round(1.0 / float(self.acoustic.hop_s), 6),
             "versions": package_versions(),
         }
 
@@ -232,10 +247,11 @@ class Extractor:
         path = Path(path)
         timings: dict[str, float] = {}
         with self._stage("input", path, timings):
-            if not path.is_file():
-                raise InputError(path, "file not found" if not path.exists() else "not a regular file")
+            problem = path_problem(path)  # loops, dangling links, FIFOs, devices: never opened
+            if problem is not None:
+                raise InputError(path, problem)
             sha = self._source_sha256(path)
-        key = FeatureCache.key(sha, self.feature_hash, start, end, transcript)
+        key = self.cache_key(path, sha, start, end, transcript)
         if self.cache is not None and use_cache:
             t0 = time.perf_counter()
             hit = self.cache.get(key)
@@ -247,6 +263,35 @@ class Extractor:
         if self.cache is not None:
             self.cache.put(key, bundle)
         return bundle
+
+    def cache_key(
+        self, path: Path, sha: str, start: float | None, end: float | None, transcript: str | None
+    ) -> str:
+        """:meth:`FeatureCache.key` of a clip: media sha256, feature hash, span, given transcript and, when
+        the sidecar transcript is what will be read (whole file, no given text), the sidecar's identity."""
+        sidecar = None
+        given = transcript is not None and bool(transcript.strip())
+        if not given and start is None and end is None:
+            sidecar = self.sidecar_identity(path)
+        return FeatureCache.key(sha, self.feature_hash, start, end, transcript, sidecar=sidecar)
+
+    @staticmethod
+    def sidecar_identity(path: Path) -> str | None:
+        """``"<suffix>:<sha256>"`` of the transcript file beside ``path`` (None without one); an unreadable
+        or over-large sidecar gets an identity no cached entry has, so extraction runs and reports it."""
+        import hashlib
+
+        from dmd_pipeline.extractors.transcribe import MAX_TRANSCRIPT_BYTES, find_sidecar
+        from dmd_pipeline.utils import read_bytes_bounded
+
+        side = find_sidecar(path)
+        if side is None:
+            return None
+        try:
+            digest = hashlib.sha256(read_bytes_bounded(side, MAX_TRANSCRIPT_BYTES)).hexdigest()
+        except (OSError, ValueError) as exc:
+            digest = f"unreadable-{type(exc).__name__}-{time.time_ns()}"
+        return f"{side.suffix.lower()}:{digest}"
 
     def _source_sha256(self, path: Path) -> str:
         st = path.stat()
@@ -274,6 +319,7 @@ class Extractor:
         clip_start = float(start or 0.0)
         clip_end = float(end) if end is not None else info.duration
         duration = max(0.0, clip_end - clip_start)
+        decode: dict[str, Any] = {"expected_s": round(duration, 3)}
 
         audio = None
         if info.has_audio:
@@ -282,16 +328,22 @@ class Extractor:
             if audio.size == 0:
                 notes.append("the audio track decoded to no samples: audio and speech treated as missing")
                 audio = None
+            else:
+                decode["audio_s"] = round(audio.size / float(sr), 3)
+                if _stopped_early(decode["audio_s"], duration):
+                    notes.append(_early_note("audio", decode["audio_s"], duration))
         else:
             notes.append("no audio stream: acoustic features missing" + ("" if given else ", text missing"))
 
         segments: list = []
         words: list = []
         transcript_source = None
+        asr_quality: dict = {}
         with self._stage("transcript", path, timings):
             tr = self._transcript(path, audio, sr, given, duration, start is not None or end is not None)
         if tr is not None:
             transcript_source = tr.source
+            asr_quality = dict(getattr(tr, "quality", {}) or {})
             notes.extend(getattr(tr, "notes", []) or [])
             if tr.segments:
                 with self._stage("align", path, timings):
@@ -318,6 +370,11 @@ class Extractor:
             vis = self.visual  # load outside the timed stage
             with self._stage("visual", path, timings):
                 visual = vis.extract(_shift(frames, clip_start))
+            times = np.asarray(getattr(visual, "times", []), dtype=np.float64)
+            if times.size:
+                decode["video_s"] = round(float(times[-1]) + 1.0 / cfg.fps, 3)
+                if _stopped_early(decode["video_s"], duration):
+                    notes.append(_early_note("video", decode["video_s"], duration))
         else:
             notes.append("no video stream: visual features missing")
 
@@ -342,7 +399,15 @@ class Extractor:
             "dims": self._known_dims(text, acoustic, visual),
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "notes": notes,
+            "decode": {
+                **decode,
+                "stopped_early": any(
+                    _stopped_early(decode[k], duration) for k in ("audio_s", "video_s") if k in decode
+                ),
+            },
         }
+        if asr_quality:
+            bundle.metadata["asr_quality"] = asr_quality
         return bundle
 
     def _transcript(
@@ -433,6 +498,18 @@ class Extractor:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
+def _stopped_early(decoded_s: float, expected_s: float) -> bool:
+    """True when a stream decoded clearly shorter than the container says (truncated or corrupt media)."""
+    return expected_s > 0 and decoded_s < expected_s - max(0.5, 0.1 * expected_s)
+
+
+def _early_note(stream: str, decoded_s: float, expected_s: float) -> str:
+    return (
+        f"decoding stopped early: the file says {expected_s:.2f} s but only {decoded_s:.2f} s of {stream} "
+        "could be decoded (truncated or corrupt file?); the rest is missing from the result"
+    )
+
+
 def _shift(frames: Iterable[tuple[float, np.ndarray]], offset: float) -> Iterator[tuple[float, np.ndarray]]:
     """Frame timestamps relative to the clip start (media.iter_frames gives file time)."""
     for t, frame in frames:
@@ -520,6 +597,29 @@ def to_model_inputs(
     for key in ("text", "audio", "vision"):
         np.nan_to_num(out[key], copy=False)
     return out
+
+
+def select_columns(frames: Any, names: list[str] | None, what: str = "features") -> Any:
+    """``frames`` (FrameFeatures) restricted to the columns ``names``, in that order.
+
+    Lets one extraction serve several models: a bundle of ``whisper+librosa`` frames gives a model trained
+    on ``whisper`` its 384 columns. ``names=None`` or names equal to the frames' returns ``frames`` as is;
+    a name the frames lack raises ConfigError (the model needs features this extraction did not make).
+    """
+    if frames is None or names is None or list(frames.names) == list(names):
+        return frames
+    from dmd_pipeline.errors import ConfigError
+    from dmd_pipeline.extractors.base import FrameFeatures
+
+    index = {n: i for i, n in enumerate(frames.names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ConfigError(
+            f"the model needs {what} columns that this extraction does not produce ({len(missing)} missing, "
+            f"e.g. {', '.join(missing[:3])}); it was trained on other feature settings"
+        )
+    cols = np.array([index[n] for n in names], dtype=np.int64)
+    return FrameFeatures(frames.values[:, cols], frames.times, list(names), dict(frames.extras))
 
 
 def _dim(dims: dict[str, int], key: str) -> int:

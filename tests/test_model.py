@@ -42,7 +42,7 @@ def test_shapes_every_preset(name: str) -> None:
     tl, ta, tv = cfg.t_prime
     if name.endswith("unaligned"):
         assert len({ta, tv, tl}) == 3  # unequal lengths exercise the causal-mask offset
-    assert out["output_logit"].shape == (b, 1)
+    assert out["output_logit"].shape == (b, cfg.num_classes)
     for m, t in (("l", tl), ("a", ta), ("v", tv)):
         assert out[f"s_{m}"].shape == (t, b, d) and out[f"c_{m}"].shape == (t, b, d)
         assert out[f"origin_{m}"].shape == (b, d, t) == out[f"recon_{m}"].shape == out[f"s_{m}_r"].shape
@@ -142,7 +142,7 @@ def test_text_encoder_path_tiny_bert() -> None:
     )
     _, audio, vision = _inputs(cfg, b)
     out = system(text, audio, vision)
-    assert out["output_logit"].shape == (b, 1)
+    assert out["output_logit"].shape == (b, cfg.num_classes)
     system.losses(out, torch.zeros(b, 1))["total"].backward()
     assert bert.embeddings.word_embeddings.weight.grad is not None
     with pytest.raises(ConfigError):

@@ -115,6 +115,86 @@ def encoder_hidden_size(path: Path) -> int:
         raise InputError(cfg, f"cannot read the text encoder's hidden_size: {exc}", stage="model") from exc
 
 
+def _categorical_data(splits: dict[str, dict[str, Any]]) -> bool:
+    """True when the data's labels are categories: classification labels present and regression labels
+    missing or NaN (what ``dmd extract`` writes for a categorical label file)."""
+    import numpy as np
+
+    has_cls = any("classification_labels" in s for s in splits.values())
+    reg = [np.asarray(s["regression_labels"], dtype=np.float64) for s in splits.values() if "regression_labels" in s]
+    numeric = any(r.size and np.isfinite(r).all() for r in reg)
+    return has_cls and not numeric
+
+
+def zero_unused_modalities(datasets: dict[str, Any], modalities: list[str]) -> None:
+    """Feed zeros for every modality the model is not trained with (in place, every split)."""
+    attrs = {"text": "text", "audio": "audio", "vision": "vision"}
+    for ds in datasets.values():
+        for mod, attr in attrs.items():
+            if mod not in modalities:
+                getattr(ds, attr).zero_()
+
+
+def parse_modalities(value: str | None) -> list[str] | None:
+    """``--modalities audio`` / ``text,audio`` -> canonical list in (text, audio, vision) order."""
+    if value is None or value.strip().lower() in ("", "all"):
+        return None
+    from dmd_pipeline.errors import ConfigError
+
+    alias = {"t": "text", "words": "text", "a": "audio", "voice": "audio", "v": "vision", "face": "vision"}
+    got = {alias.get(m.strip().lower(), m.strip().lower()) for m in value.split(",") if m.strip()}
+    bad = sorted(got - {"text", "audio", "vision"})
+    if bad or not got:
+        raise ConfigError(f"--modalities: unknown modality {', '.join(bad) or value!r} (text, audio, vision)")
+    return [m for m in ("text", "audio", "vision") if m in got]
+
+
+def _train_ensemble(
+    first: Any,
+    config: Any,
+    tcfg: Any,
+    datasets: dict[str, Any],
+    out: Path,
+    meta: dict[str, Any],
+    size: int,
+    resume: bool,
+    console: Any,
+) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """Train ``size`` members one after the other (seed, seed+1, ...), each in ``OUT/members/<k>`` with its
+    own best epoch (so a killed run keeps the finished members and ``--resume`` continues), and return
+    (the :class:`~dmd_pipeline.models.ensemble.DMDEnsemble`, the last member's TrainResult, per-member info)."""
+    import dataclasses
+
+    from dmd_pipeline.models import DMDSystem
+    from dmd_pipeline.models.ensemble import DMDEnsemble
+    from dmd_pipeline.training.trainer import Trainer, set_seed
+
+    members, info, result = [], [], None
+    for k in range(size):
+        seed_k = int(tcfg.seed) + k
+        set_seed(seed_k)
+        system = first if k == 0 else DMDSystem(config)
+        cfg_k = dataclasses.replace(tcfg, seed=seed_k)
+        console.print(f"ensemble member {k + 1}/{size} (seed {seed_k})")
+        result = Trainer(system, cfg_k, console=console).fit(
+            datasets["train"],
+            datasets["valid"],
+            checkpoint_dir=out / "members" / str(k),
+            checkpoint_meta={**meta, "ensemble_member": k},
+            resume=resume,
+        )
+        members.append(system)
+        info.append(
+            {
+                "seed": seed_k,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "valid": {k2: float(v) for k2, v in result.best_metrics.items()},
+            }
+        )
+    return DMDEnsemble(config, size, members), result, info
+
+
 def build_config(
     preset: str,
     splits: dict[str, dict[str, Any]],
@@ -144,6 +224,10 @@ def build_config(
             notes.append(
                 f"text encoder {text_encoder_ref(enc)} (hidden size {hidden}), fed token ids (text_bert)"
             )
+    if num_classes.lower() == "detect":
+        num_classes = "auto" if _categorical_data(splits) else "1"
+        if num_classes == "1":
+            notes.append("regression (num_classes = 1): the data has numeric labels")
     if num_classes.lower() == "auto":
         n = infer_num_classes(splits)
         kw["num_classes"] = n
@@ -209,12 +293,42 @@ def train(
         True, "--eval-test/--no-eval-test", help="Evaluate the final model on the test split (when present)."
     ),
     num_classes: str = typer.Option(
-        "1", "--num-classes", help="1 = regression, N = classes, 'auto' from the data."
+        "detect",
+        "--num-classes",
+        help="detect (default: classification when the labels are categories, else regression), "
+        "1 = regression, N = classes, auto = from classification_labels.",
+    ),
+    modalities: str | None = typer.Option(
+        None,
+        "--modalities",
+        help="Modalities the model learns from, e.g. 'audio' or 'text,audio' (default all): the others "
+        "are fed as zeros in training and at inference, and the model records it.",
+    ),
+    window_s: float | None = typer.Option(
+        None,
+        "--window-s",
+        min=0.5,
+        help="Clip length the model is meant for (e.g. 4 for RAVDESS-like clips): `dmd analyze` scores "
+        "longer segments in windows of about this length.",
     ),
     overrides: list[str] | None = typer.Option(
         None,
         "--set",
         help="Config override KEY=VALUE (JSON value), e.g. dst_feature_dim=16 or train.patience=2.",
+    ),
+    ensemble: int = typer.Option(
+        1,
+        "--ensemble",
+        min=1,
+        max=32,
+        help="Train K members with seeds SEED..SEED+K-1 (each with its own best epoch) and save them as one "
+        "seed-ensemble model (mean class probabilities); not part of the official method. Default 1.",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue an interrupted run in OUT from its last completed epoch (same data and options; "
+        "the optimizer, scheduler and RNG states are restored from OUT/resume/).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
 ) -> None:
@@ -231,7 +345,8 @@ def train(
 
             torch.set_num_threads(max(1, threads))
         _run(data, labels, preset, out, epochs, seed, device, batch_size, lr, update_epochs, early_stop,
-             text_encoder, text_input, finetune_layers, weights_dtype, num_classes, overrides, quiet, eval_test)  # fmt: skip
+             text_encoder, text_input, finetune_layers, weights_dtype, num_classes, overrides, quiet, eval_test,
+             parse_modalities(modalities), window_s, resume=resume, ensemble=ensemble)  # fmt: skip
     except DMDError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -257,6 +372,10 @@ def _run(
     overrides: list[str] | None,
     quiet: bool,
     eval_test: bool = True,
+    modalities: list[str] | None = None,
+    window_s: float | None = None,
+    resume: bool = False,
+    ensemble: int = 1,
 ) -> None:
     import time
 
@@ -287,6 +406,22 @@ def _run(
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
     datasets = {name: dataset_from_split(config, split, name) for name, split in source.splits.items()}
+    if modalities is not None:
+        if extra_meta.get("modalities") and set(modalities) - set(extra_meta["modalities"]):
+            raise ConfigError(f"--modalities {','.join(modalities)}: this data only has {extra_meta['modalities']}")
+        zero_unused_modalities(datasets, modalities)
+        extra_meta["modalities"] = modalities
+        for mod in ("text", "audio", "vision"):
+            if mod not in modalities:
+                extra_meta[f"{mod}_input"] = "zeros (not used by this model)"
+    if window_s is not None:
+        extra_meta["analysis_window_s"] = float(window_s)
+    mask, noise = float(config.train.get("augment_time_mask", 0.0)), float(config.train.get("augment_noise", 0.0))
+    if mask > 0 or noise > 0:
+        from dmd_pipeline.data.datasets import AudioAugment
+
+        datasets["train"].augment = AudioAugment(time_mask=mask, noise=noise)
+        notes.append(f"training-time audio augmentation: time mask {mask}, noise {noise}")
     tcfg = TrainConfig.from_model_config(
         config,
         max_epochs=epochs,
@@ -333,7 +468,16 @@ def _run(
     )
     trainer = Trainer(system, tcfg, console=console)
     t0 = time.perf_counter()
-    result = trainer.fit(datasets["train"], datasets["valid"], checkpoint_dir=out, checkpoint_meta=meta)
+    if ensemble > 1:
+        system, result, member_info = _train_ensemble(
+            system, config, tcfg, datasets, out, meta, ensemble, resume, console
+        )
+        meta.update(ensemble_size=ensemble, ensemble_members=member_info)
+        result.best_metrics = evaluate(system, datasets["valid"], tcfg.batch_size, trainer.device)
+    else:
+        result = trainer.fit(
+            datasets["train"], datasets["valid"], checkpoint_dir=out, checkpoint_meta=meta, resume=resume
+        )
     import torch
 
     meta["training_time"] = {

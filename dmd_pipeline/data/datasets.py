@@ -42,12 +42,44 @@ class MMSADataset(Dataset):
         self.labels = torch.as_tensor(labels)
         self.ids = list(ids) if ids is not None else [str(i) for i in range(n)]
         self.raw_text = list(raw_text) if raw_text is not None else [""] * n
+        self.augment: AudioAugment | None = None  # set on a training split only
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.text[index], self.audio[index], self.vision[index], self.labels[index]
+        audio = self.audio[index]
+        if self.augment is not None:
+            audio = self.augment(audio)
+        return self.text[index], audio, self.vision[index], self.labels[index]
+
+
+@dataclass
+class AudioAugment:
+    """Training-time augmentation of the audio sequence (T, D); NOT part of the official recipe.
+
+    ``time_mask``: up to this fraction of the sequence is zeroed, in 2 random spans (SpecAugment-style
+    time masking on feature frames); ``noise``: Gaussian noise of this standard deviation (in feature units)
+    is added to the non-zero (real, not padded) frames. Draws come from torch's global generator, which
+    the trainer seeds, so a run is reproducible.
+    """
+
+    time_mask: float = 0.0
+    noise: float = 0.0
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        out = audio.clone()
+        real = out.abs().sum(dim=-1) > 0
+        n = int(real.sum())
+        if self.time_mask > 0 and n > 4:
+            for _ in range(2):
+                width = int(torch.randint(0, max(1, int(self.time_mask * n / 2)) + 1, (1,)))
+                if width:
+                    start = int(torch.randint(0, max(1, n - width), (1,)))
+                    out[start : start + width] = 0.0
+        if self.noise > 0:
+            out[real] += self.noise * torch.randn_like(out[real])
+        return out
 
 
 def _labels(labels: Any, num_classes: int, where: str) -> np.ndarray:

@@ -111,7 +111,8 @@ def regression_metrics(y_pred: Any, y_true: Any) -> dict[str, float]:
 
 
 def classification_metrics(logits: Any, y_true: Any) -> dict[str, float]:
-    """Accuracy and weighted F1 from (N, C) scores and (N,) integer labels.
+    """Accuracy and weighted F1 from (N, C) scores and (N,) integer labels; with C > 3 also ``UAR`` and
+    ``Macro_F1`` (see :func:`classification_report`).
 
     With C == 3 (MMSA's Negative/Neutral/Positive) also ``Has0_*`` (neutral counted as negative, the
     prediction is argmax over the negative/positive scores) and ``Non0_*`` (neutral samples dropped).
@@ -125,6 +126,10 @@ def classification_metrics(logits: Any, y_true: Any) -> dict[str, float]:
     n_cls = scores.shape[1]
     pred = scores.argmax(axis=1)
     out = {f"Acc_{n_cls}": accuracy(true, pred), f"F1_score_{n_cls}": weighted_f1(true, pred)}
+    if n_cls > 3:  # emotion-style tasks: class-balanced metrics (UAR = mean per-class recall)
+        rep = classification_report(true, pred, n_cls)
+        out["UAR"] = rep["uar"]
+        out["Macro_F1"] = rep["macro_f1"]
     if n_cls == 3:
         pred2 = (scores[:, 2] > scores[:, 0]).astype(np.int64)  # argmax over [neg, pos]; ties -> neg
         true2 = (true > 1).astype(np.int64)
@@ -145,3 +150,46 @@ def compute_metrics(outputs: Any, labels: Any, num_classes: int = 1) -> dict[str
     if num_classes <= 1:
         return regression_metrics(outputs, labels)
     return classification_metrics(outputs, labels)
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    true = _as_1d(y_true).astype(np.int64)
+    pred = _as_1d(y_pred).astype(np.int64)
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    ok = (true >= 0) & (true < n_classes) & (pred >= 0) & (pred < n_classes)
+    np.add.at(cm, (true[ok], pred[ok]), 1)
+    return cm
+
+
+def classification_report(y_true: Any, y_pred: Any, n_classes: int) -> dict[str, Any]:
+    """Accuracy, unweighted average recall (UAR: the mean of the per-class recalls, over classes present in
+    ``y_true``), macro and weighted F1, per-class recall/precision/F1/support and the confusion matrix.
+
+    The usual speech-emotion metrics: UAR and macro-F1 do not reward predicting the frequent classes.
+    Fractions in [0, 1]; NaN-free (a class never predicted has precision 0).
+    """
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm).astype(np.float64)
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n_classes), where=denom > 0)
+    present = support > 0
+    n = int(support.sum())
+    return {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else math.nan,
+        "uar": float(recall[present].mean()) if present.any() else math.nan,
+        "macro_f1": float(f1[present].mean()) if present.any() else math.nan,
+        "weighted_f1": float((f1 * support).sum() / n) if n else math.nan,
+        "per_class": {
+            "recall": recall.tolist(),
+            "precision": precision.tolist(),
+            "f1": f1.tolist(),
+            "support": support.tolist(),
+        },
+        "confusion_matrix": cm.tolist(),
+    }

@@ -1,0 +1,132 @@
+"""Export a trained voice-emotion checkpoint as a bundled model and measure it (recipe step 4).
+
+1. choose how many of the run's ensemble members to ship (``--members K``, or ``auto``: the K in 1..N with
+   the best validation UAR of the first K members' mean probabilities, ties to the smaller K; valid only),
+   then re-save them into ``--dest`` with float16 weights and no machine paths
+   (:func:`dmd_pipeline.models.checkpoint.export_checkpoint`), with name, description and licence;
+2. evaluate BOTH the float32 run and the float16 export on the media of the valid and test actors with the
+   same code as ``dmd evaluate --labels`` (extraction from the model's own feature spec, through the cache);
+3. write the float16 model's metrics into its config.json (weights and their sha256 untouched) and print a
+   JSON summary (also written to ``--summary``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def choose_members(run: Path, labels: Path, members: str, max_members: int) -> dict:
+    """Ensemble of the run's first K members (``run/members/<k>``), K fixed or chosen on valid UAR.
+
+    Writes the chosen ensemble to ``run/ship_K`` and returns ``{"folder", "k", "valid_uar_by_k"}``.
+    """
+    import torch
+
+    from dmd_pipeline.cli.evaluate import run_evaluation
+    from dmd_pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+    from dmd_pipeline.models.ensemble import DMDEnsemble
+
+    meta = read_meta(run)
+    n = int(meta["ensemble_size"])
+    systems = [load_checkpoint(run / "members" / str(k))[0] for k in range(n)]
+    candidates = range(1, min(n, max_members) + 1) if members == "auto" else [int(members)]
+    by_k: dict[int, float] = {}
+    folders: dict[int, Path] = {}
+    for k in candidates:
+        ens = DMDEnsemble(systems[0].config, k, [s for s in systems[:k]])
+        ens_meta = dict(meta, ensemble_size=k, ensemble_members=meta.get("ensemble_members", [])[:k])
+        folder = run / f"ship_{k}"
+        with torch.no_grad():
+            save_checkpoint(folder, ens, ens_meta)
+        metrics, _ = run_evaluation(folder, None, "valid", labels=labels)
+        by_k[k] = float(metrics["uar"])
+        folders[k] = folder
+        print(f"first {k} member(s): valid UAR {by_k[k]:.4f}", flush=True)
+    best = max(by_k, key=lambda k: (round(by_k[k], 6), -k))
+    return {"folder": folders[best], "k": best, "valid_uar_by_k": by_k}
+
+
+def read_meta(run: Path) -> dict:
+    """The run's config.json."""
+    return json.loads((run / "config.json").read_text(encoding="utf-8"))
+
+
+def main() -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="checkpoint folder written by dmd train")
+    ap.add_argument("--dest", type=Path, required=True)
+    ap.add_argument("--labels", type=Path, required=True, help="the RAVDESS labels.csv (media + split)")
+    ap.add_argument("--name", default="ravdess-voice-emotion")
+    ap.add_argument("--dtype", default="float16")
+    ap.add_argument("--summary", type=Path, default=None)
+    ap.add_argument("--members", default="auto", help="ensemble members to ship: K or auto (valid UAR)")
+    ap.add_argument("--max-members", type=int, default=5)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from dmd_pipeline.cli.evaluate import run_evaluation
+    from dmd_pipeline.models.checkpoint import CONFIG_NAME, export_checkpoint, read_checkpoint_meta
+    from dmd_pipeline.utils import atomic_write_json
+
+    src = read_checkpoint_meta(args.run)
+    cfg = src["config"]
+    run = args.run
+    choice = None
+    if src.get("ensemble_size"):
+        choice = choose_members(args.run, args.labels, args.members, args.max_members)
+        run = choice.pop("folder")
+    export_checkpoint(
+        run,
+        args.dest,
+        weights_dtype=args.dtype,
+        meta_updates={
+            "name": args.name,
+            "task": "classification",
+            "role": "emotion",
+            "description": (
+                f"Categorical emotion ({cfg['num_classes']} RAVDESS classes) from the voice only: DMD "
+                f"({cfg['name']} preset) over 384-d Whisper tiny.en encoder states (50 Hz, resampled to "
+                f"{cfg['seq_lens'][1]} steps), trained on RAVDESS actors 1-16 (speech, English, acted); text "
+                "and vision inputs are zeros. See MODEL_CARD.md."
+            ),
+            "licence_note": (
+                "trained on RAVDESS (CC BY-NC-SA 4.0): these weights are for non-commercial use only and "
+                "are shared under the same licence"
+            ),
+        },
+    )
+    results: dict[str, dict] = {}
+    for tag, model in (("float32_run", run), (args.dtype, args.dest)):
+        for split in ("valid", "test"):
+            metrics, info = run_evaluation(model, None, split, labels=args.labels)
+            results.setdefault(tag, {})[split] = {
+                **{k: float(v) for k, v in metrics.items()},
+                "confusion_matrix": (info.get("report") or {}).get("confusion_matrix"),
+                "n": info["n"],
+                "n_failed": info.get("n_failed", 0),
+            }
+    cfg_path = args.dest / CONFIG_NAME
+    meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    meta["metrics_training_run"] = meta.get("metrics")
+    if choice is not None:
+        meta["ensemble_choice"] = choice
+    meta["metrics"] = {
+        "valid": results[args.dtype]["valid"],
+        "test": results[args.dtype]["test"],
+        "measured_with": "dmd evaluate --labels ravdess/labels.csv (the shipped float16 weights)",
+    }
+    atomic_write_json(cfg_path, meta)
+    size = (args.dest / "model.safetensors").stat().st_size
+    summary = {"dest": str(args.dest), "weights_bytes": size, "results": results, "ensemble_choice": choice}
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.summary:
+        args.summary.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
