@@ -3,26 +3,46 @@
 Example::
 
     from dmd_pipeline import analyze, load_model
-    model = load_model()                       # bundled default, or a folder with config.json + model.safetensors
-    result = analyze("talk.mp4", model=model)  # reuse the loaded model for many files
-    print(result.overall.score, result.overall.label7)
+    models = load_model(["mosi-text-minilm", "runs/voice"])  # a name, a folder, or a list of them
+    result = analyze("talk.mp4", model=models)  # reuse the loaded models for many files
+    print(result.headline)                      # e.g. "voice: angry 0.71 · words: neutral -0.12"
+    print(result.overall.score, result.overall.label7)   # the first (primary) model
     open("talk.json", "w").write(result.to_json())
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from dmd_pipeline.analysis.registry import LoadedModel, available_models, load_model
+from dmd_pipeline.analysis.registry import LoadedModel, available_models, load_models
+from dmd_pipeline.analysis.registry import load_model as _load_one
 from dmd_pipeline.analysis.result import AnalysisResult
 
 __all__ = ["AnalysisResult", "LoadedModel", "analyze", "available_models", "load_model"]
 
+ModelRefs = str | os.PathLike[str] | LoadedModel | Sequence[str | os.PathLike[str] | LoadedModel] | None
+
+
+def load_model(name_or_dir: ModelRefs = None, device: str = "cpu") -> LoadedModel | list[LoadedModel]:
+    """Load a bundled model by name or a model folder; a LoadedModel is returned as is.
+
+    A list (or a comma-separated string) loads each and returns a list; None loads the bundled default
+    model (the first of the defaults; ``analyze(path)`` without a model runs all of them).
+    """
+    if isinstance(name_or_dir, LoadedModel):
+        return name_or_dir
+    if name_or_dir is None:
+        return _load_one(None, device=device)
+    if isinstance(name_or_dir, (str, os.PathLike)) and "," not in str(name_or_dir):
+        return _load_one(name_or_dir, device=device)
+    return load_models(name_or_dir, device=device)
+
 
 def analyze(
     path: str | os.PathLike[str],
-    model: str | os.PathLike[str] | LoadedModel | None = None,
+    model: ModelRefs = None,
     *,
     asr: str = "whisper",
     transcript: str | os.PathLike[str] | None = None,
@@ -30,17 +50,18 @@ def analyze(
     report: bool = False,
     cue_rate_hz: float = 2.0,
 ) -> AnalysisResult:
-    """Analyse one media file: utterance timeline, overall sentiment, graph edges and descriptive cues.
+    """Analyse one media file: utterance timeline, overall sentiment/emotion, graph edges, descriptive cues.
 
-    ``model``: a LoadedModel (fastest for many files), a bundled model name, a model folder, or None for
-    the bundled default. ``transcript``: a transcript file (.txt/.srt/.vtt/.json) or literal text; else a
+    ``model``: a LoadedModel (fastest for many files), a bundled model name, a model folder, a list of
+    these (several models, one extraction; the first is the primary one), or None for every bundled
+    default model. ``transcript``: a transcript file (.txt/.srt/.vtt/.json) or literal text; else a
     sidecar beside the media, else ASR (``asr``: whisper | pocketsphinx | none). With ``out_dir`` the
     result is also written to ``<out_dir>/<stem>.json`` (and ``<stem>.html`` with ``report=True``).
     Raises InputError (naming the file, stage and reason) for unreadable media.
     """
     from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = load_models(model)
     opts = AnalyzeOptions(
         asr=asr,
         transcript=Path(transcript) if isinstance(transcript, os.PathLike) else transcript,

@@ -71,6 +71,12 @@ def _check_result(doc: dict) -> None:
     for series in doc["cues"]["series"].values():
         assert len(series["values"]) == len(doc["cues"]["times"])
     assert set(doc["modalities"]["used"]) | set(doc["modalities"]["zero_filled"]) == set(MODALITIES)
+    # schema 1.1: the 1.0 fields are the first (primary) model's
+    first = doc["models"][0]
+    assert first["info"] == doc["model"] and first["overall"] == doc["overall"]
+    assert first["modalities_used"] == doc["modalities"]["used"]
+    assert all(s["predictions"][first["name"]] == s["prediction"] for s in segs)
+    assert doc["headline"]
 
 
 @pytest.mark.slow
@@ -82,9 +88,9 @@ def test_cli_one_clip_with_transcript_file(tmp_path: Path, media: MediaFactory, 
     args = ["analyze", str(clip), "--model", str(tiny_model), "--out", str(out), "--transcript", str(tx)]
     res = CliRunner().invoke(app, [*args, "--format", "csv"])
     assert res.exit_code == 0, res.output
-    assert "overall" in res.output
     doc = _strict_json(out / f"{clip.stem}.json")
     _check_result(doc)
+    assert doc["headline"].startswith("words: ") and doc["headline"] in res.output  # the console headline
     assert doc["transcript"]["source"] == f"file:{tx}"
     assert doc["transcript"]["n_words"] == len(DEFAULT_TEXT.split())
     assert doc["modalities"]["present"] == ["text", "audio", "vision"]

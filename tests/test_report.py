@@ -56,6 +56,9 @@ def test_report_files_local_and_escaped(tmp_path: Path, media: MediaFactory, tas
     pngs = [ref for ref in p.refs if ref.endswith(".png")]
     names = {Path(ref).name for ref in pngs}
     assert {"timeline.png", "edges.png", "cues.png"} <= names
+    # an emotion (classification) model gets its emotion-over-time plot; a sentiment model does not
+    assert ("emotion.png" in names) == (task == "classification")
+    assert r.headline and r.headline in html
     assert sum(n.startswith("frame_") for n in names) == 2  # both key frames of the sample
     _assert_local(page, p.refs)
     for ref in pngs:

@@ -145,6 +145,13 @@ def test_nan_becomes_null_never_nan_in_json() -> None:
         lambda d: d["modalities"]["used"].append("smell"),
         lambda d: d.__setitem__("segments", []),
         lambda d: d["segments"][0]["words"][0].pop("source"),
+        lambda d: d.pop("headline"),
+        lambda d: d.pop("models"),
+        lambda d: d.__setitem__("models", []),
+        lambda d: d["models"][0].__setitem__("role", "mood"),
+        lambda d: d["models"][0]["overall"].__setitem__("score", -4.0),
+        lambda d: d["segments"][0].pop("predictions"),
+        lambda d: d["segments"][0].__setitem__("predictions", {}),
     ],
 )
 def test_invalid_documents_are_rejected(mutate) -> None:
@@ -162,3 +169,33 @@ def test_read_result_file_rejects_truncated_json(tmp_path) -> None:
     p.write_text(text)
     doc, problems = read_result_file(p)
     assert problems == [] and doc["file"] == "/data/clip.mp4"
+
+
+def test_schema_1_1_fields_of_a_one_model_result() -> None:
+    """A result built with the 1.0 fields only gets ``models``, ``predictions`` and ``headline`` from them."""
+    doc = sample_result().to_dict()
+    assert doc["schema_version"] == "1.1" and list(doc)[:2] == ["schema_version", "headline"]
+    (run,) = doc["models"]
+    assert run["name"] == "tiny" and run["role"] == "sentiment" and run["info"] == doc["model"]
+    assert run["overall"] == doc["overall"] and run["modalities_used"] == ["text"] and run["windows"] == []
+    assert all(s["predictions"] == {"tiny": s["prediction"]} for s in doc["segments"])
+    o = doc["overall"]
+    assert doc["headline"] == f"words: {o['label7']} {o['score']:+.2f}"
+    cls = sample_result("classification").to_dict()
+    assert cls["models"][0]["role"] == "emotion" and cls["headline"] == "words: neg 0.40"
+
+
+def test_reads_schema_1_0_documents() -> None:
+    """``from_dict`` still reads a 1.0 document (no models/headline/predictions) and upgrades it."""
+    old = sample_result().to_dict()
+    old["schema_version"] = "1.0"
+    del old["headline"], old["models"]
+    for s in old["segments"]:
+        del s["predictions"]
+    assert validate_result(old), "a 1.0 document is not a current-version document"
+    back = AnalysisResult.from_dict(old)
+    new = back.to_dict()
+    assert new["schema_version"] == SCHEMA_VERSION and validate_result(new) == []
+    assert new["models"][0]["info"] == old["model"] and new["models"][0]["overall"] == old["overall"]
+    assert [s["predictions"]["tiny"] for s in new["segments"]] == [s["prediction"] for s in old["segments"]]
+    assert new["headline"].startswith("words: ")

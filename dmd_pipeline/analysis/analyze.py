@@ -1,12 +1,18 @@
-"""One media file -> :class:`~dmd_pipeline.analysis.result.AnalysisResult`.
+"""One media file -> :class:`~dmd_pipeline.analysis.result.AnalysisResult`, scored by one or several models.
 
-Steps: extract the whole file once (``pipeline.Extractor``: probe, audio, transcript, word alignment,
-acoustic and visual frames), cut the transcript into utterances (``align.segment_transcript``), build each
-utterance's model input (its words re-encoded by the text encoder, the frames inside its span pooled onto
-the words or resampled, as the model was trained), score all utterances in one batched forward pass, and
-aggregate (duration-weighted mean). Modalities the model was not trained with are fed as zeros, and the
-result says so. Descriptive cues (smile, brows, head pose, pitch, loudness) are resampled onto a regular
-grid (default 2 Hz) from the same frames.
+Steps: build ONE extractor whose settings serve every model (:func:`get_extractor`: the acoustic setting
+from the models that use audio, ``whisper+librosa`` when one needs Whisper features, so the librosa cue
+columns stay; ConfigError when two audio models need incompatible settings), extract the whole file once
+(``pipeline.Extractor``: probe, audio, transcript, word alignment, acoustic and visual frames), cut the
+transcript into utterances (``align.segment_transcript``; shared by all models), then per model: build each
+utterance's input from the columns it was trained on (:func:`model_columns`; its words re-encoded by the
+text encoder, the frames inside its span pooled onto the words or resampled, as it was trained), score all
+utterances in one batched forward pass, and aggregate (duration-weighted mean). A short-clip model
+(``analysis_window_s`` in its meta) scores long utterances in equal windows (:func:`analysis_windows`).
+Modalities a model was not trained with are fed as zeros, and the result says so; a model none of whose
+modalities is present (e.g. a voice model on a file without audio, or whose audio track is digital
+silence) gives null predictions and a note. Descriptive cues (smile, brows, head pose, pitch, loudness) are
+resampled onto a regular grid (default 2 Hz) from the same frames.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dmd_pipeline.analysis.registry import LoadedModel, load_model
+from dmd_pipeline.analysis.registry import LoadedModel
 from dmd_pipeline.analysis.result import (
     EDGE_NAMES,
     MODALITIES,
@@ -31,14 +37,18 @@ from dmd_pipeline.analysis.result import (
     KeyFrame,
     MediaSummary,
     ModalityInfo,
+    ModelRun,
     Prediction,
     SegmentResult,
     TranscriptInfo,
+    WindowResult,
     WordResult,
     clip_score,
     label2,
     label7,
     label7_index,
+    make_headline,
+    source_word,
 )
 from dmd_pipeline.errors import ConfigError, InputError
 
@@ -58,6 +68,27 @@ class AnalyzeOptions:
 
 
 # ---- extractor set-up --------------------------------------------------------------------------------
+#: Frame rate of each acoustic setting (the librosa columns of ``whisper+librosa`` are pooled to 50 Hz).
+ACOUSTIC_RATES_HZ: dict[str, float] = {"librosa": 100.0, "whisper": 50.0, "whisper+librosa": 50.0}
+#: The modality whose extraction each recorded setting shapes (a model constrains only its own modalities).
+_SETTING_MODALITY: dict[str, str] = {
+    "text_model": "text",
+    "face_model": "vision",
+    "keep_landmarks": "vision",
+    "max_side": "vision",
+    "sample_rate": "audio",
+    "whisper_model": "audio",
+}
+
+
+def as_model_list(models: LoadedModel | Sequence[LoadedModel]) -> list[LoadedModel]:
+    """A model or a sequence of models as a non-empty list (ConfigError when empty)."""
+    out = [models] if isinstance(models, LoadedModel) else list(models)
+    if not out:
+        raise ConfigError("no model to analyse with")
+    return out
+
+
 def _feature_config(model: LoadedModel) -> dict[str, Any]:
     """The extraction settings recorded with the model (``meta.feature_spec.config``), if any."""
     from dmd_pipeline.analysis.registry import dataset_meta
@@ -70,48 +101,176 @@ def _feature_config(model: LoadedModel) -> dict[str, Any]:
     return dict(cfg) if isinstance(cfg, dict) else {}
 
 
-def get_extractor(model: LoadedModel, options: AnalyzeOptions) -> Any:
-    """A ``pipeline.Extractor`` matching the model's features; built once per (model, settings) and kept."""
+def acoustic_setting(models: Sequence[LoadedModel]) -> str:
+    """The one acoustic setting that serves every model using audio (models without audio never constrain
+    it): all ``librosa`` -> ``librosa``; any ``whisper``/``whisper+librosa`` -> ``whisper+librosa`` (a superset
+    that keeps the librosa columns for the pitch/loudness cues); ``librosa`` (100 Hz) next to a whisper
+    setting (50 Hz) cannot share one extraction: ConfigError."""
+    needs = [(m.name, m.acoustic_setting) for m in models if "audio" in m.modalities]
+    settings = {s for _, s in needs}
+    unknown = settings - set(ACOUSTIC_RATES_HZ)
+    if unknown:
+        raise ConfigError(
+            f"model {next(n for n, s in needs if s in unknown)!r} was trained on the unknown acoustic setting "
+            f"{sorted(unknown)[0]!r} (known: {', '.join(ACOUSTIC_RATES_HZ)})"
+        )
+    if not settings or settings == {"librosa"}:
+        return "librosa"
+    if "librosa" in settings:
+        lib = [n for n, s in needs if s == "librosa"]
+        other = [(n, s) for n, s in needs if s != "librosa"]
+        raise ConfigError(
+            "the models need incompatible acoustic features and one extraction cannot serve both: "
+            f"{lib[0]!r} was trained on 'librosa' (25-d at {ACOUSTIC_RATES_HZ['librosa']:g} Hz), "
+            f"{other[0][0]!r} on {other[0][1]!r} ({ACOUSTIC_RATES_HZ[other[0][1]]:g} Hz); "
+            "analyse with them in separate runs"
+        )
+    return "whisper+librosa"
+
+
+def _first_setting(
+    models: Sequence[LoadedModel], specs: dict[int, dict[str, Any]], key: str, modality: str
+) -> Any:
+    """``key`` from the first model that uses ``modality`` and records it (None when none does)."""
+    for m in models:
+        if modality in m.modalities and key in specs[id(m)]:
+            return specs[id(m)][key]
+    return None
+
+
+def _text_model(model: LoadedModel, spec: dict[str, Any]) -> str | None:
+    """The text encoder a model's text features came from (None: the bundled one / not recorded)."""
+    if spec.get("text_model"):
+        return str(spec["text_model"])
+    cfg = model.config
+    if getattr(cfg, "use_bert", False) and getattr(cfg, "text_encoder", None):
+        return str(cfg.text_encoder)
+    return None
+
+
+def get_extractor(models: LoadedModel | Sequence[LoadedModel], options: AnalyzeOptions) -> Any:
+    """ONE ``pipeline.Extractor`` whose features serve every model (built once per settings and kept).
+
+    Each setting comes from the models that use its modality: the acoustic setting from the audio models
+    (:func:`acoustic_setting`), fps/face settings from the first vision model, the text encoder and token
+    length from the first text model (two text models with different recorded encoders: ConfigError).
+    Each model then takes the columns it was trained on (:func:`model_columns`).
+    """
     from dmd_pipeline.pipeline import ExtractionConfig, Extractor
 
-    spec = _feature_config(model)
-    cfg = model.config
-    fps = options.fps or spec.get("fps") or (10.0 if "vision" in model.modalities else 4.0)
+    models = as_model_list(models)
+    specs = {id(m): _feature_config(m) for m in models}
+    first = models[0]
+    text_models = [m for m in models if "text" in m.modalities]
+    fps = options.fps or _first_setting(models, specs, "fps", "vision")
+    if not fps:
+        fps = 10.0 if any("vision" in m.modalities for m in models) else 4.0
+    lens_from = text_models[0] if text_models else first
     kw: dict[str, Any] = {
         "fps": float(fps),
         "asr": options.asr,
-        "aligned": bool(model.aligned if model.aligned is not None else spec.get("aligned", True)),
-        "seq_lens": tuple(int(x) for x in cfg.seq_lens),
+        "aligned": bool(
+            first.aligned if first.aligned is not None else specs[id(first)].get("aligned", True)
+        ),
+        "seq_lens": tuple(int(x) for x in lens_from.config.seq_lens),
+        "acoustic": acoustic_setting(models),
     }
-    for key in ("text_model", "face_model", "whisper_model", "keep_landmarks", "max_side", "sample_rate"):
-        if key in spec:
-            kw[key] = spec[key]
-    if getattr(cfg, "use_bert", False) and getattr(cfg, "text_encoder", None) and "text_model" not in spec:
-        kw["text_model"] = cfg.text_encoder
+    encoders = {m.name: _text_model(m, specs[id(m)]) for m in text_models}
+    named = {n: e for n, e in encoders.items() if e}
+    if len(set(named.values())) > 1:
+        raise ConfigError(
+            "the text models were trained on different text encoders and one extraction cannot serve both: "
+            + ", ".join(f"{n!r}: {e}" for n, e in named.items())
+        )
+    if named:
+        kw["text_model"] = next(iter(named.values()))
+    for key, modality in _SETTING_MODALITY.items():
+        if key == "text_model":
+            continue
+        val = _first_setting(models, specs, key, modality)
+        if val is None and key == "whisper_model":  # also the ASR model: any model may name it
+            val = next((specs[id(m)][key] for m in models if specs[id(m)].get(key)), None)
+        if val is not None:
+            kw[key] = val
     key = repr(sorted(kw.items()))
-    cache = model.extra.setdefault("extractors", {})
+    cache = first.extra.setdefault("extractors", {})
     if key not in cache:
         cache[key] = Extractor(ExtractionConfig(**kw), cache=None)
     return cache[key]
 
 
-def _check_dims(model: LoadedModel, ext: Any, present: Sequence[str]) -> None:
-    """The extractor's feature dims must match what the model was trained on (for the modalities it uses)."""
+def model_columns(model: LoadedModel, ext: Any, modality: str) -> list[str] | None:
+    """The ``modality`` ("audio"/"vision") columns of ``ext``'s frames the model was trained on; None: all of
+    them, as they are. Recorded feature names win; a ``whisper`` model without recorded names served by a
+    ``whisper+librosa`` extraction gets the ``whisper_*`` columns. ConfigError (naming the model) when the
+    extraction lacks some of them."""
+    feats = ext.acoustic if modality == "audio" else ext.visual
+    avail = list(feats.feature_names)
+    names = model.feature_names(modality)
+    if names is None:
+        if modality == "audio" and model.acoustic_setting == "whisper" and ext.config.acoustic != "whisper":
+            names = [n for n in avail if n.startswith("whisper_")]
+        else:
+            return None
+    if names == avail:
+        return None
+    have = set(avail)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ConfigError(
+            f"model {model.name!r} needs {modality} feature columns that this extraction does not produce "
+            f"({len(missing)} of {len(names)} missing, e.g. {', '.join(missing[:3])}): it was trained on "
+            f"{_setting_text(model, modality, trained=True)}, the extraction is {_setting_text(ext, modality)}"
+        )
+    return names
+
+
+def _setting_text(obj: Any, modality: str, trained: bool = False) -> str:
+    """Words for the feature setting of a model (``trained``) or an extractor, for error messages."""
+    if trained:
+        if modality == "audio":
+            return f"acoustic setting {obj.acoustic_setting!r}"
+        if modality == "text":
+            enc = _text_model(obj, _feature_config(obj))
+            return f"text encoder {enc or 'bundled all-MiniLM-L6-v2'}"
+        return f"visual setting keep_landmarks={bool(_feature_config(obj).get('keep_landmarks', False))}"
+    cfg = obj.config
+    if modality == "audio":
+        return f"acoustic setting {cfg.acoustic!r}"
+    if modality == "text":
+        return f"text encoder {cfg.text_model or 'bundled all-MiniLM-L6-v2'}"
+    return f"visual setting keep_landmarks={cfg.keep_landmarks}"
+
+
+def _check_dims(
+    model: LoadedModel,
+    ext: Any,
+    present: Sequence[str],
+    columns: dict[str, list[str] | None] | None = None,
+) -> dict[str, list[str] | None]:
+    """The model's input dims (after taking its columns) must match what it was trained on, for the
+    modalities it uses that are present; returns its columns per modality (see :func:`model_columns`).
+    ConfigError names the model, the expected and the given dims and the settings involved."""
     want = dict(zip(MODALITIES, (int(x) for x in model.config.feature_dims), strict=True))
-    getters = {
-        "text": lambda: ext.text_encoder.dim,
-        "audio": lambda: ext.acoustic.dim,
-        "vision": lambda: ext.visual.dim,
-    }
+    cols: dict[str, list[str] | None] = dict(columns or {})
     for m in model.modalities:
         if m not in present or (m == "text" and getattr(model.config, "use_bert", False)):
             continue
-        got = int(getters[m]())
+        if m == "text":
+            got = int(ext.text_encoder.dim)
+        else:
+            if m not in cols:
+                cols[m] = model_columns(model, ext, m)
+            names = cols[m]
+            got = len(names) if names is not None else int((ext.acoustic if m == "audio" else ext.visual).dim)
         if got != want[m]:
+            picked = " after taking its columns" if cols.get(m) is not None else ""
             raise ConfigError(
-                f"model {model.name!r} expects {want[m]}-d {m} features but the extractor gives {got}-d; "
+                f"model {model.name!r} expects {want[m]}-d {m} features but the extraction gives {got}-d{picked} "
+                f"(extraction: {_setting_text(ext, m)}; model trained on {_setting_text(model, m, trained=True)}); "
                 "the model was trained with other feature settings (see its config.json feature_spec)"
             )
+    return cols
 
 
 # ---- utterances ----------------------------------------------------------------------------------
@@ -204,30 +363,89 @@ def _slice(frames: Any, start: float, end: float) -> Any:
 
 
 def segment_inputs(
-    bundle: Any, seg: Any, ext: Any, model: LoadedModel, present: Sequence[str]
+    bundle: Any,
+    seg: Any,
+    ext: Any,
+    model: LoadedModel,
+    present: Sequence[str],
+    columns: dict[str, list[str] | None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One utterance's model input (text or text_bert, audio, vision), unused modalities as zeros."""
+    """One utterance's (or window's) model input (text or text_bert, audio, vision), unused modalities as
+    zeros. Audio/vision frames are restricted to the columns the model was trained on (``columns``, see
+    :func:`model_columns`; default: its recorded feature names) and shaped as it was trained (aligned or not).
+    """
     from dmd_pipeline.features import FeatureBundle
-    from dmd_pipeline.pipeline import to_model_inputs
+    from dmd_pipeline.pipeline import select_columns, to_model_inputs
 
     cfg = model.config
     lt = int(cfg.seq_lens[0])
     dims = dict(zip(MODALITIES, (int(x) for x in cfg.feature_dims), strict=True))
     use = set(model.modalities)
+
+    def cols(m: str) -> list[str] | None:
+        return columns[m] if columns is not None and m in columns else model.feature_names(m)
+
     text = None
     if "text" in use and "text" in present and seg.words:
         text = ext.text_encoder.encode([w.text for w in seg.words], max_len=lt)
+    acoustic = visual = None
+    if "audio" in use and "audio" in present:  # a silent track is left out of present: zeros
+        acoustic = select_columns(_slice(bundle.acoustic, seg.start, seg.end), cols("audio"), "audio")
+    if "vision" in use and "vision" in present:
+        visual = select_columns(_slice(bundle.visual, seg.start, seg.end), cols("vision"), "vision")
     sub = FeatureBundle(
         text=text,
-        acoustic=_slice(bundle.acoustic, seg.start, seg.end) if "audio" in use else None,
-        visual=_slice(bundle.visual, seg.start, seg.end) if "vision" in use else None,
+        acoustic=acoustic,
+        visual=visual,
         words=list(seg.words),
         segments=[seg],
         metadata={"dims": dims},
     )
-    inputs = to_model_inputs(sub, aligned=bool(ext.config.aligned), seq_lens=tuple(cfg.seq_lens), dims=dims)
+    aligned = model.aligned if model.aligned is not None else bool(ext.config.aligned)
+    inputs = to_model_inputs(sub, aligned=bool(aligned), seq_lens=tuple(cfg.seq_lens), dims=dims)
     key_text = "text_bert" if getattr(cfg, "use_bert", False) else "text"
     return {"text": inputs[key_text], "audio": inputs["audio"], "vision": inputs["vision"]}
+
+
+def analysis_windows(start: float, end: float, window_s: float | None) -> list[tuple[float, float]]:
+    """The spans a segment is scored over: itself, or, for a short-clip model (``window_s``) and a segment
+    longer than 1.5 windows, ``n = round(duration / window_s)`` equal windows."""
+    dur = end - start
+    if not window_s or window_s <= 0 or dur <= 1.5 * window_s:
+        return [(start, end)]
+    n = max(1, int(round(dur / window_s)))
+    edges = np.linspace(start, end, n + 1)
+    return [(float(edges[k]), float(edges[k + 1])) for k in range(n)]
+
+
+def input_span(start: float, end: float, window_s: float | None, duration: float) -> tuple[float, float]:
+    """The audio/vision span a short-clip model sees for the window ``[start, end)``: widened around its
+    centre to ``window_s`` (clamped to ``[0, duration]``) when shorter, as the model saw whole ~4 s clips
+    with their pauses in training (a 1.5 s utterance alone would be stretched 2.5x in time by the
+    fixed-length resampling); unchanged otherwise or without ``window_s``."""
+    if not window_s or window_s <= 0 or end - start >= window_s or duration <= 0:
+        return start, end
+    if duration <= window_s:
+        return 0.0, float(duration)
+    centre = 0.5 * (start + end)
+    a = min(max(0.0, centre - 0.5 * window_s), duration - window_s)
+    return float(a), float(a + window_s)
+
+
+def _window_segment(
+    seg: Any, start: float, end: float, last: bool, span: tuple[float, float] | None = None
+) -> Any:
+    """A window of a segment as a Segment holding the words whose centre lies in it; ``span`` (the model's
+    input span, see :func:`input_span`) replaces its start/end when given."""
+    from dmd_pipeline.extractors.transcribe import Segment
+
+    def inside(w: Any) -> bool:
+        c = 0.5 * (w.start + w.end)
+        return start <= c < end or (last and c >= end)
+
+    words = [w for w in seg.words if inside(w)]
+    a, b = span if span is not None else (start, end)
+    return Segment(a, b, " ".join(w.text for w in words), words)
 
 
 def run_model(
@@ -271,18 +489,99 @@ def _prediction(model: LoadedModel, logit: np.ndarray) -> Prediction:
     return Prediction.from_probabilities(dict(zip(model.class_names or [], probs.tolist(), strict=True)))
 
 
-def aggregate(model: LoadedModel, segs: Sequence[SegmentResult]) -> Prediction:
-    """Duration-weighted mean of the segment scores (regression) or probabilities (classification)."""
-    w = np.array([max(s.duration, 1e-3) for s in segs], dtype=np.float64)
+def weighted_prediction(
+    model: LoadedModel, preds: Sequence[Prediction], durations: Sequence[float]
+) -> Prediction:
+    """Duration-weighted mean of scores (regression) or probabilities (classification); empty when none of
+    ``preds`` holds a prediction."""
+    keep = [(p, d) for p, d in zip(preds, durations, strict=True) if p.score is not None or p.probabilities]
+    if not keep:
+        return Prediction()
+    w = np.array([max(float(d), 1e-3) for _, d in keep], dtype=np.float64)
     w = w / w.sum()
     if model.task == "regression":
-        score = float(np.dot(w, [s.prediction.score for s in segs]))
-        raw = float(np.dot(w, [s.prediction.raw_score for s in segs]))
-        score = clip_score(score)
+        score = clip_score(float(np.dot(w, [p.score for p, _ in keep])))
+        raw = float(np.dot(w, [p.raw_score for p, _ in keep]))
         return Prediction(score, raw, label7(score), label7_index(score), label2(score))
     names = model.class_names or []
-    mat = np.array([[s.prediction.probabilities[n] for n in names] for s in segs])
+    mat = np.array([[p.probabilities[n] for n in names] for p, _ in keep])  # type: ignore[index]
     return Prediction.from_probabilities(dict(zip(names, (w @ mat).tolist(), strict=True)))
+
+
+def aggregate(model: LoadedModel, segs: Sequence[SegmentResult]) -> Prediction:
+    """Duration-weighted mean of the segment scores (regression) or probabilities (classification)."""
+    return weighted_prediction(model, [s.prediction for s in segs], [s.duration for s in segs])
+
+
+@dataclass
+class ModelScores:
+    """One model's scores over a clip's segments (what :func:`score_model` returns)."""
+
+    segments: list[Prediction]  # one per segment
+    edges: list[GraphEdges | None]  # one per segment (duration-weighted mean over its windows)
+    windows: list[WindowResult]  # only for a windowed (short-clip) model
+    seconds_features: float = 0.0
+    seconds_model: float = 0.0
+
+
+def _edges(homo: np.ndarray, hetero: np.ndarray) -> GraphEdges:
+    return GraphEdges(
+        homo={e: float(v) for e, v in zip(EDGE_NAMES, np.nan_to_num(homo), strict=True)},
+        hetero={e: float(v) for e, v in zip(EDGE_NAMES, np.nan_to_num(hetero), strict=True)},
+    )
+
+
+def score_model(
+    model: LoadedModel,
+    bundle: Any,
+    segs: Sequence[Any],
+    ext: Any,
+    present: Sequence[str],
+    columns: dict[str, list[str] | None] | None = None,
+    batch_size: int = 16,
+    predict: bool = True,
+) -> ModelScores:
+    """Score every segment with one model; a short-clip model (``analysis_window_s``) scores windows of long
+    segments and each segment gets their duration-weighted mean. ``predict=False`` (none of the model's
+    modalities present) keeps the edges but gives empty predictions."""
+    window = model.analysis_window_s
+    duration = float((bundle.metadata.get("source") or {}).get("duration") or 0.0)
+    spans: list[tuple[int, Any]] = []  # (segment index, the window as scored: its own span and words)
+    fed: list[Any] = []  # what the model sees for each: the window widened by input_span
+    for i, s in enumerate(segs):
+        wins = analysis_windows(float(s.start), float(s.end), window)
+        for k, (a, b) in enumerate(wins):
+            core = s if len(wins) == 1 else _window_segment(s, a, b, k == len(wins) - 1)
+            spans.append((i, core))
+            wide = input_span(float(core.start), float(core.end), window, duration)
+            fed.append(core if wide == (core.start, core.end) else _window_segment(core, a, b, True, wide))
+    t0 = time.perf_counter()
+    inputs = [segment_inputs(bundle, sp, ext, model, present, columns) for sp in fed]
+    t1 = time.perf_counter()
+    out = run_model(model, inputs, batch_size)
+    t2 = time.perf_counter()
+    preds = [_prediction(model, out["logits"][k]) if predict else Prediction() for k in range(len(spans))]
+    seg_preds: list[Prediction] = []
+    seg_edges: list[GraphEdges | None] = []
+    by_segment: dict[int, list[int]] = {}
+    for k, (j, _) in enumerate(spans):
+        by_segment.setdefault(j, []).append(k)
+    for i in range(len(segs)):
+        ks = by_segment[i]
+        durs = [max(float(spans[k][1].end - spans[k][1].start), 1e-3) for k in ks]
+        if len(ks) == 1:
+            seg_preds.append(preds[ks[0]])
+        else:
+            seg_preds.append(weighted_prediction(model, [preds[k] for k in ks], durs))
+        w = np.asarray(durs, np.float64) / sum(durs)
+        seg_edges.append(_edges(w @ out["edges_homo"][ks], w @ out["edges_hetero"][ks]))
+    windows = []
+    if window:  # every scored span of a short-clip model (a segment that fits 1.5 windows is one window)
+        windows = [
+            WindowResult(round(float(sp.start), 4), round(float(sp.end), 4), j, preds[k])
+            for k, (j, sp) in enumerate(spans)
+        ]
+    return ModelScores(seg_preds, seg_edges, windows, t1 - t0, t2 - t1)
 
 
 # ---- cues ----------------------------------------------------------------------------------------
@@ -419,10 +718,78 @@ def _word(w: Any, seg_start: float, seg_end: float) -> WordResult:
 
 
 # ---- the analysis --------------------------------------------------------------------------------
+#: Why a model whose modalities are all absent has nothing to score.
+_ABSENT: dict[str, str] = {
+    "text": "no words (no transcript, or none recognised)",
+    "audio": "no audio track",
+    "vision": "no video track",
+}
+
+
+#: An audio track whose frames never exceed this RMS level (dBFS) is digital silence (e.g. the "video-only"
+#: RAVDESS files carry a -91 dBFS track): no model scores it as a voice.
+SILENT_AUDIO_DBFS = -70.0
+
+
+def silent_audio_peak(acoustic: Any) -> float | None:
+    """The peak RMS level (dBFS) of an audio track that is digital silence (never above
+    :data:`SILENT_AUDIO_DBFS`), else None (also when the frames carry no ``rms_db`` column)."""
+    if acoustic is None or acoustic.n_frames == 0:
+        return None
+    rms = _col(acoustic, "rms_db")
+    if rms is None:
+        return None
+    peak = float(np.max(rms))
+    return peak if peak < SILENT_AUDIO_DBFS else None
+
+
+def _run_names(models: Sequence[LoadedModel]) -> list[str]:
+    """Model names made unique (``name``, ``name#2``...): they key ``segments[].predictions``."""
+    out: list[str] = []
+    for m in models:
+        name, k = m.name, 2
+        while name in out:
+            name, k = f"{m.name}#{k}", k + 1
+        out.append(name)
+    return out
+
+
+def model_notes(
+    model: LoadedModel, present: Sequence[str], absent: dict[str, str] | None = None
+) -> tuple[list[str], str | None]:
+    """(notes on zero-filled inputs, the reason it has nothing to score or None) of a model on a file;
+    ``absent`` overrides the words for why a modality is missing (e.g. a silent audio track)."""
+    reasons = {**_ABSENT, **(absent or {})}
+    used = [m for m in MODALITIES if m in model.modalities and m in present]
+    notes = []
+    unused_present = [m for m in present if m not in model.modalities]
+    if unused_present:
+        notes.append(
+            f"the model was trained with {'+'.join(model.modalities)} only: "
+            f"{', '.join(unused_present)} present but fed as zeros (still used for the descriptive cues)"
+        )
+    missing = [m for m in model.modalities if m not in present]
+    if missing and used:
+        notes.append(f"the model uses {', '.join(missing)} but the file has none: fed as zeros")
+    nothing = None
+    if not used:
+        why = " and ".join(reasons[m] for m in missing)
+        nothing = f"{why}: the {source_word(list(model.modalities))} model has nothing to score"
+    return notes, nothing
+
+
 def analyze_clip(
-    path: str | Path, model: LoadedModel | None = None, options: AnalyzeOptions | None = None
+    path: str | Path,
+    model: LoadedModel | Sequence[LoadedModel] | None = None,
+    options: AnalyzeOptions | None = None,
 ) -> AnalysisResult:
-    """Analyse one media file with a loaded model (default: the bundled one). Raises InputError on bad media."""
+    """Analyse one media file with one or several loaded models (default: every bundled default model).
+
+    The file is extracted once, with settings that serve every model (:func:`get_extractor`); the
+    transcript's utterances are shared; each model scores them from its own columns (and windows, for a
+    short-clip model). The first model is the primary one (``model``/``overall``/``segments[].prediction``).
+    Raises InputError on bad media, ConfigError when the models' feature settings cannot be served.
+    """
     from dmd_pipeline import __version__
     from dmd_pipeline.features import word_source_counts
 
@@ -430,11 +797,15 @@ def analyze_clip(
     options = options or AnalyzeOptions()
     timings: dict[str, float] = {}
     if model is None:
+        from dmd_pipeline.analysis.registry import load_models
+
         t0 = time.perf_counter()
-        model = load_model(None)
+        models = load_models(None)
         timings["model_load"] = time.perf_counter() - t0
+    else:
+        models = as_model_list(model)
     path = Path(path)
-    ext = get_extractor(model, options)
+    ext = get_extractor(models, options)
 
     duration_hint = None
     spans: list[Any] = []
@@ -457,66 +828,92 @@ def analyze_clip(
     present = list(bundle.modalities)
     if not present:
         raise InputError(path, "no usable modality: no audio, no video and no words", stage="analyze")
-    _check_dims(model, ext, present)
+    # what the models may score: a digitally silent audio track is no voice
+    scorable, absent = list(present), {}
+    peak = silent_audio_peak(bundle.acoustic) if "audio" in present else None
+    if peak is not None:
+        scorable.remove("audio")
+        absent["audio"] = f"the audio track is silent (peak {peak:.0f} dBFS)"
+    columns = [_check_dims(m, ext, scorable) for m in models]
 
     t0 = time.perf_counter()
     segs = utterances(bundle, duration, options, spans)
     timings["segment"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    inputs = [segment_inputs(bundle, s, ext, model, present) for s in segs]
-    timings["segment_features"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = run_model(model, inputs, options.batch_size)
-    timings["model"] = time.perf_counter() - t0
+    names = _run_names(models)
+    runs: list[ModelRun] = []
+    scores: list[ModelScores] = []
+    warnings = [str(n) for n in meta.get("notes") or []]
+    if peak is not None:
+        warnings.append(f"{absent['audio']}: treated as no audio by the models (cues still measured)")
+    primary_notes: list[str] = []
+    timings["segment_features"] = timings["model"] = 0.0
+    for k, (m, name) in enumerate(zip(models, names, strict=True)):
+        used = [x for x in MODALITIES if x in m.modalities and x in scorable]
+        notes, nothing = model_notes(m, scorable, absent)
+        if used or k == 0:  # the primary always runs: its graph edges describe the segments (as in 1.0)
+            sc = score_model(
+                m, bundle, segs, ext, scorable, columns[k], options.batch_size, predict=bool(used)
+            )
+        else:
+            empty = [Prediction() for _ in segs]
+            sc = ModelScores(empty, [None] * len(segs), [])
+        timings["segment_features"] += sc.seconds_features
+        timings["model"] += sc.seconds_model
+        timings[f"model:{name}"] = sc.seconds_features + sc.seconds_model
+        overall = (
+            weighted_prediction(m, sc.segments, [max(0.0, float(s.end - s.start)) for s in segs])
+            if used
+            else Prediction()
+        )
+        info = m.info()
+        info.name = name
+        run = ModelRun.from_info(
+            info,
+            overall,
+            used,
+            [x for x in MODALITIES if x not in used],
+            "; ".join(filter(None, [nothing, *notes])),
+        )
+        run.windows = sc.windows
+        runs.append(run)
+        scores.append(sc)
+        if k == 0:
+            primary_notes = notes
+            if nothing:
+                warnings.extend(primary_notes)
+                warnings.append(
+                    "no modality the model uses is present: no score is given (score and labels are null); "
+                    "the descriptive cues are still measured"
+                )
+            else:
+                warnings.extend(primary_notes)
+        elif nothing:
+            warnings.append(f"{name}: {nothing} (its predictions are null)")
 
-    used = [m for m in MODALITIES if m in model.modalities and m in present]
     seg_results = []
     for i, s in enumerate(segs):
-        edges = GraphEdges(
-            homo={e: float(v) for e, v in zip(EDGE_NAMES, np.nan_to_num(out["edges_homo"][i]), strict=True)},
-            hetero={
-                e: float(v) for e, v in zip(EDGE_NAMES, np.nan_to_num(out["edges_hetero"][i]), strict=True)
-            },
-        )
         seg_results.append(
             SegmentResult(
                 index=i,
                 start=round(float(s.start), 4),
                 end=round(float(s.end), 4),
                 text=str(s.text),
-                # With none of the model's modalities present the output only reflects zero inputs:
+                # With none of a model's modalities present its output only reflects zero inputs:
                 # no score is given rather than a number that looks meaningful.
-                prediction=_prediction(model, out["logits"][i]) if used else Prediction(),
+                prediction=scores[0].segments[i],
                 words=[_word(w, s.start, s.end) for w in s.words],
-                edges=edges,
+                edges=scores[0].edges[i],
+                predictions={name: sc.segments[i] for name, sc in zip(names, scores, strict=True)},
             )
         )
-    overall = aggregate(model, seg_results) if used else Prediction()
 
     t0 = time.perf_counter()
     cues = compute_cues(bundle.acoustic, bundle.visual, duration, options.cue_rate_hz)
     key_frames = pick_key_frames(bundle.visual, duration, options.key_frames)
     timings["cues"] = time.perf_counter() - t0
 
-    zero = [m for m in MODALITIES if m not in used]
-    notes = []
-    unused_present = [m for m in present if m not in model.modalities]
-    if unused_present:
-        notes.append(
-            f"the model was trained with {'+'.join(model.modalities)} only: "
-            f"{', '.join(unused_present)} present but fed as zeros (still used for the descriptive cues)"
-        )
-    missing = [m for m in model.modalities if m not in present]
-    if missing:
-        notes.append(f"the model uses {', '.join(missing)} but the file has none: fed as zeros")
-    warnings = [str(n) for n in meta.get("notes") or []] + notes
-    if not used:
-        warnings.append(
-            "no modality the model uses is present: no score is given (score and labels are null); "
-            "the descriptive cues are still measured"
-        )
-
+    primary = runs[0]
     words = list(bundle.words)
     timings["total"] = time.perf_counter() - t_all
     return AnalysisResult(
@@ -529,14 +926,14 @@ def analyze_clip(
             height=int(mi.get("height") or 0),
             fps=float(mi.get("fps") or 0.0),
         ),
-        overall=overall,
+        overall=primary.overall,
         segments=seg_results,
         modalities=ModalityInfo(
             present=present,
-            model_trained_with=list(model.modalities),
-            used=used,
-            zero_filled=zero,
-            note="; ".join(notes),
+            model_trained_with=list(models[0].modalities),
+            used=list(primary.modalities_used),
+            zero_filled=list(primary.zero_filled),
+            note="; ".join(primary_notes),
         ),
         transcript=TranscriptInfo(
             source=str(source_label or meta.get("transcript_source") or "none"),
@@ -544,10 +941,12 @@ def analyze_clip(
             word_time_sources={str(k): int(v) for k, v in word_source_counts(words).items()},
         ),
         cues=cues,
-        model=model.info(),
+        model=primary.info,
         key_frames=key_frames,
         timings={k: round(max(0.0, float(v)), 4) for k, v in timings.items()},
         warnings=warnings,
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        models=runs,
+        headline=make_headline(runs, scorable),
     )

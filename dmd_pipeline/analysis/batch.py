@@ -3,7 +3,15 @@
 Every file's result is written atomically as ``<out>/<name>.json`` as soon as it is done, so a killed run
 loses nothing finished. A re-run skips files whose JSON is complete (valid schema, same source file)
 unless ``force``; ``summary.csv`` is regenerated from the JSONs, ``errors.csv`` lists this run's failures.
-Workers are spawned processes that load the model once (ProcessPoolExecutor initializer).
+Workers are spawned processes that load the models once, supervised by
+:class:`dmd_pipeline.executor.LocalExecutor`: a worker that dies (a signal, out of memory) fails only the
+file it held (retried once on a fresh worker), per-file time and memory limits apply, and the workers
+only compute: this driver writes every result file. The output folder is locked (``fcntl.flock``) for
+the run, and an unusable one (missing, read-only, full) raises :class:`~dmd_pipeline.errors.OutputError`.
+
+``summary.csv`` has the columns of :data:`SUMMARY_COLUMNS` (the primary model's overall result, as in
+schema 1.0) then ``headline`` and one group per model that ran: ``<name>:score`` for a regression model,
+``<name>:label`` and ``<name>:p`` (top class and its probability) for a classification model.
 """
 
 from __future__ import annotations
@@ -12,19 +20,18 @@ import csv
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import as_completed
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.errors import ConfigError, InputError, ModelFileError
-from dmd_pipeline.utils import atomic_write_text
+from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
+from dmd_pipeline.utils import atomic_write_text, output_lock, path_problem
 
 #: Extensions picked up when scanning folders (files given explicitly are analysed whatever their name).
 VIDEO_EXTS = frozenset(
@@ -90,6 +97,8 @@ SUMMARY_COLUMNS = (
     "predicted_class",
     "json",
 )
+#: Written after :data:`SUMMARY_COLUMNS`, before the per-model columns.
+SUMMARY_EXTRA_COLUMNS = ("headline",)
 ERROR_COLUMNS = ("file", "stage", "reason")
 _RESERVED = frozenset({"summary", "errors", "index"})
 
@@ -99,13 +108,15 @@ class BatchOptions:
     """Everything a worker needs besides the file: model reference and analysis/output options."""
 
     out_dir: Path
-    model: str | None = None
+    model: str | list[str] | None = None  # one reference, a comma list or a list; None: the defaults
     asr: str = "whisper"
     transcript: str | None = None
     report: bool = False
     fmt: str = "json"
     force: bool = False
     workers: int = 1
+    file_timeout: float | None = None  # seconds per file (None: executor default); set -> runs in a worker
+    max_rss_mb: float | None = None  # MiB per worker (None: executor default); set -> runs in a worker
 
 
 @dataclass
@@ -119,6 +130,8 @@ class FileOutcome:
     reason: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)  # extra (stage, reason), e.g. report
     seconds: float = 0.0
+    headline: str = ""  # the result's headline (ok files)
+    outputs: dict[str, str] = field(default_factory=dict)  # files for the driver to write (worker mode)
 
 
 @dataclass
@@ -145,40 +158,58 @@ def _hidden(p: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in p.relative_to(root).parts)
 
 
+def _safe_resolve(p: Path) -> Path:
+    """``p.resolve()``, or the absolute unresolved path when resolving fails (a symlink loop)."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(p))
+
+
 def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path | None = None) -> list[Path]:
     """Media files of the given paths: files as given; folders scanned recursively by extension.
 
     Skips hidden files/folders, our own output folder and anything under it. Raises InputError for a path
     that does not exist. The order is stable (given order, folders sorted), duplicates removed.
+    Walking a folder never fails on what it finds: a symlink loop, a dangling link, a device, a FIFO or a
+    socket with a media extension (and a sub-folder that cannot be read) is returned by its name in the
+    folder, unresolved, and the batch reports it as a failed file (:func:`dmd_pipeline.utils.path_problem`).
     """
-    out = Path(out_dir).resolve() if out_dir is not None else None
+    out = _safe_resolve(Path(out_dir)) if out_dir is not None else None
     found: list[Path] = []
     seen: set[Path] = set()
+
+    def add(f: Path) -> None:
+        if f not in seen:
+            seen.add(f)
+            found.append(f)
+
     for raw in paths:
         p = Path(raw).expanduser()
         if not p.exists():
-            raise InputError(p, "no such file or folder", stage="input")
+            problem = path_problem(p) if os.path.lexists(p) else None
+            raise InputError(p, problem or "no such file or folder", stage="input")
         if p.is_dir():
-            root = p.resolve()
-            for dirpath, dirnames, filenames in os.walk(root):
+            root = _safe_resolve(p)
+            unreadable: list[OSError] = []
+            for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
                 d = Path(dirpath)
                 dirnames[:] = sorted(
-                    n for n in dirnames if not n.startswith(".") and (out is None or (d / n).resolve() != out)
+                    n
+                    for n in dirnames
+                    if not n.startswith(".") and (out is None or _safe_resolve(d / n) != out)
                 )
                 for fn in sorted(filenames):
                     f = d / fn
                     if fn.startswith(".") or _hidden(f, root):
                         continue
                     if f.suffix.lower().lstrip(".") in MEDIA_EXTS:
-                        rf = f.resolve()
-                        if rf not in seen:
-                            seen.add(rf)
-                            found.append(rf)
+                        add(_safe_resolve(f) if path_problem(f) is None else f)
+            for exc in unreadable:  # reported as a failed entry, not silently skipped
+                if exc.filename:
+                    add(Path(exc.filename))
         else:
-            rf = p.resolve()
-            if rf not in seen:
-                seen.add(rf)
-                found.append(rf)
+            add(_safe_resolve(p))
     return found
 
 
@@ -213,7 +244,7 @@ def existing_result(json_path: Path, source: Path) -> dict[str, Any] | None:
         return None
     try:
         same = Path(doc["file"]).resolve() == source.resolve()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError, TypeError):  # RuntimeError: a symlink loop (Python < 3.13)
         same = False
     return doc if same else None
 
@@ -233,28 +264,57 @@ def clean_stale_temps(out_dir: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model_ref: str | None, threads: int) -> None:
-    """Process-pool initializer: limit threads and load the model once per worker."""
+def _init_worker(model_ref: str | list[str] | None, threads: int) -> None:
+    """Process-pool initializer: limit threads and load the models once per worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
 
     torch.set_num_threads(max(1, threads))
-    from dmd_pipeline.analysis.registry import load_model
+    from dmd_pipeline.analysis.registry import load_models
 
     try:
-        _WORKER["model"] = load_model(model_ref)
+        _WORKER["model"] = load_models(model_ref)
     except (ModelFileError, ConfigError) as exc:
         # raised from the first task instead: an initializer error prints a traceback and breaks the pool
         _WORKER["load_error"] = exc
 
 
+def per_model_columns(doc: dict[str, Any]) -> list[str]:
+    """The per-model columns of a result: ``<name>:score`` (regression) or ``<name>:label``, ``<name>:p``."""
+    cols: list[str] = []
+    for m in doc.get("models") or []:
+        if m["task"] == "regression":
+            cols.append(f"{m['name']}:score")
+        else:
+            cols.extend((f"{m['name']}:label", f"{m['name']}:p"))
+    return cols
+
+
+def prediction_cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str, str]:
+    """The per-model cells of one prediction (empty strings when it is null)."""
+    if task == "regression":
+        score = None if p is None else p.get("score")
+        return {f"{name}:score": "" if score is None else f"{score:.4f}"}
+    probs = (p or {}).get("probabilities") or {}
+    best = (p or {}).get("predicted_class") or (max(probs, key=probs.__getitem__) if probs else None)
+    return {
+        f"{name}:label": best or "",
+        f"{name}:p": f"{probs[best]:.4f}" if best in probs else "",
+    }
+
+
 def _segments_csv(doc: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["index", "start", "end", "score", "label7", "label2", "predicted_class", "text"])
+    extra = per_model_columns(doc)
+    runs = doc.get("models") or []
+    w.writerow(["index", "start", "end", "score", "label7", "label2", "predicted_class", "text", *extra])
     for s in doc["segments"]:
         p = s["prediction"]
+        cells: dict[str, str] = {}
+        for m in runs:
+            cells.update(prediction_cells(m["name"], m["task"], (s.get("predictions") or {}).get(m["name"])))
         w.writerow(
             [
                 s["index"],
@@ -265,13 +325,37 @@ def _segments_csv(doc: dict[str, Any]) -> str:
                 p["label2"],
                 p["predicted_class"],
                 s["text"],
+                *(cells.get(c, "") for c in extra),
             ]
         )
     return buf.getvalue()
 
 
-def process_file(path: Path, name: str, opts: BatchOptions, model: Any | None = None) -> FileOutcome:
-    """Analyse one file and write its outputs; never raises for a bad input (returns a failed outcome)."""
+def write_output(path: Path, text: str) -> None:
+    """Write one output file atomically; an OSError becomes an OutputError naming the file and the cause."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise OutputError(
+            path, f"cannot write the result: {os_error_reason(exc)}; results written before are kept"
+        ) from None
+
+
+def commit_outputs(out_dir: Path, outcome: FileOutcome) -> None:
+    """Write the files an outcome carries (in order: the JSON, which marks the file done, comes last)."""
+    for fname, text in outcome.outputs.items():
+        write_output(Path(out_dir) / fname, text)
+    outcome.outputs = {}
+
+
+def process_file(
+    path: Path, name: str, opts: BatchOptions, model: Any | None = None, write: bool = True
+) -> FileOutcome:
+    """Analyse one file and write its outputs; never raises for a bad input (returns a failed outcome).
+
+    With ``write=False`` (in a worker) the JSON/CSV texts are returned in ``outcome.outputs`` for the driver
+    to write (:func:`commit_outputs`); the HTML report, when asked for, is still written here.
+    """
     from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
     from dmd_pipeline.analysis.report import write_report
 
@@ -288,28 +372,42 @@ def process_file(path: Path, name: str, opts: BatchOptions, model: Any | None = 
         text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except InputError as exc:
         return FileOutcome(str(path), name, "failed", exc.stage, exc.reason, seconds=time.perf_counter() - t0)
+    except (ConfigError, ModelFileError):  # the models cannot be served at all: no file can succeed
+        raise
     except Exception as exc:  # keep the batch going; the reason goes to errors.csv
         reason = f"{type(exc).__name__}: {exc}".strip()
         if os.environ.get("DMD_DEBUG"):
             reason += "\n" + traceback.format_exc()
         return FileOutcome(str(path), name, "failed", "analyze", reason, seconds=time.perf_counter() - t0)
     extra: list[tuple[str, str]] = []
+    outputs: dict[str, str] = {}
     if opts.fmt == "csv":
-        atomic_write_text(out_dir / f"{name}.csv", _segments_csv(doc))
+        outputs[f"{name}.csv"] = _segments_csv(doc)
     if opts.report:
         try:
             write_report(result, out_dir, name, media_path=path)
         except Exception as exc:
             extra.append(("report", f"{type(exc).__name__}: {exc}"))
     # the JSON goes last: its presence marks the file as done for a resumed run
-    atomic_write_text(out_dir / f"{name}.json", text)
-    return FileOutcome(str(path), name, "ok", errors=extra, seconds=time.perf_counter() - t0)
+    outputs[f"{name}.json"] = text
+    outcome = FileOutcome(
+        str(path), name, "ok", errors=extra, seconds=time.perf_counter() - t0, headline=result.headline
+    )
+    outcome.outputs = outputs
+    if write:
+        commit_outputs(out_dir, outcome)
+    return outcome
 
 
 def _process_in_worker(path: Path, name: str, opts: BatchOptions) -> FileOutcome:
     if "load_error" in _WORKER:
         raise _WORKER["load_error"]
-    return process_file(path, name, opts)
+    return process_file(path, name, opts, write=False)
+
+
+def _worker_task(task: tuple[Path, str, BatchOptions]) -> FileOutcome:
+    """The executor's task function: one (path, name, options) item -> its outcome (files unwritten)."""
+    return _process_in_worker(*task)
 
 
 # ---- tables ---------------------------------------------------------------------------------------
@@ -328,7 +426,10 @@ def summary_row(doc: dict[str, Any] | None, file: str, json_path: Path | None, s
             modalities_used="+".join(doc["modalities"]["used"]),
             predicted_class=o["predicted_class"] or "",
             json=json_path.name if json_path is not None else "",
+            headline=doc.get("headline", ""),
         )
+        for m in doc.get("models") or []:
+            row.update(prediction_cells(m["name"], m["task"], m.get("overall")))
     return row
 
 
@@ -338,7 +439,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    write_output(path, buf.getvalue())
 
 
 def write_tables(
@@ -348,6 +449,7 @@ def write_tables(
     from dmd_pipeline.analysis.result import read_result_file
 
     rows, errs = [], []
+    columns = [*SUMMARY_COLUMNS, *SUMMARY_EXTRA_COLUMNS]
     for f in files:
         jp = out_dir / f"{names[f]}.json"
         oc = outcomes.get(f)
@@ -361,12 +463,14 @@ def write_tables(
         else:
             status = "pending"
         rows.append(summary_row(doc, str(f), jp if doc is not None else None, status))
+        if doc is not None:
+            columns.extend(c for c in per_model_columns(doc) if c not in columns)
         if oc is not None:
             if oc.status == "failed":
                 errs.append({"file": str(f), "stage": oc.stage, "reason": oc.reason})
             errs.extend({"file": str(f), "stage": st, "reason": r} for st, r in oc.errors)
     summary, errors = out_dir / "summary.csv", out_dir / "errors.csv"
-    _write_csv(summary, SUMMARY_COLUMNS, rows)
+    _write_csv(summary, columns, rows)
     _write_csv(errors, ERROR_COLUMNS, errs)
     return summary, errors
 
@@ -387,6 +491,7 @@ def _write_index(files: Sequence[Path], names: dict[Path, str], out_dir: Path) -
                 score=o.get("score"),
                 label=o.get("label7") or o.get("predicted_class"),
                 status="ok" if doc else "failed",
+                headline=(doc or {}).get("headline", ""),
             )
         )
     return write_index(out_dir, entries)
@@ -402,30 +507,59 @@ def run_batch(
 ) -> BatchOutcome:
     """Analyse ``files`` into ``opts.out_dir``; finished/valid results are skipped unless ``opts.force``.
 
-    ``model`` (a LoadedModel) is used in-process when ``opts.workers <= 1``; otherwise each spawned worker
-    loads ``opts.model`` once. ``on_start(n_todo, n_skipped)`` and ``on_done(outcome)`` drive progress.
+    ``model`` (a LoadedModel or a list of them) is used in-process when ``opts.workers <= 1``; otherwise each
+    spawned worker loads ``opts.model`` (one reference or several) once. ``on_start(n_todo, n_skipped)`` and ``on_done(outcome)`` drive progress.
+    With ``opts.file_timeout`` or ``opts.max_rss_mb`` set, even one worker runs in a supervised process.
+
+    Raises :class:`~dmd_pipeline.errors.OutputError` when the output folder cannot be created or written
+    (read-only, full, permission) or another run holds its lock; files finished before stay intact.
     """
     out_dir = Path(opts.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out_dir, f"cannot create the output folder: {os_error_reason(exc)}") from None
+    if not out_dir.is_dir():
+        raise OutputError(out_dir, "the output path exists and is not a folder")
+    with output_lock(out_dir, "dmd analyze"):
+        try:
+            return _run_batch_locked(files, opts, model, on_done, on_start)
+        except OSError as exc:  # anything else that touches the folder (stale temps, the index page)
+            where = exc.filename or out_dir
+            raise OutputError(where, f"cannot write the results: {os_error_reason(exc)}") from None
+
+
+def _run_batch_locked(
+    files: Sequence[Path],
+    opts: BatchOptions,
+    model: Any | None,
+    on_done: Callable[[FileOutcome], None] | None,
+    on_start: Callable[[int, int], None] | None,
+) -> BatchOutcome:
+    out_dir = Path(opts.out_dir)
     clean_stale_temps(out_dir)
     names = output_names(files)
     outcomes: dict[Path, FileOutcome] = {}
     todo: list[Path] = []
     for f in files:
+        problem = path_problem(f)  # never opened: a FIFO would block, a loop would raise
+        if problem is not None:
+            outcomes[f] = FileOutcome(str(f), names[f], "failed", "input", problem)
+            continue
         jp = out_dir / f"{names[f]}.json"
         done = None if opts.force else existing_result(jp, f)
         if done is not None:
             outcomes[f] = FileOutcome(str(f), names[f], "skipped")
             seg_csv = out_dir / f"{names[f]}.csv"
             if opts.fmt == "csv" and not seg_csv.is_file():  # asked for now, not on the first run
-                atomic_write_text(seg_csv, _segments_csv(done))
+                write_output(seg_csv, _segments_csv(done))
             if opts.report and not (out_dir / f"{names[f]}.html").is_file():
                 todo.append(f)  # result is there but its report is not: redo the file
                 del outcomes[f]
         else:
             todo.append(f)
     if on_start is not None:
-        on_start(len(todo), len(files) - len(todo))
+        on_start(len(todo), sum(oc.status == "skipped" for oc in outcomes.values()))
 
     def _record(f: Path, oc: FileOutcome) -> None:
         outcomes[f] = oc
@@ -433,37 +567,50 @@ def run_batch(
         if on_done is not None:
             on_done(oc)
 
-    if todo and opts.workers <= 1:
-        if model is None:
-            from dmd_pipeline.analysis.registry import load_model
+    for f, oc in list(outcomes.items()):  # unreadable entries (loops, dangling links, FIFOs) are reported now
+        if oc.status == "failed":
+            _record(f, oc)
 
-            model = load_model(opts.model)
+    supervised = opts.workers > 1 or opts.file_timeout is not None or opts.max_rss_mb is not None
+    if todo and not supervised:
+        if model is None:
+            from dmd_pipeline.analysis.registry import load_models
+
+            model = load_models(opts.model)
         for f in todo:
             _record(f, process_file(f, names[f], opts, model))
     elif todo:
-        n = min(opts.workers, len(todo))
+        from dmd_pipeline.executor import (
+            DEFAULT_FILE_TIMEOUT_S,
+            LocalExecutor,
+            WorkerLost,
+            default_max_rss_mb,
+        )
+
+        n = max(1, min(opts.workers, len(todo)))
         threads = max(1, (os.cpu_count() or 1) // n)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            n, mp_context=ctx, initializer=_init_worker, initargs=(opts.model, threads)
+        with LocalExecutor(
+            _worker_task,
+            n,
+            initializer=_init_worker,
+            initargs=(opts.model, threads),
+            file_timeout=opts.file_timeout if opts.file_timeout is not None else DEFAULT_FILE_TIMEOUT_S,
+            max_rss_mb=opts.max_rss_mb if opts.max_rss_mb is not None else default_max_rss_mb(n),
         ) as ex:
-            futs: dict[Future[FileOutcome], Path] = {
-                ex.submit(_process_in_worker, f, names[f], opts): f for f in todo
-            }
-            pending = set(futs)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fu in done:
-                    f = futs[fu]
-                    try:
-                        oc = fu.result()
-                    except (ModelFileError, ConfigError):  # the model does not load: no file can succeed
-                        for other in pending:
-                            other.cancel()
-                        raise
-                    except Exception as exc:  # a crashed worker (e.g. out of memory)
-                        oc = FileOutcome(str(f), names[f], "failed", "worker", f"{type(exc).__name__}: {exc}")
-                    _record(f, oc)
+            futs = {ex.submit((f, names[f], opts)): f for f in todo}
+            for fu in as_completed(futs):
+                f = futs[fu]
+                try:
+                    oc = fu.result()
+                except (ModelFileError, ConfigError):  # the model does not load: no file can succeed
+                    raise  # leaving the executor's block cancels the rest and stops the workers
+                except WorkerLost as exc:  # died (signal, out of memory), timed out, over --max-rss
+                    oc = FileOutcome(str(f), names[f], "failed", "worker", exc.reason)
+                except Exception as exc:
+                    oc = FileOutcome(str(f), names[f], "failed", "worker", f"{type(exc).__name__}: {exc}")
+                if oc.status == "ok":
+                    commit_outputs(out_dir, oc)  # the driver writes; workers only compute
+                _record(f, oc)
     summary, errors = write_tables(files, names, outcomes, out_dir)
     index = _write_index(files, names, out_dir) if opts.report else None
     return BatchOutcome([outcomes[f] for f in files], summary, errors, index)

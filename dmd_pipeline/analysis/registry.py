@@ -2,12 +2,17 @@
 
 Bundled models live in ``dmd_pipeline/assets/models/<name>/``. A model folder's ``config.json`` carries the
 model config and a ``meta`` block written at training time; the keys read here are ``modalities``
-(e.g. ``["text"]``), ``task`` (``regression``|``classification``) and ``class_names``.
+(e.g. ``["text"]``), ``task`` (``regression``|``classification``), ``class_names`` and, for a model trained
+on short clips, ``analysis_window_s`` (the analysis scores long segments in windows of about that length).
+
+Several models can run over one extraction (:func:`load_models`, :func:`default_model_names`): by default
+every bundled model of :data:`DEFAULT_MODELS` (sentiment from the words, emotion from the voice).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,8 @@ from dmd_pipeline.errors import ModelFileError
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 #: Name tried first when no model is given (``$DMD_MODEL`` overrides it).
 DEFAULT_MODEL = "mosi-text-minilm"
+#: The bundled models run by default, in this order (those bundled); ``$DMD_MODEL`` (comma list) overrides.
+DEFAULT_MODELS: tuple[str, ...] = (DEFAULT_MODEL, "ravdess-voice-emotion")
 _REQUIRED_FILES = ("config.json", "model.safetensors")
 
 
@@ -54,6 +61,37 @@ class LoadedModel:
             return None
         return bool(val)
 
+    @property
+    def extraction(self) -> dict[str, Any]:
+        """:func:`extraction_spec` of this model (the extraction settings and feature names it was trained on)."""
+        return extraction_spec(self.meta)
+
+    def feature_names(self, modality: str) -> list[str] | None:
+        """Column names of a modality's input features at training time (``"audio"``/``"vision"``), if recorded."""
+        names = (self.extraction.get("names") or {}).get(modality)
+        return [str(n) for n in names] if isinstance(names, list) else None
+
+    @property
+    def role(self) -> str:
+        """``sentiment`` (regression) or ``emotion`` (classification)."""
+        return "sentiment" if self.task == "regression" else "emotion"
+
+    @property
+    def acoustic_setting(self) -> str:
+        """The acoustic feature setting the model was trained on (``librosa`` when not recorded)."""
+        cfg = self.extraction.get("config") or {}
+        return str(cfg.get("acoustic") or self.extraction.get("acoustic") or "librosa")
+
+    @property
+    def analysis_window_s(self) -> float | None:
+        """Length of the clips a short-clip model was trained on (``meta.analysis_window_s``), else None."""
+        val = self.meta.get("analysis_window_s", dataset_meta(self.meta).get("analysis_window_s"))
+        try:
+            win = float(val) if val is not None else None
+        except (TypeError, ValueError):
+            return None
+        return win if win is not None and win > 0 else None
+
     def info(self) -> ModelInfo:
         """The ``model`` block of an analysis result."""
         cfg = self.config
@@ -81,6 +119,19 @@ def dataset_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
+def extraction_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    """The extractor's own spec a model was trained on (``config``, ``names``, ``dims``, ``acoustic``...).
+
+    A model trained on a ``dmd extract`` pickle keeps it at ``meta.feature_spec.feature_spec``; a model whose
+    meta was written by hand (the bundled text model) at ``meta.feature_spec``. Empty when unknown.
+    """
+    spec = dataset_meta(meta)
+    inner = spec.get("feature_spec")
+    if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+        return inner
+    return spec if isinstance(spec.get("config"), dict) else {}
+
+
 def available_models() -> list[str]:
     """Names of the bundled models (folders holding config.json + model.safetensors)."""
     if not MODELS_DIR.is_dir():
@@ -92,14 +143,40 @@ def _is_model_dir(p: Path) -> bool:
     return p.is_dir() and all((p / f).is_file() for f in _REQUIRED_FILES)
 
 
-def default_model_name() -> str:
-    """``$DMD_MODEL``, else ``DEFAULT_MODEL`` when bundled, else the only bundled model."""
-    env = os.environ.get("DMD_MODEL")
+def split_model_refs(refs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None) -> list[str]:
+    """Model names/folders from one reference, a comma-separated list or a list of either; order kept,
+    repeats dropped."""
+    if refs is None:
+        return []
+    items = [refs] if isinstance(refs, (str, os.PathLike)) else list(refs)
+    out: list[str] = []
+    for item in items:
+        whole = isinstance(item, os.PathLike) or Path(str(item)).expanduser().is_dir()
+        for part in [str(item)] if whole else str(item).split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def default_model_names() -> list[str]:
+    """The models run when none is given: ``$DMD_MODEL`` (comma list), else every bundled model of
+    :data:`DEFAULT_MODELS` (in that order), else the only bundled model."""
+    env = split_model_refs(os.environ.get("DMD_MODEL"))
     if env:
         return env
     names = available_models()
-    if DEFAULT_MODEL in names:
-        return DEFAULT_MODEL
+    found = [n for n in DEFAULT_MODELS if n in names]
+    return found or [_single_bundled(names)]
+
+
+def default_model_name() -> str:
+    """The first of :func:`default_model_names` (the primary default model)."""
+    return default_model_names()[0]
+
+
+def _single_bundled(names: list[str]) -> str:
+    """The only bundled model, or a clear error."""
     if len(names) == 1:
         return names[0]
     if not names:
@@ -133,22 +210,29 @@ def resolve_model_dir(name_or_dir: str | os.PathLike[str] | None) -> tuple[str, 
 
 
 def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed config.json of a model folder, checked for a model config (no torch import, no weights)."""
-    import json
+    """The parsed config.json of a model folder, checked for a model config (no torch import, no weights).
+
+    Read with bounds (size, nesting depth) and its config validated against the schema (types, ranges,
+    estimated model size; :func:`dmd_pipeline.config.validate_model_config`): every problem is a
+    ModelFileError naming the file, before anything is built.
+    """
+    from dmd_pipeline.config import read_model_config_json, validate_model_config
 
     p = Path(model_dir) / "config.json"
-    try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{p}: unreadable model config: {exc}") from exc
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+    meta = read_model_config_json(p)
+    if not isinstance(meta.get("config"), dict):
         raise ModelFileError(f"{p}: not a dmd-pipeline model config (no 'config' block)")
-    _meta_modalities(meta)
+    validate_model_config(meta["config"], p)
+    _meta_modalities(meta, p)
     return meta
 
 
-def _meta_modalities(meta: dict[str, Any]) -> list[str]:
+def _meta_modalities(meta: dict[str, Any], where: Any = "model meta") -> list[str]:
     mods = meta.get("modalities") or list(MODALITIES)
+    if not isinstance(mods, (list, tuple)) or len(mods) > 16:
+        raise ModelFileError(
+            f"{where}: 'modalities' must be a list of modality names, got {str(mods)[:40]!r}"
+        )
     alias = {"t": "text", "l": "text", "language": "text", "a": "audio", "v": "vision", "visual": "vision"}
     out = []
     for m in mods:
@@ -191,7 +275,27 @@ def load_model(name_or_dir: str | os.PathLike[str] | None = None, device: str = 
         meta=meta,
         name=str(meta.get("name") or name),
         path=path,
-        modalities=_meta_modalities(meta),
+        modalities=_meta_modalities(meta, path / "config.json"),
         task=task,
         class_names=class_names,
     )
+
+
+def load_models(
+    refs: str | os.PathLike[str] | LoadedModel | Sequence[str | os.PathLike[str] | LoadedModel] | None = None,
+    device: str = "cpu",
+) -> list[LoadedModel]:
+    """Load several models: names/folders (a comma-separated string is split), LoadedModels (kept as
+    they are), or a list mixing them; None: :func:`default_model_names`. Order kept, first = primary."""
+    if refs is None:
+        refs = default_model_names()
+    items = [refs] if isinstance(refs, (str, os.PathLike, LoadedModel)) else list(refs)
+    out: list[LoadedModel] = []
+    for item in items:
+        if isinstance(item, LoadedModel):
+            out.append(item)
+        else:
+            out.extend(load_model(r, device=device) for r in split_model_refs(item))
+    if not out:
+        out = [load_model(r, device=device) for r in default_model_names()]
+    return out

@@ -2,6 +2,12 @@
 
 Plots are PNG files drawn with matplotlib's Agg backend and stored in ``<stem>_files/`` beside the page;
 every ``src``/``href`` is a relative path (no network resources). Transcript text is HTML-escaped.
+
+A page leads with the result's headline and a per-model summary (one row per model run), then the
+primary model's timeline (sentiment score bars for a regression model), an emotion-over-time plot per
+classification model that has predictions (``emotion.png``, ``emotion_2.png``...: its class probabilities
+stacked per window or segment), the segment table with every model's prediction, key frames, the graph
+edges and the descriptive cues.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.analysis.result import EDGE_NAMES, AnalysisResult, KeyFrame
+from dmd_pipeline.analysis.result import EDGE_NAMES, AnalysisResult, KeyFrame, ModelRun
 from dmd_pipeline.utils import atomic_open, atomic_write_text
 
 _CSS = """
@@ -100,6 +106,47 @@ def plot_timeline(result: AnalysisResult, path: Path) -> Path:
     strip.set_ylim(0, 1)
     strip.set_xlim(0, max(result.duration, 1e-3))
     strip.set_xlabel("time (s)")
+    _save(fig, path)
+    return path
+
+
+def emotion_spans(result: AnalysisResult, run: ModelRun) -> list[tuple[float, float, dict[str, float]]]:
+    """(start, end, class probabilities) of a classification model over time: its windows when it has
+    them, else its segment predictions; spans without a prediction are left out."""
+    if run.windows:
+        spans = [(w.start, w.end, w.prediction.probabilities) for w in run.windows]
+    else:
+        spans = [
+            (s.start, s.end, (s.predictions.get(run.name) or s.prediction).probabilities)
+            for s in result.segments
+        ]
+    return [(a, b, p) for a, b, p in spans if p]
+
+
+def plot_emotions(result: AnalysisResult, run: ModelRun, path: Path) -> Path | None:
+    """Emotion over time: the class probabilities of a classification model stacked per window/segment
+    (each span a stacked bar as wide as the span); None when the model has no prediction."""
+    spans = emotion_spans(result, run)
+    if not spans:
+        return None
+    plt = _plt()
+    names = list(run.class_names or spans[0][2].keys())
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(10, 3.0))
+    for a, b, probs in spans:
+        bottom = 0.0
+        for k, n in enumerate(names):
+            v = float(probs.get(n, 0.0))
+            ax.bar(a, v, width=max(b - a, 1e-3), bottom=bottom, align="edge", color=cmap(k % cmap.N), lw=0)
+            bottom += v
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k % cmap.N)) for k in range(len(names))]
+    ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, max(result.duration, 1e-3))
+    ax.set_ylabel("class probability")
+    ax.set_xlabel("time (s)")
+    where = "windows" if run.windows else "segments"
+    ax.set_title(f"{run.name}: emotion over time (per {where[:-1]})", fontsize=9)
     _save(fig, path)
     return path
 
@@ -228,6 +275,13 @@ def write_report(
     assets.mkdir(parents=True, exist_ok=True)
     e = html.escape
     timeline = plot_timeline(result, assets / "timeline.png")
+    emotion_pngs: list[tuple[ModelRun, Path]] = []
+    for run in result.models:
+        if run.task == "classification" and run.has_prediction:
+            name = "emotion.png" if not emotion_pngs else f"emotion_{len(emotion_pngs) + 1}.png"
+            png = plot_emotions(result, run, assets / name)
+            if png is not None:
+                emotion_pngs.append((run, png))
     cues = plot_cues(result, assets / "cues.png")
     edges_png = plot_edges(result, assets / "edges.png")
     frames: list[Path] = []
@@ -244,10 +298,20 @@ def write_report(
         f"<title>{e(Path(result.file).name)} — dmd analyze</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(Path(result.file).name)}</h1>",
-        f'<p class="muted">{e(result.file)} · {result.duration:.2f} s · model {e(result.model.name)} '
-        f"({e(result.model.task)}) · schema {e(result.schema_version)}</p>",
-        f'<p class="big">Overall: {_pred_html(result.overall)}</p>',
+        f'<p class="big">{e(result.headline)}</p>',
+        f'<p class="muted">{e(result.file)} · {result.duration:.2f} s · '
+        f"{'models' if len(result.models) > 1 else 'model'} {e(', '.join(r.name for r in result.models))} "
+        f"· schema {e(result.schema_version)}</p>",
+        "<table><tr><th>model</th><th>role</th><th>uses</th><th>used here</th><th>overall</th>"
+        "<th>note</th></tr>",
     ]
+    for run in result.models:
+        parts.append(
+            f"<tr><td>{e(run.name)}</td><td>{e(run.role)}</td><td>{e('+'.join(run.info.modalities))}</td>"
+            f"<td>{e('+'.join(run.modalities_used) or 'none')}</td><td>{_pred_html(run.overall)}</td>"
+            f'<td class="muted">{e(run.note)}</td></tr>'
+        )
+    parts.append("</table>")
     mods = result.modalities
     parts.append(
         "<p>Modalities present: "
@@ -259,18 +323,31 @@ def write_report(
     )
     if mods.note:
         parts.append(f'<p class="muted">{e(mods.note)}</p>')
-    if result.overall.probabilities:
-        parts.append("<h2>Class probabilities</h2><table><tr><th>class</th><th>p</th></tr>")
-        for k, v in result.overall.probabilities.items():
-            parts.append(f'<tr><td>{e(k)}</td><td class="num">{v:.3f}</td></tr>')
-        parts.append("</table>")
+    for run in result.models:
+        if run.overall.probabilities:
+            title = "Class probabilities" + (f" ({e(run.name)})" if len(result.models) > 1 else "")
+            parts.append(f"<h2>{title}</h2><table><tr><th>class</th><th>p</th></tr>")
+            for k, v in run.overall.probabilities.items():
+                parts.append(f'<tr><td>{e(k)}</td><td class="num">{v:.3f}</td></tr>')
+            parts.append("</table>")
     parts.append("<h2>Timeline</h2>")
+    if len(result.models) > 1:
+        parts.append(f'<p class="muted">{e(result.models[0].name)} ({e(result.models[0].role)})</p>')
     parts.append(f'<img src="{e(_rel(timeline, out_dir))}" alt="segment scores over time">')
-    parts.append("<table><tr><th>#</th><th>start</th><th>end</th><th>prediction</th><th>text</th></tr>")
+    for run, png in emotion_pngs:
+        parts.append(f"<h2>Emotion over time ({e(run.name)})</h2>")
+        parts.append(f'<img src="{e(_rel(png, out_dir))}" alt="emotion over time: {e(run.name)}">')
+    heads = "".join(
+        f"<th>{e(r.name)}</th>" if len(result.models) > 1 else "<th>prediction</th>" for r in result.models
+    )
+    parts.append(f"<table><tr><th>#</th><th>start</th><th>end</th>{heads}<th>text</th></tr>")
     for s in result.segments:
+        cells = "".join(
+            f"<td>{_pred_html(s.predictions.get(r.name, s.prediction))}</td>" for r in result.models
+        )
         parts.append(
             f'<tr><td class="num">{s.index}</td><td class="num">{s.start:.2f}</td>'
-            f'<td class="num">{s.end:.2f}</td><td>{_pred_html(s.prediction)}</td><td>{e(s.text)}</td></tr>'
+            f'<td class="num">{s.end:.2f}</td>{cells}<td>{e(s.text)}</td></tr>'
         )
     parts.append("</table>")
     if frames:
@@ -319,6 +396,7 @@ class IndexEntry:
     score: float | None
     label: str | None
     status: str
+    headline: str = ""
 
 
 def write_index(out_dir: str | Path, entries: Sequence[IndexEntry]) -> Path:
@@ -330,15 +408,15 @@ def write_index(out_dir: str | Path, entries: Sequence[IndexEntry]) -> Path:
         name = e(Path(it.file).name)
         link = f'<a href="{e(_rel(it.page, out_dir))}">{name}</a>' if it.page is not None else name
         rows.append(
-            f'<tr><td>{link}</td><td class="num">{_fmt(it.score)}</td><td>{e(it.label or "–")}</td>'
-            f"<td>{e(it.status)}</td></tr>"
+            f'<tr><td>{link}</td><td>{e(it.headline or "–")}</td><td class="num">{_fmt(it.score)}</td>'
+            f"<td>{e(it.label or '–')}</td><td>{e(it.status)}</td></tr>"
         )
     page = "\n".join(
         [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8"><title>dmd analyze — index</title>',
             f"<style>{_CSS}</style></head><body><h1>dmd analyze</h1>",
-            "<table><tr><th>file</th><th>score</th><th>label</th><th>status</th></tr>",
+            "<table><tr><th>file</th><th>headline</th><th>score</th><th>label</th><th>status</th></tr>",
             *rows,
             "</table></body></html>",
         ]

@@ -1,7 +1,9 @@
-"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.0).
+"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.1).
 
-One :class:`AnalysisResult` describes one media file. ``to_dict()`` gives the JSON document described by
-``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back. Conventions:
+One :class:`AnalysisResult` describes one media file, scored by one or several models over one extraction
+(e.g. sentiment from the words and emotion from the voice). ``to_dict()`` gives the JSON document described
+by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.1 documents, and
+1.0 documents, which it upgrades in memory: their one model becomes ``models[0]``). Conventions:
 
 * Times are seconds from the start of the file.
 * ``score`` is the DMD regression output clipped to [-3, 3] (``raw_score`` keeps the unclipped value).
@@ -14,6 +16,28 @@ One :class:`AnalysisResult` describes one media file. ``to_dict()`` gives the JS
   entry per class name) plus ``predicted_class`` are given instead.
 * The overall result is the duration-weighted mean of the segment scores (or probabilities).
 * Missing observations (no face in a frame, unvoiced pitch) are ``null``, never NaN.
+
+Versions:
+
+* **1.0** one model: ``model`` (its :class:`ModelInfo`), ``overall``, ``segments[].prediction``.
+* **1.1** (current) several models. The 1.0 fields keep their meaning and describe the FIRST (primary)
+  model. New:
+
+  - ``models``: one entry per model run, in order: ``name``, ``role`` (``sentiment`` for a regression
+    model, ``emotion`` for a classification model), ``task``, ``class_names``, ``modalities_used`` (its
+    modalities present in this file), ``zero_filled`` (the input modalities fed as zeros), ``info`` (its
+    :class:`ModelInfo`), ``overall``, ``note`` (why it has no prediction, what was fed as zeros; may be
+    empty) and ``windows`` (see below). A model none of whose modalities is present has an all-null
+    ``overall`` and segment predictions.
+  - ``segments[].predictions``: ``{model name: Prediction}`` for every model (the primary's equals
+    ``segments[].prediction``).
+  - ``headline``: one short line, e.g. ``"voice: angry 0.71 · words: neutral -0.12"`` (see
+    :func:`make_headline`).
+  - ``models[].windows``: for a model with an analysis window (``analysis_window_s`` in its meta, e.g. a
+    voice-emotion model trained on ~4 s clips) the spans it scored: every segment longer than 1.5 windows
+    is cut into ``n = round(duration / window)`` equal windows, a shorter one is one window; each has
+    ``start``, ``end``, ``segment`` (index) and ``prediction``, and a segment's prediction is the
+    duration-weighted mean of its windows'. Empty for a model without a window (it scores the segments).
 """
 
 from __future__ import annotations
@@ -25,7 +49,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+#: Older versions :meth:`AnalysisResult.from_dict` still reads.
+READABLE_VERSIONS: tuple[str, ...] = ("1.0", SCHEMA_VERSION)
 SCHEMA_FILE = "analysis_result.schema.json"
 
 #: 7-class label names, index = rounded score + 3.
@@ -41,6 +67,10 @@ LABEL7_NAMES: tuple[str, ...] = (
 #: DMD graph edges (teacher -> student) in the order of the model's (6, B) edge tensors.
 EDGE_NAMES: tuple[str, ...] = ("V->L", "A->L", "L->V", "A->V", "L->A", "V->A")
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+#: Headline word of each modality: what the model listened to / read / looked at.
+SOURCE_WORDS: dict[str, str] = {"text": "words", "audio": "voice", "vision": "face"}
+#: What a file lacks when a modality is absent (headline of a model that has nothing to score).
+MISSING_WORDS: dict[str, str] = {"text": "words", "audio": "audio", "vision": "video"}
 
 
 def clip_score(score: float) -> float:
@@ -132,6 +162,7 @@ class SegmentResult:
     prediction: Prediction
     words: list[WordResult] = field(default_factory=list)
     edges: GraphEdges | None = None
+    predictions: dict[str, Prediction] = field(default_factory=dict)  # every model's, by model name
 
     @property
     def duration(self) -> float:
@@ -211,6 +242,113 @@ class ModelInfo:
     aligned: bool | None = None
 
 
+def model_role(task: str) -> str:
+    """``sentiment`` for a regression model, ``emotion`` for a classification model."""
+    return "sentiment" if task == "regression" else "emotion"
+
+
+@dataclass
+class WindowResult:
+    """One analysis window of a short-clip model: a span inside segment ``segment`` and its prediction."""
+
+    start: float
+    end: float
+    segment: int
+    prediction: Prediction
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+@dataclass
+class ModelRun:
+    """One model's part of a multi-model analysis (an entry of ``models``)."""
+
+    name: str
+    role: str  # "sentiment" (regression) | "emotion" (classification)
+    task: str
+    class_names: list[str] | None
+    modalities_used: list[str]
+    zero_filled: list[str]
+    info: ModelInfo
+    overall: Prediction
+    note: str = ""
+    windows: list[WindowResult] = field(default_factory=list)
+
+    @property
+    def has_prediction(self) -> bool:
+        """Whether the model scored anything (False when none of its modalities is present)."""
+        o = self.overall
+        return o.score is not None or bool(o.probabilities)
+
+    @classmethod
+    def from_info(
+        cls, info: ModelInfo, overall: Prediction, used: list[str], zero: list[str], note: str = ""
+    ) -> ModelRun:
+        """An entry built from a model's :class:`ModelInfo` (name, task and classes taken from it)."""
+        return cls(
+            name=info.name,
+            role=model_role(info.task),
+            task=info.task,
+            class_names=list(info.class_names) if info.class_names else None,
+            modalities_used=list(used),
+            zero_filled=list(zero),
+            info=info,
+            overall=overall,
+            note=note,
+        )
+
+
+def source_word(modalities: list[str]) -> str:
+    """``voice`` (audio), ``words`` (text), ``face`` (vision); several joined with ``+`` (text, audio, vision
+    order)."""
+    mods = [m for m in MODALITIES if m in modalities]
+    return "+".join(SOURCE_WORDS[m] for m in mods) or "none"
+
+
+def prediction_phrase(p: Prediction) -> str | None:
+    """``neutral -0.12`` (regression: label7 + signed score) or ``angry 0.71`` (top class + its
+    probability); None without a prediction."""
+    if p.score is not None:
+        return f"{p.label7 or ''} {p.score:+.2f}".strip()
+    if p.probabilities:
+        best = p.predicted_class or max(p.probabilities, key=p.probabilities.__getitem__)
+        return f"{best} {p.probabilities[best]:.2f}"
+    return None
+
+
+def make_headline(models: list[ModelRun], present: list[str] | None = None) -> str:
+    """One short line leading with what the models can support, e.g. ``voice: angry 0.71 · words: neutral
+    -0.12``.
+
+    Each model gives ``<source>: <phrase>``; the source word comes from the modalities it used (``voice``,
+    ``words``, ``face``, joined with ``+``). Models with a prediction come first (emotion before sentiment,
+    else in model order), models without one last as e.g. ``voice: n/a (no audio)``. A source word two
+    models share is followed by the model name.
+    """
+    items: list[tuple[int, int, str, str]] = []  # (rank, order, source, phrase)
+    for i, run in enumerate(models):
+        phrase = prediction_phrase(run.overall)
+        if phrase is not None:
+            src = source_word(run.modalities_used or run.info.modalities)
+            items.append((0 if run.task != "regression" else 1, i, src, phrase))
+        else:
+            src = source_word(run.info.modalities)
+            missing = [m for m in MODALITIES if m in run.info.modalities and m not in (present or [])]
+            why = " ".join(["no", " or ".join(MISSING_WORDS[m] for m in missing)]) if missing else "no input"
+            items.append((2, i, src, f"n/a ({why})"))
+    items.sort(key=lambda t: (t[0], t[1]))
+    counts: dict[str, int] = {}
+    for _, _, src, _ in items:
+        counts[src] = counts.get(src, 0) + 1
+    parts = []
+    for _, i, src, phrase in items:
+        label = f"{src} ({models[i].name})" if counts[src] > 1 else src
+        parts.append(f"{label}: {phrase}")
+    return " · ".join(parts)
+
+
 @dataclass
 class AnalysisResult:
     """Everything ``dmd analyze`` found in one media file (schema version ``SCHEMA_VERSION``)."""
@@ -230,13 +368,40 @@ class AnalysisResult:
     tool_version: str = ""
     created_at: str = ""
     aggregation: str = "duration_weighted_mean"
+    models: list[ModelRun] = field(default_factory=list)  # every model run; [0] is the primary (``model``)
+    headline: str = ""
     schema_version: str = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.complete()
+
+    def complete(self) -> None:
+        """Fill the 1.1 fields a one-model result lacks (``models``, ``segments[].predictions``,
+        ``headline``) from the 1.0 ones, which describe the primary model."""
+        if not self.models:
+            mods = self.modalities
+            self.models = [
+                ModelRun.from_info(
+                    self.model, self.overall, list(mods.used), list(mods.zero_filled), mods.note
+                )
+            ]
+        primary = self.models[0].name
+        for seg in self.segments:
+            if primary not in seg.predictions:
+                seg.predictions = {primary: seg.prediction, **seg.predictions}
+        if not self.headline:
+            self.headline = make_headline(self.models, list(self.modalities.present))
+
+    def run(self, name: str) -> ModelRun | None:
+        """The ``models`` entry of a model name (None when no such model ran)."""
+        return next((m for m in self.models if m.name == name), None)
 
     # ---- conversion -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (plain dicts/lists/str/float/None; no NaN)."""
+        self.complete()
         d = asdict(self)
-        out = {"schema_version": d.pop("schema_version")}
+        out = {"schema_version": d.pop("schema_version"), "headline": d.pop("headline")}
         out.update(d)
         return _clean(out)
 
@@ -246,7 +411,11 @@ class AnalysisResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnalysisResult:
-        """Rebuild a result from its JSON document (no validation; see :func:`validate_result`)."""
+        """Rebuild a result from its JSON document (no validation; see :func:`validate_result`).
+
+        A 1.0 document is upgraded: its model becomes the only ``models`` entry, the headline is derived,
+        and the result carries the current ``schema_version``.
+        """
         segs = []
         for s in d["segments"]:
             edges = s.get("edges")
@@ -259,11 +428,33 @@ class AnalysisResult:
                     prediction=Prediction(**s["prediction"]),
                     words=[WordResult(**w) for w in s.get("words", [])],
                     edges=GraphEdges(**edges) if edges else None,
+                    predictions={k: Prediction(**v) for k, v in (s.get("predictions") or {}).items()},
+                )
+            )
+        runs = []
+        for m in d.get("models") or []:
+            runs.append(
+                ModelRun(
+                    name=m["name"],
+                    role=m["role"],
+                    task=m["task"],
+                    class_names=m.get("class_names"),
+                    modalities_used=list(m.get("modalities_used", [])),
+                    zero_filled=list(m.get("zero_filled", [])),
+                    info=ModelInfo(**m["info"]),
+                    overall=Prediction(**m["overall"]),
+                    note=m.get("note", ""),
+                    windows=[
+                        WindowResult(w["start"], w["end"], w["segment"], Prediction(**w["prediction"]))
+                        for w in m.get("windows", [])
+                    ],
                 )
             )
         cues = d["cues"]
         return cls(
-            schema_version=d["schema_version"],
+            schema_version=SCHEMA_VERSION,
+            models=runs,
+            headline=d.get("headline", ""),
             file=d["file"],
             duration=d["duration"],
             media=MediaSummary(**d["media"]),
@@ -309,7 +500,8 @@ def load_schema() -> dict[str, Any]:
 
 
 def validate_result(doc: dict[str, Any]) -> list[str]:
-    """Problems found in a result document; empty when it is a complete, valid version-1.0 result.
+    """Problems found in a result document; empty when it is a complete, valid current-version result
+    (a 1.0 document is reported as an older version: :meth:`AnalysisResult.from_dict` still reads it).
 
     Uses ``jsonschema`` when it is installed, else checks the version and required top-level keys.
     """

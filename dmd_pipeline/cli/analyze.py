@@ -1,7 +1,12 @@
 """``dmd analyze``: score media files (or folders of them) with DMD; JSON per file, tables, HTML reports.
 
+Several models can run over one extraction per file (``--model A --model B`` or ``--model A,B``); by
+default every bundled default model (sentiment from the words, emotion from the voice when bundled), or
+``$DMD_MODEL`` (a comma list). Each file's console line is its result's ``headline``.
+
 Exit codes: 0 every file succeeded; 1 some failed (the others are finished and written); 2 usage error
-(bad option, nonexistent path, unknown model, no media found).
+(bad option, nonexistent path, unknown or broken model, no media found, an output folder that cannot be
+written or that another run holds).
 """
 
 from __future__ import annotations
@@ -32,8 +37,13 @@ def analyze(
     paths: list[Path] = typer.Argument(
         ..., exists=True, help="Media files and/or folders (scanned recursively for audio/video files)."
     ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Bundled model name or a folder with config.json + model.safetensors."
+    model: list[str] | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Bundled model name or a folder with config.json + model.safetensors; repeat the option or "
+        "give a comma list for several models (one extraction per file; the first is the primary). "
+        "Default: every bundled default model ($DMD_MODEL overrides).",
     ),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder."),
     report: bool = typer.Option(False, "--report", help="Also write an HTML page per file and index.html."),
@@ -59,9 +69,23 @@ def analyze(
         dir_okay=False,
         help="Transcript of the (single) input file: .txt, .srt, .vtt or .json.",
     ),
+    file_timeout: float | None = typer.Option(
+        None,
+        "--file-timeout",
+        min=0,
+        help="Seconds one file may take (default 3600 in workers; 0 = no limit); a file over it fails "
+        "(errors.csv) and the rest go on. Setting it runs files in a supervised worker process.",
+    ),
+    max_rss: float | None = typer.Option(
+        None,
+        "--max-rss",
+        min=0,
+        help="MiB of memory one worker may use (default 80% of RAM shared by the workers; 0 = no limit); "
+        "a file over it fails and the rest go on.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Analyse sentiment over time in media files with a DMD model."""
+    """Analyse sentiment and emotion over time in media files with one or several DMD models."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,8 +93,13 @@ def analyze(
     from rich.console import Console
 
     from dmd_pipeline.analysis.batch import BatchOptions, collect_media
-    from dmd_pipeline.analysis.registry import read_model_meta, resolve_model_dir
-    from dmd_pipeline.errors import ConfigError, InputError, ModelFileError
+    from dmd_pipeline.analysis.registry import (
+        default_model_names,
+        read_model_meta,
+        resolve_model_dir,
+        split_model_refs,
+    )
+    from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError
 
     err = Console(stderr=True)
     try:
@@ -83,25 +112,34 @@ def analyze(
         raise _usage_error(f"--transcript applies to one file, but {len(files)} were given")
 
     try:  # cheap check here; the weights are loaded only when some file needs analysing
-        _, model_dir = resolve_model_dir(model)
-        read_model_meta(model_dir)
+        refs = split_model_refs(model) or default_model_names()
+        model_dirs = []
+        for ref in refs:
+            _, model_dir = resolve_model_dir(ref)
+            read_model_meta(model_dir)
+            if str(model_dir) not in model_dirs:
+                model_dirs.append(str(model_dir))
     except (ModelFileError, ConfigError) as exc:
         raise _usage_error(str(exc)) from None
 
     opts = BatchOptions(
         out_dir=out,
-        model=str(model_dir),
+        model=model_dirs,
         asr=asr.value,
         transcript=str(transcript) if transcript is not None else None,
         report=report,
         fmt=fmt.value,
         force=force,
         workers=workers,
+        file_timeout=file_timeout,
+        max_rss_mb=max_rss,
     )
     try:
         outcome = _run(files, opts, None, err, quiet)
+    except OutputError as exc:  # read-only, full, missing or locked --out: one line, earlier results kept
+        raise _usage_error(str(exc)) from None
     except (ModelFileError, ConfigError) as exc:
-        raise _usage_error(f"cannot load model {model_dir}: {exc}") from None
+        raise _usage_error(f"cannot analyse with {', '.join(map(str, model_dirs))}: {exc}") from None
     if not quiet:
         _print_summary(outcome, out, Console())
     raise typer.Exit(outcome.exit_code)
@@ -109,6 +147,7 @@ def analyze(
 
 def _run(files: list[Path], opts: object, loaded: object, err: object, quiet: bool) -> object:
     """Run the batch with a rich progress bar (on stderr) and one line per finished file."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dmd_pipeline.analysis.batch import run_batch
@@ -140,7 +179,9 @@ def _run(files: list[Path], opts: object, loaded: object, err: object, quiet: bo
                 )
             else:
                 progress.console.print(
-                    f"[green]✓[/green] {Path(oc.file).name} ({oc.seconds:.1f} s)", highlight=False
+                    f"[green]✓[/green] {escape(Path(oc.file).name)} ({oc.seconds:.1f} s)"
+                    + (f"  {escape(oc.headline)}" if oc.headline else ""),
+                    highlight=False,
                 )
             progress.advance(task)
 
@@ -149,6 +190,7 @@ def _run(files: list[Path], opts: object, loaded: object, err: object, quiet: bo
 
 def _print_summary(outcome: object, out: Path, console: object) -> None:
     """A short readable summary: per-file overall result (timeline for a single file), then totals."""
+    from rich.markup import escape
     from rich.table import Table
 
     from dmd_pipeline.analysis.result import AnalysisResult, read_result_file
@@ -160,39 +202,40 @@ def _print_summary(outcome: object, out: Path, console: object) -> None:
         docs.append((oc, doc))
     if len(docs) == 1 and docs[0][1] is not None:
         r = AnalysisResult.from_dict(docs[0][1])
-        o = r.overall
-        head = (
-            f"{o.score:+.2f} ({o.label7}, {o.label2})"
-            if o.score is not None
-            else f"{o.predicted_class} ({max((o.probabilities or {'': 0}).values()):.2f})"
-        )
-        console.print(f"[bold]{Path(r.file).name}[/bold]  {r.duration:.1f} s  overall: [bold]{head}[/bold]")
         console.print(
-            f"modalities present: {', '.join(r.modalities.present)}; used: {', '.join(r.modalities.used) or 'none'}"
-            + (f"; zeros: {', '.join(r.modalities.zero_filled)}" if r.modalities.zero_filled else ""),
-            highlight=False,
+            f"[bold]{escape(Path(r.file).name)}[/bold]  {r.duration:.1f} s  [bold]{escape(r.headline)}[/bold]"
         )
+        for run in r.models:
+            console.print(
+                f"{run.name} ({run.role}): used {', '.join(run.modalities_used) or 'none'}"
+                + (f"; zeros: {', '.join(run.zero_filled)}" if run.zero_filled else "")
+                + (f" — {run.note}" if not run.has_prediction and run.note else ""),
+                highlight=False,
+                markup=False,
+            )
         t = Table(show_header=True, header_style="bold")
-        for c in ("start", "end", "score" if o.score is not None else "class", "text"):
-            t.add_column(c)
+        t.add_column("start")
+        t.add_column("end")
+        for run in r.models:
+            t.add_column(
+                run.name if len(r.models) > 1 else ("score" if run.task == "regression" else "class")
+            )
+        t.add_column("text")
         for s in r.segments[:30]:
-            p = s.prediction
-            val = f"{p.score:+.2f}" if p.score is not None else str(p.predicted_class)
-            t.add_row(f"{s.start:.2f}", f"{s.end:.2f}", val, s.text)
+            cells = [_cell(s.predictions.get(run.name, s.prediction)) for run in r.models]
+            t.add_row(f"{s.start:.2f}", f"{s.end:.2f}", *cells, s.text)
         console.print(t)
         if len(r.segments) > 30:
             console.print(f"... {len(r.segments) - 30} more segments in the JSON")
     elif len(docs) > 1:
         t = Table(show_header=True, header_style="bold")
-        for c in ("file", "score", "label", "status"):
+        for c in ("file", "headline", "status"):
             t.add_column(c)
         for oc, doc in docs[:50]:
             if doc is None:
-                t.add_row(Path(oc.file).name, "", "", f"[red]failed: {oc.stage}[/red]")
+                t.add_row(Path(oc.file).name, "", f"[red]failed: {escape(oc.stage)}[/red]")
                 continue
-            o = doc["overall"]
-            score = "" if o["score"] is None else f"{o['score']:+.2f}"
-            t.add_row(Path(oc.file).name, score, o["label7"] or o["predicted_class"] or "", oc.status)
+            t.add_row(Path(oc.file).name, escape(doc.get("headline", "")), oc.status)
         console.print(t)
     n_fail = sum(oc.status == "failed" for oc in outcome.outcomes)
     n_skip = sum(oc.status == "skipped" for oc in outcome.outcomes)
@@ -203,3 +246,14 @@ def _print_summary(outcome: object, out: Path, console: object) -> None:
         + ")",
         highlight=False,
     )
+
+
+def _cell(p: object) -> str:
+    """A segment prediction in a table cell: ``+1.23`` (score), ``angry 0.71`` (class), ``–`` (none)."""
+    if getattr(p, "score", None) is not None:
+        return f"{p.score:+.2f}"
+    probs = getattr(p, "probabilities", None)
+    if probs:
+        best = p.predicted_class or max(probs, key=probs.__getitem__)
+        return f"{best} {probs[best]:.2f}"
+    return "–"
