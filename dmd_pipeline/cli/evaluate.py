@@ -1,8 +1,18 @@
-"""``dmd evaluate``: metrics of a trained checkpoint on one split of a data file (rich table or JSON).
+"""``dmd evaluate``: metrics of a trained model on one split of labelled data (rich tables or JSON).
 
-The model is a checkpoint folder or a bundled model name (``dmd_pipeline/assets/models/<name>``); the data
-an MMSA feature pickle (``--data``) or a label CSV with transcripts (``--labels``, text only: the transcripts
-are encoded the way the model was trained, audio and vision are zeros).
+The model is a checkpoint folder or a bundled model name (``dmd_pipeline/assets/models/<name>``). The data:
+
+* ``--data X.pkl``: an MMSA feature pickle;
+* ``--labels X.csv`` with media (any layout :func:`dmd_pipeline.data.labels.read_labels` understands, e.g.
+  ``file,label[,transcript,split]`` with paths relative to the CSV's folder): every item is extracted with
+  the settings the model was trained with (through the feature cache) and scored
+  (:mod:`dmd_pipeline.evaluation`);
+* ``--labels X.csv`` of transcripts (MMSA/CMU-MOSI ``label.csv``: video_id, clip_id, text, label, mode) for a
+  text model: the transcripts are encoded the way the model was trained, audio and vision are zeros.
+
+Classification models report accuracy, UAR, macro-F1, weighted-F1, per-class recall/precision/F1/support and
+the confusion matrix; regression models the MMSA metrics. Exit codes: 0 ok, 1 some items failed extraction
+(they are listed and left out), 2 usage error.
 """
 
 from __future__ import annotations
@@ -37,6 +47,72 @@ def print_metrics(tables: dict[str, dict[str, float]], console: Any = None) -> N
     console.print(table)
 
 
+def _pct(v: Any) -> str:
+    return (
+        "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100.0 * float(v):.1f} %"
+    )
+
+
+def print_classification(info: dict[str, Any], console: Any = None) -> None:
+    """Rich tables of a classification report: the summary, per-class figures, the confusion matrix."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    report = info["report"]
+    names = list(info.get("class_names") or [f"class_{i}" for i in range(len(report["confusion_matrix"]))])
+    names = [escape(str(n)) for n in names]
+    failed = f", {info['n_failed']} failed" if info.get("n_failed") else ""
+    title = escape(f"{info.get('model_name') or info['model']} on {info['split']} (n={info['n']}{failed})")
+    summary = Table(title=title, title_justify="left")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key, label in (
+        ("accuracy", "accuracy"),
+        ("uar", "UAR (unweighted average recall)"),
+        ("macro_f1", "macro-F1"),
+        ("weighted_f1", "weighted-F1"),
+    ):
+        summary.add_row(label, _pct(report.get(key)))
+    console.print(summary)
+
+    per = report["per_class"]
+    classes = Table(title="per class", title_justify="left")
+    for col in ("class", "recall", "precision", "F1", "support"):
+        classes.add_column(col, justify="left" if col == "class" else "right")
+    for i, name in enumerate(names):
+        classes.add_row(
+            name,
+            _pct(per["recall"][i]),
+            _pct(per["precision"][i]),
+            _pct(per["f1"][i]),
+            str(per["support"][i]),
+        )
+    console.print(classes)
+
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    cm.add_column("true \\ predicted")
+    for name in names:
+        cm.add_column(name, justify="right")
+    for name, row in zip(names, report["confusion_matrix"], strict=True):
+        cm.add_row(name, *(str(int(c)) for c in row))
+    console.print(cm)
+
+
+def _jsonable(v: Any) -> Any:
+    """NaN/inf -> None, numpy scalars/arrays -> Python, recursively."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "tolist"):
+        return _jsonable(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def _json_value(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -47,26 +123,70 @@ def evaluate(
     ),
     data: Path | None = typer.Option(None, "--data", help="MMSA feature pickle."),
     labels: Path | None = typer.Option(
-        None, "--labels", help="Label CSV with transcripts (video_id, clip_id, text, label, mode)."
+        None,
+        "--labels",
+        help="Label CSV: media (file,label[,transcript,split], paths relative to the CSV, or any "
+        "`dmd extract` layout), or transcripts (video_id, clip_id, text, label, mode) for a text model.",
     ),
-    split: str = typer.Option("test", "--split", help="train, valid or test."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="test, valid, train or all (all: every row; the only choice without a split column).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Evaluation batch size."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Evaluation batch size."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache (default $DMD_CACHE_DIR or ~/.cache/dmd-pipeline)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar or notes; errors and results only."
+    ),
 ) -> None:
-    """Print every metric (MMSA definitions) of a checkpoint on one split."""
+    """Evaluate a model on one split: classification report (accuracy, UAR, F1s, confusion matrix) or the
+    MMSA regression metrics."""
+    from rich.console import Console
+    from rich.markup import escape
+
     from dmd_pipeline.errors import DMDError
 
+    err = Console(stderr=True)
     try:
-        metrics, info = run_evaluation(model, data, split, device, batch_size, labels=labels)
+        metrics, info = run_evaluation(
+            model,
+            data,
+            split,
+            device,
+            batch_size,
+            labels=labels,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            progress=not quiet,
+            console=err,
+        )
     except DMDError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
+    failed = info.get("failed") or []
     if as_json:
-        payload = {**info, "metrics": {k: _json_value(v) for k, v in metrics.items()}}
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(_jsonable({**info, "metrics": metrics}), indent=2))
+    elif info["n"] == 0:
+        pass
+    elif info.get("report") is not None:
+        print_classification(info)
     else:
-        print_metrics({f"{split} (n={info['n']})": metrics})
+        print_metrics({f"{info['split']} (n={info['n']})": metrics})
+    if failed:
+        err.print(
+            f"[yellow]{len(failed)} of {info['n_items']} items failed[/yellow] and are left out of the metrics",
+            highlight=False,
+        )
+    if info["n"] == 0:
+        err.print("[red]error:[/red] no item could be evaluated", highlight=False)
+        raise typer.Exit(1)
+    if failed:
+        raise typer.Exit(1)
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -85,12 +205,25 @@ def resolve_model(model: str | Path) -> Path:
         return resolve_model_dir(str(model))[1]
     except ModelFileError as exc:
         if "/" in str(model) or "\\" in str(model):
-            return p  # a missing folder: load_checkpoint says "not found"
+            return p  # a missing folder: loading says "not found"
         raise exc
 
 
+def load_evaluation_model(model: str | Path, device: Any = "cpu") -> Any:
+    """The :class:`~dmd_pipeline.analysis.registry.LoadedModel` of a checkpoint folder or bundled name."""
+    from dmd_pipeline.analysis.registry import load_model
+    from dmd_pipeline.errors import ModelFileError
+
+    path = resolve_model(model)
+    if not path.exists():
+        raise ModelFileError(
+            f"{path}: model not found (neither a checkpoint folder nor a bundled model name)"
+        )
+    return load_model(path, device=device)
+
+
 def label_source_for_model(labels: Path, system: Any, meta: dict, split: str) -> Any:
-    """Encode one split of a label CSV the way ``system`` was trained (token ids or frozen features)."""
+    """Encode one split (or ``"all"``) of a transcript CSV the way ``system`` was trained."""
     from dmd_pipeline.data.text_only import load_label_source
     from dmd_pipeline.models.checkpoint import BUNDLED_TEXT_ENCODER, resolve_text_encoder
 
@@ -101,8 +234,56 @@ def label_source_for_model(labels: Path, system: Any, meta: dict, split: str) ->
         enc = resolve_text_encoder(meta.get("text_features_encoder") or BUNDLED_TEXT_ENCODER)
     side = (int(cfg.feature_dims[1]), int(cfg.feature_dims[2]))
     return load_label_source(
-        labels, enc, tuple(cfg.seq_lens), side, text_features=not cfg.use_bert, only_splits=[split]
+        labels,
+        enc,
+        tuple(cfg.seq_lens),
+        side,
+        text_features=not cfg.use_bert,
+        only_splits=None if split == "all" else [split],
     )
+
+
+def _split_size(split: dict[str, Any]) -> int:
+    for key in ("regression_labels", "classification_labels", "id"):
+        if key in split:
+            return len(split[key])
+    return 0
+
+
+def _zero_unused(split: dict[str, Any], modalities: list[str]) -> dict[str, Any]:
+    """A split with the input arrays of the modalities the model does not use set to zeros."""
+    import numpy as np
+
+    out = dict(split)
+    keys = {"text": ("text", "text_bert"), "audio": ("audio",), "vision": ("vision",)}
+    for m, names in keys.items():
+        if m in modalities:
+            continue
+        for k in names:
+            if k in out:
+                out[k] = np.zeros_like(np.asarray(out[k]))
+    return out
+
+
+def _evaluate_splits(
+    model: Any, splits: dict[str, dict], names: list[str], batch_size: int, dev: Any
+) -> tuple[Any, Any, float]:
+    """Predictions, labels and size-weighted task loss over the named splits (concatenated)."""
+    import numpy as np
+
+    from dmd_pipeline.data.datasets import dataset_from_split
+    from dmd_pipeline.training.trainer import predict_dataset
+
+    preds, trues, losses, sizes = [], [], [], []
+    for name in names:
+        dataset = dataset_from_split(model.config, splits[name], name)
+        p, t, loss = predict_dataset(model.system, dataset, batch_size, dev)
+        preds.append(p)
+        trues.append(t)
+        losses.append(loss)
+        sizes.append(len(dataset))
+    loss = float(np.average(losses, weights=sizes))
+    return np.concatenate(preds), np.concatenate(trues), loss
 
 
 def run_evaluation(
@@ -112,38 +293,211 @@ def run_evaluation(
     device: str = "cpu",
     batch_size: int = 64,
     labels: Path | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+    console: Any = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Load the checkpoint and data, return (metrics, info about what was evaluated)."""
-    from dmd_pipeline.cli.train import load_training_data
-    from dmd_pipeline.data.datasets import dataset_from_split
+    """Load the model and data, return (metrics, info about what was evaluated).
+
+    ``info`` holds the model, data/label file, split, ``n`` (items scored), ``n_items``, ``n_failed`` and
+    ``failed`` (id, file, stage, reason), and for classification ``class_names`` and ``report``
+    (:func:`~dmd_pipeline.training.metrics.classification_report`). ``progress`` shows a rich progress bar
+    (on ``console``, default stderr) while media are extracted.
+    """
+    from dmd_pipeline.cli.train import quiet_transformers
     from dmd_pipeline.errors import ConfigError, DataError
-    from dmd_pipeline.models.checkpoint import load_checkpoint
-    from dmd_pipeline.training.trainer import evaluate as evaluate_dataset
+    from dmd_pipeline.evaluation import label_file_kind
     from dmd_pipeline.training.trainer import resolve_device
 
     if (data is None) == (labels is None):
         raise ConfigError("give exactly one of --data FILE.pkl or --labels FILE.csv")
     dev = resolve_device(device)
-    from dmd_pipeline.cli.train import quiet_transformers
-
     quiet_transformers()
-    system, meta = load_checkpoint(resolve_model(model), device=dev)
-    if labels is not None:
-        source = label_source_for_model(labels, system, meta, split)
-    else:
-        source = load_training_data(data)  # type: ignore[arg-type]
-    if split not in source.splits:
-        raise DataError(data or labels, f"no split {split!r}; available: {sorted(source.splits)}")
-    dataset = dataset_from_split(system.config, source.splits[split], split)
-    metrics = evaluate_dataset(system, dataset, batch_size, dev)
-    info = {
+    loaded = load_evaluation_model(model, device=dev)
+    info: dict[str, Any] = {
         "model": str(model),
-        "model_name": meta.get("name"),
-        "data": source.path,
-        "data_sha256": source.sha256,
-        "split": split,
-        "n": len(dataset),
-        "preset": meta.get("preset"),
-        "num_classes": system.config.num_classes,
+        "model_name": loaded.name,
+        "task": loaded.task,
+        "preset": loaded.meta.get("preset"),
+        "num_classes": int(loaded.config.num_classes),
+        "class_names": loaded.class_names,
+        "modalities": list(loaded.modalities),
+        "labels": None,
+        "data": None,
+        "data_sha256": None,
     }
+    if labels is not None:
+        labels = Path(labels)
+        if not labels.is_file():
+            raise DataError(labels, "label file not found")
+        kind = label_file_kind(labels, loaded.modalities)
+        info["labels"] = str(labels.resolve())
+        if kind == "media":
+            return _run_media(
+                loaded, labels, split, dev, batch_size, cache_dir, use_cache, progress, console, info
+            )
+    else:
+        kind = "pickle"
+    return _run_arrays(loaded, kind, data, labels, split, dev, batch_size, info)
+
+
+def _run_arrays(
+    loaded: Any,
+    kind: str,
+    data: Path | None,
+    labels: Path | None,
+    split: str,
+    dev: Any,
+    batch_size: int,
+    info: dict[str, Any],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """An MMSA pickle or a transcript CSV: arrays in memory, scored split by split."""
+    from dmd_pipeline.cli.train import load_training_data
+    from dmd_pipeline.data.text_only import read_label_csv
+    from dmd_pipeline.errors import DataError
+    from dmd_pipeline.evaluation import SPLITS, check_split, remap_pickle_labels, score_outputs
+    from dmd_pipeline.training.metrics import compute_metrics
+
+    if kind == "transcripts":
+        assert labels is not None
+        if "text" not in loaded.modalities:
+            raise DataError(
+                labels,
+                f"a label CSV of transcripts without media cannot evaluate model {loaded.name!r}, which does "
+                f"not read text (it uses {', '.join(loaded.modalities)}); give a label file of media",
+            )
+        counts = {k: len(v) for k, v in read_label_csv(labels).items()}
+        key = check_split(split, counts, labels)
+        source = label_source_for_model(labels, loaded.system, loaded.meta, key)
+    else:
+        assert data is not None
+        source = load_training_data(data)
+        key = check_split(split, {k: _split_size(v) for k, v in source.splits.items()}, data)
+    names = [s for s in SPLITS if s in source.splits] + [s for s in source.splits if s not in SPLITS]
+    names = names if key == "all" else [key]
+    splits = {}
+    data_names = ((source.sidecar or {}).get("meta") or {}).get("class_names")
+    for name in names:
+        sp = _zero_unused(source.splits[name], list(loaded.modalities))
+        if loaded.task == "classification" and "classification_labels" in sp:
+            sp["classification_labels"] = remap_pickle_labels(sp["classification_labels"], data_names, loaded)
+        splits[name] = sp
+    pred, true, loss = _evaluate_splits(loaded, splits, names, batch_size, dev)
+    n_cls = int(loaded.config.num_classes)
+    metrics = compute_metrics(pred, true, n_cls)
+    metrics["Loss"] = loss
+    report = None
+    if n_cls > 1:
+        extra, report = score_outputs(loaded, pred, true)
+        metrics = {**extra, **metrics}
+    info.update(
+        kind=kind,
+        data=source.path,
+        data_sha256=source.sha256,
+        split=key,
+        n=int(len(true)),
+        n_items=int(len(true)),
+        n_failed=0,
+        failed=[],
+        report=report,
+    )
+    return metrics, info
+
+
+def _run_media(
+    loaded: Any,
+    labels: Path,
+    split: str,
+    dev: Any,
+    batch_size: int,
+    cache_dir: Path | None,
+    use_cache: bool,
+    progress: bool,
+    console: Any,
+    info: dict[str, Any],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """A label file of media: extract each item the way the model was trained, score, report."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dmd_pipeline.evaluation import evaluate_media, extraction_config, score_outputs, select_media_items
+    from dmd_pipeline.features import FeatureCache, default_cache_dir
+    from dmd_pipeline.pipeline import Extractor
+    from dmd_pipeline.utils import sha256_file
+
+    err = console or Console(stderr=True)
+    sel = select_media_items(labels, loaded, split)
+    config = extraction_config(loaded, device=str(dev))
+    cache = FeatureCache(cache_dir or default_cache_dir()) if use_cache else None
+    if progress:
+        if sel.skipped:
+            err.print(
+                f"[yellow]note:[/yellow] {len(sel.skipped)} rows not evaluated ({escape(sel.skipped[0][1])}): "
+                + ", ".join(escape(i) for i, _ in sel.skipped[:5])
+                + (" ..." if len(sel.skipped) > 5 else ""),
+                highlight=False,
+            )
+        err.print(
+            f"{len(sel.items)} items of split {sel.split} ({sel.layout} layout); model uses "
+            f"{'+'.join(loaded.modalities)}; features: acoustic {config.acoustic}, "
+            f"{'aligned' if config.aligned else 'unaligned'} {tuple(config.seq_lens)}; cache: "
+            f"{escape(str(cache.root)) if cache is not None else 'off'}",
+            highlight=False,
+        )
+    extractor = Extractor(config, cache=cache)
+    try:
+        with Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not progress,
+        ) as bar:
+            task = bar.add_task("evaluate", total=len(sel.items))
+
+            def on_item(item: Any, failure: dict | None) -> None:
+                if failure is not None:
+                    err.print(
+                        f"[yellow]failed[/yellow] {escape(failure['id'])} ({escape(failure['file'])}) "
+                        f"{escape('[' + failure['stage'] + ']')}: {escape(failure['reason'])}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                bar.advance(task)
+
+            res = evaluate_media(
+                loaded, sel.items, sel.targets, extractor, batch_size, use_cache=use_cache, on_item=on_item
+            )
+    finally:
+        extractor.close()
+    metrics: dict[str, float] = {}
+    report = None
+    if len(res.ids):
+        metrics, report = score_outputs(loaded, res.outputs, res.targets)
+    info.update(
+        kind="media",
+        data=str(labels.resolve()),
+        data_sha256=sha256_file(labels),
+        split=sel.split,
+        layout=sel.layout,
+        n=len(res.ids),
+        n_items=len(sel.items),
+        n_failed=len(res.failures),
+        failed=res.failures,
+        skipped=[{"id": i, "reason": r} for i, r in sel.skipped],
+        report=report,
+        extraction=config.to_dict(),
+        cache_hits=res.cache_hits,
+    )
     return metrics, info
