@@ -37,7 +37,15 @@ def choose_members(run: Path, labels: Path, members: str, max_members: int) -> d
     folders: dict[int, Path] = {}
     for k in candidates:
         ens = DMDEnsemble(systems[0].config, k, [s for s in systems[:k]])
-        ens_meta = dict(meta, ensemble_size=k, ensemble_members=meta.get("ensemble_members", [])[:k])
+        chosen = meta.get("ensemble_members", [])[:k]
+        ens_meta = dict(meta, ensemble_size=k, ensemble_members=chosen)
+        ens_meta["training_time"] = {
+            **(meta.get("training_time") or {}),
+            "seconds": round(sum(float(m.get("seconds") or 0.0) for m in chosen), 1),
+            "epochs_run": sum(int(m.get("epochs_run") or 0) for m in chosen),
+        }
+        ens_meta["best_epoch"] = [m.get("best_epoch") for m in chosen]
+        ens_meta["epochs_run"] = [m.get("epochs_run") for m in chosen]
         folder = run / f"ship_{k}"
         with torch.no_grad():
             save_checkpoint(folder, ens, ens_meta)

@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from dmd_pipeline.cli.common import Device, device_option
+
 
 def parse_overrides(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``KEY=VALUE`` pairs -> (model-config overrides, train overrides for ``train.KEY``); VALUE is JSON or text."""
@@ -169,9 +171,27 @@ def _train_ensemble(
     from dmd_pipeline.models.ensemble import DMDEnsemble
     from dmd_pipeline.training.trainer import Trainer, set_seed
 
+    from dmd_pipeline.training.trainer import TrainResult
+
     members, info, result = [], [], None
     for k in range(size):
         seed_k = int(tcfg.seed) + k
+        mdir = out / "members" / str(k)
+        done = _finished_member(mdir, k, seed_k) if resume else None
+        if done is not None:  # finished before the interruption: kept, not trained again
+            system, minfo = done
+            console.print(f"ensemble member {k + 1}/{size} (seed {seed_k}): finished earlier, loaded")
+            result = TrainResult(
+                best_epoch=minfo["best_epoch"],
+                best_score=float(minfo["valid"].get(tcfg.key_eval, float("nan"))),
+                best_metrics=dict(minfo["valid"]),
+                epochs_run=minfo["epochs_run"],
+                stopped_early=False,
+                history=[],
+            )
+            members.append(system)
+            info.append(minfo)
+            continue
         set_seed(seed_k)
         system = first if k == 0 else DMDSystem(config)
         cfg_k = dataclasses.replace(tcfg, seed=seed_k)
@@ -179,9 +199,9 @@ def _train_ensemble(
         result = Trainer(system, cfg_k, console=console).fit(
             datasets["train"],
             datasets["valid"],
-            checkpoint_dir=out / "members" / str(k),
-            checkpoint_meta={**meta, "ensemble_member": k},
-            resume=resume,
+            checkpoint_dir=mdir,
+            checkpoint_meta={**meta, "ensemble_member": k, "ensemble_seed": seed_k},
+            resume=resume and (mdir / "resume").is_dir(),
         )
         members.append(system)
         info.append(
@@ -189,10 +209,41 @@ def _train_ensemble(
                 "seed": seed_k,
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
+                "seconds": round(sum(float(h.seconds) for h in result.history), 1),
                 "valid": {k2: float(v) for k2, v in result.best_metrics.items()},
             }
         )
     return DMDEnsemble(config, size, members), result, info
+
+
+def _finished_member(mdir: Path, k: int, seed: int) -> tuple[Any, dict[str, Any]] | None:
+    """A member checkpoint left by an earlier run of the same ensemble that finished training (its
+    checkpoint is there and no resume state is left), as (system, info); None otherwise."""
+    import json as _json
+
+    from dmd_pipeline.models.checkpoint import load_checkpoint
+
+    if (mdir / "resume").exists() or not (mdir / "config.json").is_file():
+        return None
+    try:
+        meta = _json.loads((mdir / "config.json").read_text(encoding="utf-8"))
+        history = _json.loads((mdir / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("ensemble_member") != k or meta.get("ensemble_seed", seed) != seed:
+        return None
+    system, _ = load_checkpoint(mdir)
+    valid = (meta.get("metrics") or {}).get("valid") or {}
+    info = {
+        "seed": seed,
+        "best_epoch": int(meta.get("best_epoch") or 0),
+        "epochs_run": len(history) if isinstance(history, list) else 0,
+        "seconds": round(sum(float(h.get("seconds") or 0.0) for h in history if isinstance(h, dict)), 1)
+        if isinstance(history, list)
+        else None,
+        "valid": {str(a): float(b) for a, b in valid.items() if isinstance(b, (int, float))},
+    }
+    return system, info
 
 
 def build_config(
@@ -260,7 +311,7 @@ def train(
         None, "--epochs", help="Maximum epochs (default: until early stopping)."
     ),
     seed: int = typer.Option(1111, "--seed", help="Random seed (official 1111)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, mps or auto."),
+    device: Device = device_option(),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size (preset: 16)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (preset: 1e-4)."),
     update_epochs: int | None = typer.Option(
@@ -331,9 +382,14 @@ def train(
         "the optimizer, scheduler and RNG states are restored from OUT/resume/).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs."),
 ) -> None:
     """Train DMD on an MMSA pickle or a label CSV; the best epoch (validation loss) is saved to OUT."""
+    from dmd_pipeline.cli.common import setup_logging
     from dmd_pipeline.errors import DMDError
+
+    setup_logging(verbose, quiet)
+    device = device.value if isinstance(device, Device) else str(device)
 
     try:
         if (data is None) == (labels is None):
@@ -480,8 +536,11 @@ def _run(
         )
     import torch
 
+    seconds = round(time.perf_counter() - t0, 1)
+    if ensemble > 1:  # the members' own epoch times (members kept from an interrupted run count too)
+        seconds = round(sum(float(m.get("seconds") or 0.0) for m in meta["ensemble_members"]), 1)
     meta["training_time"] = {
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": seconds,
         "epochs_run": result.epochs_run,
         "torch_threads": torch.get_num_threads(),
         "device": tcfg.device,
