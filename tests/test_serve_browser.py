@@ -1,0 +1,119 @@
+"""The ``dmd serve`` page in a real browser: headless Chromium driven by Selenium (Debian ``chromium`` and
+``chromium-driver``). With a token configured, the page asks for it; the test types it, chooses a clip,
+waits for the report and checks that the headline, the score table, the timeline image and the report
+frame are shown. A screenshot is saved under the test's tmp dir. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from media_factory import MediaFactory, session_factory
+from test_serve import HAVE_SERVE, TEXT, TOKEN, Server
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+try:
+    import selenium  # noqa: F401
+
+    HAVE_SELENIUM = True
+except ImportError:
+    HAVE_SELENIUM = False
+
+pytestmark = [
+    pytest.mark.serve,
+    pytest.mark.skipif(not HAVE_SERVE, reason="fastapi/uvicorn/httpx not installed (pip install '.[serve]')"),
+    pytest.mark.skipif(not HAVE_SELENIUM, reason="selenium is not installed (it is in the dev extra)"),
+    pytest.mark.skipif(
+        not (CHROMEDRIVER.is_file() and CHROMIUM),
+        reason="chromium / chromium-driver (/usr/bin/chromedriver) are not installed (apt-get install chromium "
+        "chromium-driver)",
+    ),
+]
+
+
+def _driver(tmp_path: Path):  # noqa: ANN202 - a selenium WebDriver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no telemetry, no downloads
+    os.environ.setdefault("SE_OFFLINE", "true")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # root in a container
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,1800",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--disable-domain-reliability",
+        "--metrics-recording-only",
+        "--no-proxy-server",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(arg)
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    return webdriver.Chrome(options=opts, service=service)
+
+
+def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_factory) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    media: MediaFactory = session_factory(tmp_path_factory)
+    clip = media.face_video(duration=2.0, text=TEXT)
+    srv = Server(tmp_path / "data", "--max-upload-mb", "5", token=TOKEN)
+    driver = None
+    try:
+        srv.start()
+        driver = _driver(tmp_path)
+        driver.set_page_load_timeout(30)
+        driver.get(srv.url + "/")
+        wait = WebDriverWait(driver, 150, poll_frequency=0.3)
+        token_box = wait.until(ec.visibility_of_element_located((By.ID, "token")))  # the page asks for it
+        token_box.send_keys(TOKEN)
+        driver.find_element(By.ID, "save-token").click()
+        Select(driver.find_element(By.ID, "asr")).select_by_value("none")
+        driver.find_element(By.CSS_SELECTOR, "details summary").click()
+        driver.find_element(By.ID, "transcript").send_keys(TEXT)
+        driver.find_element(By.ID, "file").send_keys(str(clip))
+        wait.until(lambda d: d.find_element(By.ID, "headline").text.strip() != "")
+        headline = driver.find_element(By.ID, "headline").text
+        assert headline.startswith("words:"), headline
+        assert "Done" in driver.find_element(By.ID, "status").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "#scores tr")
+        assert len(rows) == 2 and "mosi-text-minilm" in rows[1].text
+        # the timeline image really loaded (through the cookie the page set from the token)
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('timeline'); return i.complete && i.naturalWidth > 0;"))  # fmt: skip
+        assert driver.find_element(By.ID, "json-link").get_attribute("href").startswith("blob:")
+        wait.until(lambda d: clip.name in d.find_element(By.ID, "jobs").text)
+        driver.switch_to.frame(driver.find_element(By.ID, "report"))
+        wait.until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
+        imgs = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth]);"
+        )
+        assert imgs and all(w > 0 for _, w in imgs), imgs
+        assert any("timeline.png" in src for src, _ in imgs), imgs
+        driver.switch_to.default_content()
+        shot = tmp_path / "serve_page.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        logs = driver.get_log("browser") if hasattr(driver, "get_log") else []
+        assert not [e for e in logs if e.get("level") == "SEVERE"], [e["message"] for e in logs]
+    finally:
+        if driver is not None:
+            driver.quit()
+        srv.stop()
