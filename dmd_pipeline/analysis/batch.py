@@ -20,6 +20,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 import traceback
@@ -32,6 +33,9 @@ from typing import Any
 
 from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 from dmd_pipeline.utils import atomic_write_text, output_lock, path_problem
+
+#: Stage messages at INFO (probing, loading models, analysing a file); the CLI shows them live.
+logger = logging.getLogger("dmd_pipeline.batch")
 
 #: Extensions picked up when scanning folders (files given explicitly are analysed whatever their name).
 VIDEO_EXTS = frozenset(
@@ -112,9 +116,12 @@ class BatchOptions:
     asr: str = "whisper"
     transcript: str | None = None
     report: bool = False
-    fmt: str = "json"
+    fmt: str | list[str] = "json"  # json, csv, tsv, srt, vtt, all (a comma list or a list)
     force: bool = False
     workers: int = 1
+    device: str = "cpu"
+    #: what results are made with (analysis/options.py); None: derived from asr/transcript/model
+    record: dict[str, Any] | None = None
     file_timeout: float | None = None  # seconds per file (None: executor default); set -> runs in a worker
     max_rss_mb: float | None = None  # MiB per worker (None: executor default); set -> runs in a worker
 
@@ -131,6 +138,8 @@ class FileOutcome:
     errors: list[tuple[str, str]] = field(default_factory=list)  # extra (stage, reason), e.g. report
     seconds: float = 0.0
     headline: str = ""  # the result's headline (ok files)
+    note: str = ""  # why a file was redone or kept (e.g. "--asr changed (whisper -> none)")
+    warnings: list[str] = field(default_factory=list)  # the result's warnings (ok files)
     outputs: dict[str, str] = field(default_factory=dict)  # files for the driver to write (worker mode)
 
 
@@ -180,8 +189,9 @@ def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path |
     seen: set[Path] = set()
 
     def add(f: Path) -> None:
-        if f not in seen:
-            seen.add(f)
+        key = _safe_resolve(f)  # duplicates by what they point to; the path is kept as the user gave it
+        if key not in seen:
+            seen.add(key)
             found.append(f)
 
     for raw in paths:
@@ -190,7 +200,7 @@ def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path |
             problem = path_problem(p) if os.path.lexists(p) else None
             raise InputError(p, problem or "no such file or folder", stage="input")
         if p.is_dir():
-            root = _safe_resolve(p)
+            root = Path(os.path.abspath(p))
             unreadable: list[OSError] = []
             for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
                 d = Path(dirpath)
@@ -204,12 +214,12 @@ def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path |
                     if fn.startswith(".") or _hidden(f, root):
                         continue
                     if f.suffix.lower().lstrip(".") in MEDIA_EXTS:
-                        add(_safe_resolve(f) if path_problem(f) is None else f)
+                        add(f)
             for exc in unreadable:  # reported as a failed entry, not silently skipped
                 if exc.filename:
                     add(Path(exc.filename))
         else:
-            add(_safe_resolve(p))
+            add(Path(os.path.abspath(p)))
     return found
 
 
@@ -230,6 +240,47 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
             clash = sum(g.suffix == f.suffix for g in group) > 1
             names[f] = f"{with_ext}-{hashlib.sha256(str(f).encode()).hexdigest()[:8]}" if clash else with_ext
     return names
+
+
+# ---- options record, formats, probing ---------------------------------------------------------------
+def batch_formats(opts: BatchOptions) -> list[str]:
+    """The output formats of a batch (json first); raises ValueError for an unknown one."""
+    from dmd_pipeline.analysis.export import parse_formats
+
+    return parse_formats(opts.fmt)
+
+
+def batch_record(opts: BatchOptions) -> dict[str, Any]:
+    """The ``options`` record results of this batch carry (see :mod:`dmd_pipeline.analysis.options`)."""
+    if opts.record is not None:
+        return opts.record
+    from dmd_pipeline.analysis.options import result_options
+    from dmd_pipeline.analysis.registry import default_model_names, resolve_model_dir, split_model_refs
+
+    refs = split_model_refs(opts.model) if opts.model else []
+    try:
+        dirs = [str(resolve_model_dir(r)[1]) for r in refs or default_model_names()]
+    except (ModelFileError, ConfigError):
+        dirs = refs
+    return result_options(opts.asr, opts.transcript, dirs)
+
+
+def probe_problem(path: Path) -> tuple[str, str] | None:
+    """(stage, reason) when ffprobe cannot read the file, else None; checked before any model loads.
+
+    A missing ffmpeg/ffprobe raises :class:`~dmd_pipeline.media.FFmpegNotFoundError` (a usage error).
+    """
+    from dmd_pipeline import media
+
+    try:
+        info = media.probe(path)
+    except media.FFmpegNotFoundError:
+        raise
+    except InputError as exc:
+        return exc.stage, exc.reason
+    if not (info.has_audio or info.has_video):
+        return "media", "no audio or video stream"
+    return None
 
 
 # ---- resume ---------------------------------------------------------------------------------------
@@ -264,7 +315,7 @@ def clean_stale_temps(out_dir: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model_ref: str | list[str] | None, threads: int) -> None:
+def _init_worker(model_ref: str | list[str] | None, threads: int, device: str = "cpu") -> None:
     """Process-pool initializer: limit threads and load the models once per worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -274,7 +325,7 @@ def _init_worker(model_ref: str | list[str] | None, threads: int) -> None:
     from dmd_pipeline.analysis.registry import load_models
 
     try:
-        _WORKER["model"] = load_models(model_ref)
+        _WORKER["model"] = load_models(model_ref, device=device)
     except (ModelFileError, ConfigError) as exc:
         # raised from the first task instead: an initializer error prints a traceback and breaks the pool
         _WORKER["load_error"] = exc
@@ -305,30 +356,9 @@ def prediction_cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str
 
 
 def _segments_csv(doc: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    extra = per_model_columns(doc)
-    runs = doc.get("models") or []
-    w.writerow(["index", "start", "end", "score", "label7", "label2", "predicted_class", "text", *extra])
-    for s in doc["segments"]:
-        p = s["prediction"]
-        cells: dict[str, str] = {}
-        for m in runs:
-            cells.update(prediction_cells(m["name"], m["task"], (s.get("predictions") or {}).get(m["name"])))
-        w.writerow(
-            [
-                s["index"],
-                s["start"],
-                s["end"],
-                p["score"],
-                p["label7"],
-                p["label2"],
-                p["predicted_class"],
-                s["text"],
-                *(cells.get(c, "") for c in extra),
-            ]
-        )
-    return buf.getvalue()
+    from dmd_pipeline.analysis.export import segments_csv
+
+    return segments_csv(doc)
 
 
 def write_output(path: Path, text: str) -> None:
@@ -368,6 +398,7 @@ def process_file(
             model,
             AnalyzeOptions(asr=opts.asr, transcript=opts.transcript),
         )
+        result.options = dict(batch_record(opts))
         doc = result.to_dict()
         text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except InputError as exc:
@@ -379,10 +410,10 @@ def process_file(
         if os.environ.get("DMD_DEBUG"):
             reason += "\n" + traceback.format_exc()
         return FileOutcome(str(path), name, "failed", "analyze", reason, seconds=time.perf_counter() - t0)
+    from dmd_pipeline.analysis.export import output_files
+
     extra: list[tuple[str, str]] = []
-    outputs: dict[str, str] = {}
-    if opts.fmt == "csv":
-        outputs[f"{name}.csv"] = _segments_csv(doc)
+    outputs: dict[str, str] = output_files(doc, name, batch_formats(opts))
     if opts.report:
         try:
             write_report(result, out_dir, name, media_path=path)
@@ -391,7 +422,13 @@ def process_file(
     # the JSON goes last: its presence marks the file as done for a resumed run
     outputs[f"{name}.json"] = text
     outcome = FileOutcome(
-        str(path), name, "ok", errors=extra, seconds=time.perf_counter() - t0, headline=result.headline
+        str(path),
+        name,
+        "ok",
+        errors=extra,
+        seconds=time.perf_counter() - t0,
+        headline=result.headline,
+        warnings=list(result.warnings),
     )
     outcome.outputs = outputs
     if write:
@@ -442,12 +479,43 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
     write_output(path, buf.getvalue())
 
 
+_DOCS: dict[Path, tuple[tuple[int, int], dict[str, Any] | None]] = {}
+
+
+def _read_doc(jp: Path) -> dict[str, Any] | None:
+    """A valid result document on disk (None otherwise), re-read only when the file changed."""
+    from dmd_pipeline.analysis.result import read_result_file
+
+    try:
+        st = jp.stat()
+    except OSError:
+        return None
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _DOCS.get(jp)
+    if hit is None or hit[0] != key:
+        hit = (key, read_result_file(jp)[0])
+        _DOCS[jp] = hit
+    return hit[1]
+
+
+def other_results(out_dir: Path, names: Iterable[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """Results in ``out_dir`` from earlier runs (not named in this run): (json path, document)."""
+    taken = {f"{n}.json" for n in names}
+    out = []
+    for jp in sorted(Path(out_dir).glob("*.json")):
+        if jp.name in taken or jp.name.startswith("."):
+            continue
+        doc = _read_doc(jp)
+        if doc is not None:
+            out.append((jp, doc))
+    return out
+
+
 def write_tables(
     files: Sequence[Path], names: dict[Path, str], outcomes: dict[Path, FileOutcome], out_dir: Path
 ) -> tuple[Path, Path]:
-    """Regenerate summary.csv (from the JSONs on disk) and errors.csv (this run's failures)."""
-    from dmd_pipeline.analysis.result import read_result_file
-
+    """Regenerate summary.csv (from every result JSON in the folder: this run's files first, then the
+    results of earlier runs) and errors.csv (this run's failures)."""
     rows, errs = [], []
     columns = [*SUMMARY_COLUMNS, *SUMMARY_EXTRA_COLUMNS]
     for f in files:
@@ -455,7 +523,7 @@ def write_tables(
         oc = outcomes.get(f)
         doc = None
         if oc is None or oc.status != "failed":
-            doc, _ = read_result_file(jp) if jp.is_file() else (None, [])
+            doc = _read_doc(jp)
         if oc is not None and oc.status == "failed":
             status = "failed"
         elif doc is not None:
@@ -469,6 +537,9 @@ def write_tables(
             if oc.status == "failed":
                 errs.append({"file": str(f), "stage": oc.stage, "reason": oc.reason})
             errs.extend({"file": str(f), "stage": st, "reason": r} for st, r in oc.errors)
+    for jp, doc in other_results(out_dir, names.values()):
+        rows.append(summary_row(doc, str(doc["file"]), jp, "ok"))
+        columns.extend(c for c in per_model_columns(doc) if c not in columns)
     summary, errors = out_dir / "summary.csv", out_dir / "errors.csv"
     _write_csv(summary, columns, rows)
     _write_csv(errors, ERROR_COLUMNS, errs)
@@ -477,12 +548,14 @@ def write_tables(
 
 def _write_index(files: Sequence[Path], names: dict[Path, str], out_dir: Path) -> Path:
     from dmd_pipeline.analysis.report import IndexEntry, write_index
-    from dmd_pipeline.analysis.result import read_result_file
 
     entries = []
-    for f in files:
-        jp, page = out_dir / f"{names[f]}.json", out_dir / f"{names[f]}.html"
-        doc, _ = read_result_file(jp) if jp.is_file() else (None, [])
+    items: list[tuple[str, Path, dict[str, Any] | None]] = [
+        (str(f), out_dir / f"{names[f]}.json", _read_doc(out_dir / f"{names[f]}.json")) for f in files
+    ]
+    items += [(str(doc["file"]), jp, doc) for jp, doc in other_results(out_dir, names.values())]
+    for f, jp, doc in items:
+        page = jp.with_suffix(".html")
         o = doc["overall"] if doc else {}
         entries.append(
             IndexEntry(
@@ -536,10 +609,18 @@ def _run_batch_locked(
     on_done: Callable[[FileOutcome], None] | None,
     on_start: Callable[[int, int], None] | None,
 ) -> BatchOutcome:
+    from dataclasses import replace
+
+    from dmd_pipeline.analysis.export import output_files
+    from dmd_pipeline.analysis.options import options_difference
+
     out_dir = Path(opts.out_dir)
     clean_stale_temps(out_dir)
+    formats = batch_formats(opts)
+    opts = replace(opts, record=batch_record(opts))  # computed once, carried to the workers
     names = output_names(files)
     outcomes: dict[Path, FileOutcome] = {}
+    notes: dict[Path, str] = {}
     todo: list[Path] = []
     for f in files:
         problem = path_problem(f)  # never opened: a FIFO would block, a loop would raise
@@ -549,10 +630,21 @@ def _run_batch_locked(
         jp = out_dir / f"{names[f]}.json"
         done = None if opts.force else existing_result(jp, f)
         if done is not None:
-            outcomes[f] = FileOutcome(str(f), names[f], "skipped")
-            seg_csv = out_dir / f"{names[f]}.csv"
-            if opts.fmt == "csv" and not seg_csv.is_file():  # asked for now, not on the first run
-                write_output(seg_csv, _segments_csv(done))
+            why = options_difference(done.get("options"), opts.record)
+            if why is not None:  # made with other options or models: redo it, and say why
+                done, notes[f] = None, f"re-analysed: {why}"
+        if done is not None:
+            outcomes[f] = FileOutcome(
+                str(f),
+                names[f],
+                "skipped",
+                headline=str(done.get("headline", "")),
+                note="already done with the same options and models (--force redoes it)",
+                warnings=list(done.get("warnings") or []),
+            )
+            for fname, text in output_files(done, names[f], formats).items():
+                if not (out_dir / fname).is_file():  # asked for now, not on the first run
+                    write_output(out_dir / fname, text)
             if opts.report and not (out_dir / f"{names[f]}.html").is_file():
                 todo.append(f)  # result is there but its report is not: redo the file
                 del outcomes[f]
@@ -562,6 +654,8 @@ def _run_batch_locked(
         on_start(len(todo), sum(oc.status == "skipped" for oc in outcomes.values()))
 
     def _record(f: Path, oc: FileOutcome) -> None:
+        if f in notes and not oc.note:
+            oc.note = notes[f]
         outcomes[f] = oc
         write_tables(files, names, outcomes, out_dir)  # keep the tables current after each file
         if on_done is not None:
@@ -570,14 +664,27 @@ def _run_batch_locked(
     for f, oc in list(outcomes.items()):  # unreadable entries (loops, dangling links, FIFOs) are reported now
         if oc.status == "failed":
             _record(f, oc)
+        elif on_done is not None:  # kept results: the display says why they were not redone
+            on_done(oc)
+
+    # fail fast: every input is probed before any model loads
+    if todo:
+        logger.info("checking %d file(s)", len(todo))
+    for f in list(todo):
+        bad = probe_problem(f)
+        if bad is not None:
+            todo.remove(f)
+            _record(f, FileOutcome(str(f), names[f], "failed", bad[0], bad[1]))
 
     supervised = opts.workers > 1 or opts.file_timeout is not None or opts.max_rss_mb is not None
     if todo and not supervised:
         if model is None:
             from dmd_pipeline.analysis.registry import load_models
 
-            model = load_models(opts.model)
+            logger.info("loading the models")
+            model = load_models(opts.model, device=opts.device)
         for f in todo:
+            logger.info("%s: analysing", f.name)
             _record(f, process_file(f, names[f], opts, model))
     elif todo:
         from dmd_pipeline.executor import (
@@ -589,11 +696,12 @@ def _run_batch_locked(
 
         n = max(1, min(opts.workers, len(todo)))
         threads = max(1, (os.cpu_count() or 1) // n)
+        logger.info("starting %d worker(s) (each loads the models)", n)
         with LocalExecutor(
             _worker_task,
             n,
             initializer=_init_worker,
-            initargs=(opts.model, threads),
+            initargs=(opts.model, threads, opts.device),
             file_timeout=opts.file_timeout if opts.file_timeout is not None else DEFAULT_FILE_TIMEOUT_S,
             max_rss_mb=opts.max_rss_mb if opts.max_rss_mb is not None else default_max_rss_mb(n),
         ) as ex:

@@ -29,7 +29,7 @@ color:#222;padding:0 1em}
 h1{font-size:1.4em;word-break:break-all}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;height:auto}.frames img{max-width:32%;margin-right:1%}.pos{color:#1a7f37}.neg{color:#c0392b}
+img{max-width:100%;height:auto}.frames{display:flex;gap:1%;flex-wrap:nowrap}.frames img{flex:1 1 0;min-width:0;max-width:none}.pos{color:#1a7f37}.neg{color:#c0392b}
 .muted{color:#777;font-size:.85em}.big{font-size:1.3em;font-weight:600}
 """
 
@@ -151,8 +151,35 @@ def plot_emotions(result: AnalysisResult, run: ModelRun, path: Path) -> Path | N
     return path
 
 
+#: Fixed y ranges per cue (physiological / score ranges), widened only when the data leave them, so a
+#: change of 0.02 degrees is not drawn as a cliff.
+CUE_RANGES: dict[str, tuple[float, float]] = {
+    "smile": (0.0, 1.0),
+    "brow_raise": (0.0, 1.0),
+    "brow_down": (0.0, 1.0),
+    "head_yaw": (-45.0, 45.0),
+    "head_pitch": (-45.0, 45.0),
+    "head_roll": (-45.0, 45.0),
+    "f0": (50.0, 400.0),
+    "loudness": (-80.0, 0.0),
+}
+
+
+def cue_range(name: str, values: Sequence[float | None]) -> tuple[float, float] | None:
+    """The y range of a cue panel: its fixed range, widened to the observed values (None: autoscale)."""
+    lo_hi = CUE_RANGES.get(name)
+    if lo_hi is None:
+        return None
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    lo, hi = lo_hi
+    if vals:
+        lo, hi = min(lo, min(vals)), max(hi, max(vals))
+    return lo, hi
+
+
 def plot_cues(result: AnalysisResult, path: Path) -> Path | None:
-    """One small panel per cue with at least one observed value; None when there is nothing to draw."""
+    """One small panel per cue with at least one observed value, on fixed, meaningful axes
+    (:data:`CUE_RANGES`); None when there is nothing to draw."""
     series = {k: s for k, s in result.cues.series.items() if any(v is not None for v in s.values)}
     if not series or not result.cues.times:
         return None
@@ -164,6 +191,9 @@ def plot_cues(result: AnalysisResult, path: Path) -> Path | None:
     for ax, (name, s) in zip(axes[:, 0], series.items(), strict=True):
         ax.plot(t, [math.nan if v is None else v for v in s.values], lw=1.3, marker=".", ms=3)
         ax.set_ylabel(f"{name}\n({s.unit})", fontsize=7, rotation=0, ha="right", va="center")
+        yr = cue_range(name, s.values)
+        if yr is not None:
+            ax.set_ylim(*yr)
         ax.grid(alpha=0.3)
         for seg in result.segments:
             ax.axvline(seg.start, color="#bbb", lw=0.6)
@@ -188,17 +218,29 @@ def mean_edges(result: AnalysisResult) -> dict[str, dict[str, float]] | None:
     return out
 
 
+_LETTER = {"text": "L", "audio": "A", "vision": "V"}
+
+
+def fed_edges(result: AnalysisResult) -> list[str]:
+    """The edges between modalities the primary model was actually fed (not zero-filled)."""
+    used = {_LETTER[m] for m in result.modalities.used if m in _LETTER}
+    return [e for e in EDGE_NAMES if set(e.split("->")) <= used]
+
+
 def plot_edges(result: AnalysisResult, path: Path) -> Path | None:
-    """Grouped bars of the mean HomoGD / HeteroGD edge weights."""
+    """Grouped bars of the mean HomoGD / HeteroGD edge weights, only between modalities that were fed
+    (None when fewer than two were: the edges of zero-filled inputs mean nothing)."""
     edges = mean_edges(result)
-    if edges is None:
+    names = fed_edges(result)
+    if edges is None or not names:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 2.6))
-    x = range(len(EDGE_NAMES))
-    ax.bar([i - 0.2 for i in x], [edges["homo"][e] for e in EDGE_NAMES], width=0.4, label="HomoGD")
-    ax.bar([i + 0.2 for i in x], [edges["hetero"][e] for e in EDGE_NAMES], width=0.4, label="HeteroGD")
-    ax.set_xticks(list(x), [e.replace("->", "→") for e in EDGE_NAMES])
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [edges["homo"][e] for e in names], width=0.4, label="HomoGD")
+    ax.bar([i + 0.2 for i in x], [edges["hetero"][e] for e in names], width=0.4, label="HeteroGD")
+    ax.set_xticks(list(x), [e.replace("->", "→") for e in names])
+    ax.set_ylim(0, 1)
     ax.set_ylabel("edge weight")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -232,7 +274,11 @@ def save_key_frames(media_path: str | Path, faces: Sequence[KeyFrame], folder: P
         if ff.box is not None:
             x0, y0, x1, y1 = ff.box
             ax.add_patch(
-                Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="#00e676", lw=2)
+                # a white box inside a black one: visible on any background (a green screen included)
+                Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="black", lw=4)
+            )
+            ax.add_patch(
+                Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="white", lw=1.5)
             )
         ax.set_title(f"t = {ff.time:.2f} s", fontsize=9)
         ax.axis("off")
@@ -361,7 +407,7 @@ def write_report(
         parts.append(f'<img src="{e(_rel(edges_png, out_dir))}" alt="graph edge weights">')
         me = mean_edges(result) or {}
         parts.append("<table><tr><th>edge (teacher→student)</th><th>HomoGD</th><th>HeteroGD</th></tr>")
-        for name in EDGE_NAMES:
+        for name in fed_edges(result):
             parts.append(
                 f'<tr><td>{e(name)}</td><td class="num">{me["homo"][name]:.3f}</td>'
                 f'<td class="num">{me["hetero"][name]:.3f}</td></tr>'

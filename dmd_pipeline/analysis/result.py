@@ -370,6 +370,7 @@ class AnalysisResult:
     aggregation: str = "duration_weighted_mean"
     models: list[ModelRun] = field(default_factory=list)  # every model run; [0] is the primary (``model``)
     headline: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # what it was made with (analysis/options.py)
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -408,6 +409,36 @@ class AnalysisResult:
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict` (strict: raises on NaN/inf)."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+    def to_pandas(self, kind: str = "segments") -> Any:
+        """A pandas DataFrame of the ``segments`` (default), ``words`` or ``cues`` (needs pandas)."""
+        from dmd_pipeline.analysis.export import to_pandas
+
+        return to_pandas(self.to_dict(), kind)
+
+    def to_csv(self) -> str:
+        """The segment timeline as CSV (a ``file`` column, rounded numbers)."""
+        from dmd_pipeline.analysis.export import segments_csv
+
+        return segments_csv(self.to_dict())
+
+    def to_srt(self) -> str:
+        """SubRip subtitles: each segment's text and every model's prediction."""
+        from dmd_pipeline.analysis.export import srt
+
+        return srt(self.to_dict())
+
+    def to_vtt(self) -> str:
+        """WebVTT subtitles (as :meth:`to_srt`)."""
+        from dmd_pipeline.analysis.export import vtt
+
+        return vtt(self.to_dict())
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """A matplotlib figure of each model's prediction over time (saved to ``path`` when given)."""
+        from dmd_pipeline.analysis.export import plot
+
+        return plot(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnalysisResult:
@@ -474,6 +505,7 @@ class AnalysisResult:
             tool_version=d.get("tool_version", ""),
             created_at=d.get("created_at", ""),
             aggregation=d.get("aggregation", "duration_weighted_mean"),
+            options=dict(d.get("options") or {}),
         )
 
     @classmethod

@@ -11,15 +11,23 @@ written or that another run holds).
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-
-class OutputFormat(str, Enum):
-    json = "json"
-    csv = "csv"
+from dmd_pipeline.cli.common import (
+    Device,
+    device_option,
+    quiet_option,
+    require_ffmpeg,
+    resolve_device,
+    safetensors_problem,
+    setup_logging,
+    usage_error,
+    verbose_option,
+)
 
 
 class AsrEngine(str, Enum):
@@ -28,9 +36,14 @@ class AsrEngine(str, Enum):
     none = "none"
 
 
-def _usage_error(msg: str) -> typer.Exit:
-    typer.echo(f"Error: {msg}", err=True)
-    return typer.Exit(2)
+def _check_formats(value: str) -> str:
+    from dmd_pipeline.analysis.export import parse_formats
+
+    try:
+        parse_formats(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
 
 
 def analyze(
@@ -48,13 +61,21 @@ def analyze(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder."),
     report: bool = typer.Option(False, "--report", help="Also write an HTML page per file and index.html."),
     workers: int = typer.Option(
-        1, "--workers", "-w", min=1, help="Worker processes (each loads the model once)."
+        1, "--workers", "-j", "-w", min=1, help="Worker processes (each loads the model once)."
     ),
-    fmt: OutputFormat = typer.Option(
-        OutputFormat.json,
+    fmt: str = typer.Option(
+        "json",
         "--format",
-        help="json: <name>.json per file (always written: it is the resume record); "
-        "csv: also <name>.csv with the segment timeline.",
+        "-f",
+        callback=_check_formats,
+        help="Comma list of json, csv, tsv, srt, vtt or all. json: <name>.json per file (always written: "
+        "it is the resume record); csv/tsv: the segment timeline; srt/vtt: subtitles with each segment's "
+        "text and the models' predictions.",
+    ),
+    to_stdout: bool = typer.Option(
+        False,
+        "--stdout",
+        help="Print each result as one JSON line on stdout (for jq and pipes); messages go to stderr.",
     ),
     force: bool = typer.Option(
         False, "--force", help="Re-analyse files that already have a complete result."
@@ -69,6 +90,7 @@ def analyze(
         dir_okay=False,
         help="Transcript of the (single) input file: .txt, .srt, .vtt or .json.",
     ),
+    device: Device = device_option(),
     file_timeout: float | None = typer.Option(
         None,
         "--file-timeout",
@@ -83,7 +105,8 @@ def analyze(
         help="MiB of memory one worker may use (default 80% of RAM shared by the workers; 0 = no limit); "
         "a file over it fails and the rest go on.",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    verbose: bool = verbose_option(),
+    quiet: bool = quiet_option("No progress, stage messages or summary (errors only)."),
 ) -> None:
     """Analyse sentiment and emotion over time in media files with one or several DMD models."""
     import os
@@ -105,11 +128,12 @@ def analyze(
     try:
         files = collect_media(paths, out)
     except InputError as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
     if not files:
-        raise _usage_error("no media files found in " + ", ".join(map(str, paths)))
+        raise usage_error("no media files found in " + ", ".join(map(str, paths)))
     if transcript is not None and len(files) > 1:
-        raise _usage_error(f"--transcript applies to one file, but {len(files)} were given")
+        raise usage_error(f"--transcript applies to one file, but {len(files)} were given")
+    require_ffmpeg()  # a missing system tool is a usage error, found before any model loads
 
     try:  # cheap check here; the weights are loaded only when some file needs analysing
         refs = split_model_refs(model) or default_model_names()
@@ -117,10 +141,14 @@ def analyze(
         for ref in refs:
             _, model_dir = resolve_model_dir(ref)
             read_model_meta(model_dir)
+            weights = model_dir / "model.safetensors"
+            problem = safetensors_problem(weights)
+            if problem is not None:  # checked from its header, before any model loads
+                raise ModelFileError(f"{weights} {problem}")
             if str(model_dir) not in model_dirs:
                 model_dirs.append(str(model_dir))
     except (ModelFileError, ConfigError) as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
     opts = BatchOptions(
         out_dir=out,
@@ -128,32 +156,120 @@ def analyze(
         asr=asr.value,
         transcript=str(transcript) if transcript is not None else None,
         report=report,
-        fmt=fmt.value,
+        fmt=fmt,
         force=force,
         workers=workers,
+        device=resolve_device(device) if device != Device.cpu else "cpu",
         file_timeout=file_timeout,
         max_rss_mb=max_rss,
     )
     try:
-        outcome = _run(files, opts, None, err, quiet)
+        outcome = _run(files, opts, None, err, quiet, verbose)
     except OutputError as exc:  # read-only, full, missing or locked --out: one line, earlier results kept
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
     except (ModelFileError, ConfigError) as exc:
-        raise _usage_error(f"cannot analyse with {', '.join(map(str, model_dirs))}: {exc}") from None
+        raise usage_error(f"cannot analyse with {', '.join(map(str, model_dirs))}: {exc}") from None
+    except FileNotFoundError as exc:  # ffmpeg vanished between the check and the run
+        raise usage_error(str(exc)) from None
+    if to_stdout:
+        _print_stdout(outcome, out)
     if not quiet:
-        _print_summary(outcome, out, Console())
+        _print_summary(outcome, out, err if to_stdout else Console())
     raise typer.Exit(outcome.exit_code)
 
 
-def _run(files: list[Path], opts: object, loaded: object, err: object, quiet: bool) -> object:
-    """Run the batch with a rich progress bar (on stderr) and one line per finished file."""
+def _print_stdout(outcome: object, out: Path) -> None:
+    """One compact JSON document per finished file on stdout (JSON Lines; ``jq`` reads it as is)."""
+    import json
+
+    for oc in outcome.outcomes:
+        jp = out / f"{oc.name}.json"
+        if oc.status != "failed" and jp.is_file():
+            doc = json.loads(jp.read_text(encoding="utf-8"))
+            typer.echo(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+
+
+class _LiveHandler(logging.Handler):
+    """Stage messages: the progress bar's description (terminal) or plain lines (pipe, nohup)."""
+
+    def __init__(self, show: object, verbose: bool) -> None:
+        super().__init__()
+        self.show = show
+        self.verbose = verbose
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad log call must never break the run
+            return
+        stage_line = record.name.startswith("dmd_pipeline.pipeline") and not msg.startswith("loading")
+        self.show(msg, record.levelno, stage_line and not self.verbose)
+
+
+def _done_line(oc: object) -> str:
+    """One finished file, for a terminal or a log: ``✓ clip.wav (1.2 s)  words: neutral -0.12``."""
+    from rich.markup import escape
+
+    name = escape(Path(oc.file).name)
+    if oc.status == "failed":
+        return f"[red]✗[/red] {name}: {escape(oc.stage)}: {escape(oc.reason)}"
+    when = "already done" if oc.status == "skipped" else f"{oc.seconds:.1f} s"
+    line = f"[green]✓[/green] {name} ({when})" + (f"  {escape(oc.headline)}" if oc.headline else "")
+    if oc.note and oc.status != "skipped":
+        line += f"  [dim]({escape(oc.note)})[/dim]"
+    return line
+
+
+def _run(
+    files: list[Path], opts: object, loaded: object, err: object, quiet: bool, verbose: bool = False
+) -> object:
+    """Run the batch with live feedback on stderr: a progress bar with the current stage on a terminal,
+    plain lines (one per stage message and per finished file) under a pipe or nohup; warnings shown."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dmd_pipeline.analysis.batch import run_batch
 
     if quiet:
+        setup_logging(verbose=False, quiet=True)
         return run_batch(files, opts, model=loaded)
+    total = len(files)
+    state = {"done": 0}
+
+    def report(oc: object) -> None:
+        if oc.status == "skipped" and oc.note and verbose:
+            err.print(f"  {escape(Path(oc.file).name)}: {escape(oc.note)}", highlight=False, soft_wrap=True)
+        for w in oc.warnings if oc.status == "ok" else []:
+            err.print(
+                f"  [yellow]![/yellow] {escape(Path(oc.file).name)}: {escape(w)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    if not err.is_terminal:  # a pipe, a file, nohup: plain lines, flushed as they come
+
+        def show(msg: str, level: int, minor: bool) -> None:
+            if not minor:
+                err.print(escape(msg), highlight=False, soft_wrap=True)
+
+        setup_logging(verbose, False, _LiveHandler(show, verbose))
+
+        def on_start(n_todo: int, n_skipped: int) -> None:
+            state["done"] = n_skipped
+            err.print(
+                f"analyze: {total} file(s), {n_todo} to analyse"
+                + (f", {n_skipped} already done (same options and models)" if n_skipped else ""),
+                highlight=False,
+            )
+
+        def on_done(oc: object) -> None:
+            if oc.status != "skipped":
+                state["done"] += 1
+            err.print(f"[{state['done']}/{total}] " + _done_line(oc), highlight=False, soft_wrap=True)
+            report(oc)
+
+        return run_batch(files, opts, model=loaded, on_done=on_done, on_start=on_start)
+
     with Progress(
         TextColumn("[bold]analyze"),
         BarColumn(),
@@ -163,27 +279,27 @@ def _run(files: list[Path], opts: object, loaded: object, err: object, quiet: bo
         console=err,
         transient=False,
     ) as progress:
-        task = progress.add_task("", total=len(files))
+        task = progress.add_task("starting…", total=total)
+
+        def show(msg: str, level: int, minor: bool) -> None:
+            if level >= logging.WARNING or (verbose and not minor):
+                progress.console.print(escape(msg), highlight=False)
+            progress.update(task, description=escape(msg) + "…")
+
+        setup_logging(verbose, False, _LiveHandler(show, verbose))
 
         def on_start(n_todo: int, n_skipped: int) -> None:
             progress.update(
-                task, completed=n_skipped, description=f"{n_skipped} already done" if n_skipped else ""
+                task,
+                completed=n_skipped,
+                description=f"{n_skipped} already done (same options and models)" if n_skipped else "",
             )
 
         def on_done(oc: object) -> None:
-            if oc.status == "failed":
-                progress.console.print(
-                    f"[red]✗[/red] {Path(oc.file).name}: {oc.stage}: {oc.reason}",
-                    markup=True,
-                    highlight=False,
-                )
-            else:
-                progress.console.print(
-                    f"[green]✓[/green] {escape(Path(oc.file).name)} ({oc.seconds:.1f} s)"
-                    + (f"  {escape(oc.headline)}" if oc.headline else ""),
-                    highlight=False,
-                )
-            progress.advance(task)
+            progress.console.print(_done_line(oc), highlight=False)
+            if oc.status != "skipped":  # kept files were counted at the start
+                progress.advance(task)
+            report(oc)
 
         return run_batch(files, opts, model=loaded, on_done=on_done, on_start=on_start)
 
@@ -235,7 +351,8 @@ def _print_summary(outcome: object, out: Path, console: object) -> None:
             if doc is None:
                 t.add_row(Path(oc.file).name, "", f"[red]failed: {escape(oc.stage)}[/red]")
                 continue
-            t.add_row(Path(oc.file).name, escape(doc.get("headline", "")), oc.status)
+            status = "ok (already done)" if oc.status == "skipped" else oc.status
+            t.add_row(Path(oc.file).name, escape(doc.get("headline", "")), status)
         console.print(t)
     n_fail = sum(oc.status == "failed" for oc in outcome.outcomes)
     n_skip = sum(oc.status == "skipped" for oc in outcome.outcomes)

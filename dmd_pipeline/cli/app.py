@@ -12,18 +12,31 @@ app = typer.Typer(
     name="dmd",
     help="Multimodal sentiment/emotion recognition from raw video with DMD (Decoupled Multimodal Distilling).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from dmd_pipeline import __version__
+
+        typer.echo(f"dmd-pipeline {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Multimodal sentiment/emotion recognition from raw video with DMD."""
 
 
 # --- command registration (one line per command) ---
-from dmd_pipeline.cli import analyze, evaluate, extract, info, selftest, train  # noqa: E402
+from dmd_pipeline.cli import analyze, evaluate, extract, info, selftest, serve, train  # noqa: E402
 
 app.command("analyze")(analyze.analyze)
 app.command("extract")(extract.extract)
@@ -31,6 +44,8 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("selftest")(selftest.selftest)
 app.command("info")(info.info)
+app.command("doctor")(info.doctor)
+app.command("serve")(serve.serve)
 # --- end of command registration ---
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import typer
 
+from dmd_pipeline.cli.common import Device, device_option
+
 
 def print_metrics(tables: dict[str, dict[str, float]], console: Any = None) -> None:
     """One rich table: a row per metric, a column per named result (e.g. valid / test)."""
@@ -42,9 +44,22 @@ def print_metrics(tables: dict[str, dict[str, float]], console: Any = None) -> N
         cells = []
         for values in tables.values():
             v = values.get(key)
-            cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}")
+            cells.append(metric_cell(key, v))
         table.add_row(key, *cells)
     console.print(table)
+
+
+def is_percentage_metric(key: str) -> bool:
+    """Accuracies and F1 scores are shown as percentages (as README/MODEL_CARD write them)."""
+    k = key.lower()
+    return "acc" in k or "f1" in k or k in ("uar", "recall", "precision")
+
+
+def metric_cell(key: str, v: Any) -> str:
+    """A metric for a table: ``85.3 %`` for accuracies/F1s, 4 decimals for MAE, Corr and losses."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return _pct(v) if is_percentage_metric(key) else f"{float(v):.4f}"
 
 
 def _pct(v: Any) -> str:
@@ -134,7 +149,7 @@ def evaluate(
         help="test, valid, train or all (all: every row; the only choice without a split column).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    device: Device = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Evaluation batch size."),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Feature cache (default $DMD_CACHE_DIR or ~/.cache/dmd-pipeline)."
@@ -143,9 +158,14 @@ def evaluate(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar or notes; errors and results only."
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Stage messages and debug logs."),
 ) -> None:
     """Evaluate a model on one split: classification report (accuracy, UAR, F1s, confusion matrix) or the
     MMSA regression metrics."""
+    from dmd_pipeline.cli.common import setup_logging
+
+    setup_logging(verbose, quiet or as_json)
+    device = device.value if isinstance(device, Device) else str(device)
     from rich.console import Console
     from rich.markup import escape
 
@@ -454,6 +474,9 @@ def _run_media(
             highlight=False,
         )
     extractor = Extractor(config, cache=cache)
+    from dmd_pipeline.cli.common import LineProgress
+
+    lines = LineProgress(err, "evaluate", len(sel.items))
     try:
         with Progress(
             TextColumn("evaluating"),
@@ -475,6 +498,8 @@ def _run_media(
                         soft_wrap=True,
                     )
                 bar.advance(task)
+                if progress:
+                    lines.advance()
 
             res = evaluate_media(
                 loaded, sel.items, sel.targets, extractor, batch_size, use_cache=use_cache, on_item=on_item

@@ -400,7 +400,7 @@ def extract(
         None, "--seq-lens", help="T,A,V lengths (default 50,50,50 / 50,375,500)."
     ),
     workers: int = typer.Option(
-        1, "--workers", "-j", min=1, help="Worker processes (each loads its models once)."
+        1, "--workers", "-j", "-w", min=1, help="Worker processes (each loads its models once)."
     ),
     asr: str = typer.Option(
         "whisper", "--asr", help="whisper | pocketsphinx | none (when no transcript is given)."
@@ -443,8 +443,12 @@ def extract(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar or notes; errors and the pickle path only."
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Stage messages and debug logs."),
 ) -> None:
     """Extract features of a labelled dataset into an MMSA-compatible pickle for `dmd train`."""
+    from dmd_pipeline.cli.common import setup_logging
+
+    setup_logging(verbose, not verbose)  # the progress bar is the feedback; -v adds every stage
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import (
@@ -534,7 +538,11 @@ def extract(
                 soft_wrap=True,  # one line per failure, whatever the terminal width
             )
         progress.advance(task)
+        lines.advance()
 
+    from dmd_pipeline.cli.common import LineProgress
+
+    lines = LineProgress(info, "extract", len(label_set.items), done=n_done)
     with Progress(
         TextColumn("extracting"),
         BarColumn(),
@@ -585,6 +593,13 @@ def extract(
         f"{len(failures)} failed; cache hits {stats['cache_hits']}"
         + (f"; stage totals: {timing}" if timing else "")
     )
+    empty = [s for s in ("train", "valid") if counts[s] == 0]
+    if empty:  # dmd train needs both; say so now rather than when training fails
+        err.print(
+            f"[yellow]warning:[/yellow] the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
+            f"empty ({n_items} item(s) in all): `dmd train` needs train and valid items; give the label file "
+            "a split column or more items"
+        )
     typer.echo(str(out / name))
     if failures:
         raise typer.Exit(1)

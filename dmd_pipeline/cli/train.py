@@ -169,9 +169,7 @@ def _train_ensemble(
 
     from dmd_pipeline.models import DMDSystem
     from dmd_pipeline.models.ensemble import DMDEnsemble
-    from dmd_pipeline.training.trainer import Trainer, set_seed
-
-    from dmd_pipeline.training.trainer import TrainResult
+    from dmd_pipeline.training.trainer import Trainer, TrainResult, set_seed
 
     members, info, result = [], [], None
     for k in range(size):

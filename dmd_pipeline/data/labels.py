@@ -274,13 +274,16 @@ def read_folder_layout(root: str | Path, csv_path: str | Path | None = None, tas
 
 
 def deterministic_splits(ids: list[str], valid_frac: float = 0.15, test_frac: float = 0.15) -> dict[str, str]:
-    """Split ids 70/15/15 by their sha256 order (at least one valid and one test when there are >= 3)."""
+    """Split ids 70/15/15 by their sha256 order (at least one valid and one test when there are >= 3;
+    two ids: one train, one valid)."""
     order = sorted(ids, key=lambda s: hashlib.sha256(s.encode("utf-8")).hexdigest())
     n = len(order)
     n_valid = round(valid_frac * n)
     n_test = round(test_frac * n)
     if n >= 3:
         n_valid, n_test = max(1, n_valid), max(1, n_test)
+    elif n == 2:  # too few for three splits: one train, one valid (training needs both), no test
+        n_valid, n_test = 1, 0
     out = {}
     for pos, item_id in enumerate(order):
         if pos < n_test:

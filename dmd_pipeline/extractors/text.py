@@ -60,6 +60,11 @@ def _load(folder: str, device: str) -> tuple[Any, Any]:
     with _LOCK:
         key = (folder, device)
         if key not in _CACHE:
+            from dmd_pipeline.extractors import bert_lite
+
+            if bert_lite.supported(folder):  # a plain BERT: no transformers import (~3 s cold)
+                _CACHE[key] = bert_lite.load(folder, device)
+                return _CACHE[key]
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
