@@ -185,7 +185,8 @@ def test_bundled_model_files() -> None:
     assert (model_files.text_encoder_dir() / "model.safetensors").is_file()
 
 
-def test_model_file_hash_checked_once_and_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_file_hash_checked_once_and_mismatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DMD_CACHE_DIR", str(tmp_path / "cache"))  # no stamp from earlier processes
     calls = []
     real = model_files.sha256_file
 

@@ -37,7 +37,9 @@ def test_a_dead_worker_fails_only_its_item_and_is_retried_on_a_fresh_one(tmp_pat
     assert got[3][0].startswith("flaky:"), got[3]  # killed once, then done on a fresh worker
     assert got[3][1] != int(marker.read_text()), "the retry ran on the worker that died"
     assert isinstance(got[5], ValueError) and str(got[5]) == "bad item 4"  # an exception is not a crash
-    assert len(pids) == 2 + 3  # two workers + one fresh worker per death (die twice, flaky once)
+    # two workers + a fresh worker for each retry (die, flaky); replacements for the ordinary items are
+    # started on demand, so one more may or may not have been needed by the time the block ends
+    assert 2 + 2 <= len(pids) <= 2 + 3
     wait_for(lambda: not any(alive(p) for p in pids), 10, "every worker to exit after the block")
 
 
