@@ -38,20 +38,18 @@ TRIPLE_RANGES: dict[str, tuple[int, int]] = {
     "conv1d_kernel_size": (1, 4096),
 }
 #: Inclusive ranges of the float hyper-parameters.
+_DROPOUTS: tuple[str, ...] = (
+    "text_dropout",
+    "embed_dropout",
+    "attn_dropout",
+    "attn_dropout_a",
+    "attn_dropout_v",
+    "relu_dropout",
+    "res_dropout",
+    "output_dropout",
+)
 FLOAT_RANGES: dict[str, tuple[float, float]] = {
-    **{
-        k: (0.0, 1.0)
-        for k in (
-            "text_dropout",
-            "embed_dropout",
-            "attn_dropout",
-            "attn_dropout_a",
-            "attn_dropout_v",
-            "relu_dropout",
-            "res_dropout",
-            "output_dropout",
-        )
-    },
+    **dict.fromkeys(_DROPOUTS, (0.0, 1.0)),
     "gd_prior_temperature": (1e-6, 1e6),
     "gd_reg": (0.0, 1e9),
     "gd_alpha": (0.0, 1e6),
@@ -79,14 +77,7 @@ FIELD_TYPES: dict[str, str] = {
     "attn_mask": "bool",
     **dict.fromkeys(
         (
-            "text_dropout",
-            "embed_dropout",
-            "attn_dropout",
-            "attn_dropout_a",
-            "attn_dropout_v",
-            "relu_dropout",
-            "res_dropout",
-            "output_dropout",
+            *_DROPOUTS,
             "gd_prior_temperature",
             "gd_reg",
             "gd_alpha",
