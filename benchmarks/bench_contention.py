@@ -22,7 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
-import statistics, time, torch
+import os, statistics, time, torch
+if os.environ.get("BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 from dmd_pipeline.config import get_preset
 from dmd_pipeline.models import DMDSystem
 torch.manual_seed(0)
@@ -49,9 +51,11 @@ def _hog() -> None:
         pass
 
 
-def run_case(steps: int, spin: str, hogs: int) -> float:
-    """Median seconds per training step in a fresh process (``hogs`` busy processes alongside)."""
+def run_case(steps: int, spin: str, hogs: int, threads: int | None = None) -> float:
+    """Median seconds per training step in a fresh process (``hogs`` busy processes alongside; ``threads``
+    torch threads, default torch's own choice)."""
     env = {**os.environ, "GOMP_SPINCOUNT": spin, "KMP_BLOCKTIME": "1" if spin != "300000" else "200"}
+    env["BENCH_THREADS"] = str(threads) if threads else ""
     procs = [mp.Process(target=_hog, daemon=True) for _ in range(hogs)]
     for p in procs:
         p.start()
@@ -75,11 +79,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--hogs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--threads", type=int, nargs="*", default=[], help="also run these torch thread counts")
     args = ap.parse_args()
     out: dict[str, object] = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
     for spin in ("300000", "10000"):
         for hogs in (0, args.hogs):
             out[f"spin={spin},hogs={hogs}"] = run_case(args.steps, spin, hogs)
+    for threads in args.threads:  # interleaved idle/loaded with the bounded spin
+        for hogs in (0, args.hogs):
+            out[f"spin=10000,hogs={hogs},threads={threads}"] = run_case(args.steps, "10000", hogs, threads)
     out["load_after"] = os.getloadavg()
     if args.json:
         print(json.dumps(out, indent=2))

@@ -345,6 +345,8 @@ class Extractor:
         else:
             notes.append("no audio stream: acoustic features missing" + ("" if given else ", text missing"))
 
+        if audio is not None:
+            warm_up_imports()  # librosa's imports overlap ASR/alignment/faces (C++ code that frees the GIL)
         segments: list = []
         words: list = []
         transcript_source = None
@@ -367,11 +369,6 @@ class Extractor:
                     "match the audio?): their times come from the ASR or are proportional inside the segment"
                 )
 
-        acoustic = None
-        if audio is not None:
-            with self._stage("acoustic", path, timings):
-                acoustic = self.acoustic.extract(audio, sr)
-
         visual = None
         if info.has_video:
             frames = media.iter_frames(
@@ -387,6 +384,11 @@ class Extractor:
                     notes.append(_early_note("video", decode["video_s"], duration))
         else:
             notes.append("no video stream: visual features missing")
+
+        acoustic = None  # after the visual stage: librosa's imports (warm_up_imports) had time to finish
+        if audio is not None:
+            with self._stage("acoustic", path, timings):
+                acoustic = self.acoustic.extract(audio, sr)
 
         text = None
         if words:
@@ -519,6 +521,35 @@ def _early_note(stream: str, decoded_s: float, expected_s: float) -> str:
         f"decoding stopped early: the file says {expected_s:.2f} s but only {decoded_s:.2f} s of {stream} "
         "could be decoded (truncated or corrupt file?); the rest is missing from the result"
     )
+
+
+_WARM_UP: list = []
+
+
+def warm_up_imports() -> None:
+    """Import librosa's feature modules (about 1.5-2 s in a fresh process) in a daemon thread, once per
+    process, so that they load while the speech and face stages run; the acoustic stage then finds them
+    imported (or waits on Python's import lock for the rest). Nothing else is shared with the thread."""
+    if _WARM_UP:
+        return
+    import threading
+
+    def _imports() -> None:
+        try:
+            import librosa
+            import scipy.ndimage  # noqa: F401
+
+            # librosa loads its submodules lazily, on first attribute access: touch what acoustic.py uses
+            for name in ("stft", "yin", "A_weighting", "resample"):
+                getattr(librosa, name)
+            librosa.feature.rms, librosa.feature.zero_crossing_rate, librosa.feature.mfcc  # noqa: B018
+            librosa.filters.mel, librosa.util.frame  # noqa: B018
+        except Exception:  # noqa: BLE001 - the acoustic stage imports again and reports any failure
+            pass
+
+    thread = threading.Thread(target=_imports, name="dmd-warm-up-imports", daemon=True)
+    _WARM_UP.append(thread)
+    thread.start()
 
 
 def _shift(frames: Iterable[tuple[float, np.ndarray]], offset: float) -> Iterator[tuple[float, np.ndarray]]:

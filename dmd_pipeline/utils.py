@@ -242,3 +242,26 @@ def output_lock(folder: str | Path, what: str = "dmd") -> Iterator[Path]:
         yield lock_path
     finally:
         os.close(fd)  # closing drops the flock
+
+
+def choose_threads(requested: int | None = None, share: int = 1) -> int:
+    """CPU threads for torch, chosen once at start-up: ``requested`` (``--threads``), else ``$DMD_THREADS``,
+    else the cores that other processes leave free (``cpu_count - round(1-min load average)``), at least 1
+    and at most ``cpu_count // share`` (``share`` = worker processes splitting the machine).
+
+    Why: on a machine whose cores are busy, OpenMP threads of torch wait for each other behind the other
+    processes; one thread then runs a DMD training step in 1.96x the idle 2-thread time, two threads in
+    2.8-3.1x (``benchmarks/bench_contention.py``, BENCHMARKS.md). On an idle machine every core is used.
+    """
+    if requested is not None and requested > 0:
+        return int(requested)
+    env = os.environ.get("DMD_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = os.cpu_count() or 1
+    cap = max(1, cores // max(1, share))
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform
+        return cap
+    return max(1, min(cap, int(cores - load + 0.5)))

@@ -24,3 +24,22 @@ def test_atomic_write_gives_umask_permissions_not_0600(tmp_path: Path) -> None:
     atomic_write_text(out, "[]")
     assert out.read_text() == "[]" and stat.S_IMODE(out.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_choose_threads_leaves_busy_cores_alone(monkeypatch) -> None:
+    import os
+
+    from dmd_pipeline import utils
+
+    monkeypatch.delenv("DMD_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert utils.choose_threads() == 4  # idle: every core
+    assert utils.choose_threads(share=2) == 2  # two workers split the machine
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 0.0, 0.0))
+    assert utils.choose_threads() == 2  # two cores busy elsewhere
+    monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 0.0, 0.0))
+    assert utils.choose_threads() == 1  # never 0
+    assert utils.choose_threads(3) == 3  # --threads wins
+    monkeypatch.setenv("DMD_THREADS", "2")
+    assert utils.choose_threads() == 2

@@ -679,7 +679,12 @@ def _run_batch_locked(
     supervised = opts.workers > 1 or opts.file_timeout is not None or opts.max_rss_mb is not None
     if todo and not supervised:
         if model is None:
+            import torch
+
             from dmd_pipeline.analysis.registry import load_models
+            from dmd_pipeline.utils import choose_threads
+
+            torch.set_num_threads(choose_threads())  # fewer threads when other processes hold the cores
 
             logger.info("loading the models")
             model = load_models(opts.model, device=opts.device)
@@ -695,7 +700,9 @@ def _run_batch_locked(
         )
 
         n = max(1, min(opts.workers, len(todo)))
-        threads = max(1, (os.cpu_count() or 1) // n)
+        from dmd_pipeline.utils import choose_threads
+
+        threads = choose_threads(share=n)  # per worker; fewer when other processes hold the cores
         logger.info("starting %d worker(s) (each loads the models)", n)
         with LocalExecutor(
             _worker_task,

@@ -172,6 +172,11 @@ def evaluate(
     from dmd_pipeline.errors import DMDError
 
     err = Console(stderr=True)
+    import torch
+
+    from dmd_pipeline.utils import choose_threads
+
+    torch.set_num_threads(choose_threads())  # fewer threads when other processes hold the cores
     try:
         metrics, info = run_evaluation(
             model,

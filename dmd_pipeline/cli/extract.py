@@ -210,13 +210,14 @@ def run_items(
             if on_done:
                 on_done(res)
         return results
-    import os
     from concurrent.futures import as_completed
 
     from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, LocalExecutor, WorkerLost, default_max_rss_mb
 
     workers = max(1, workers)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    from dmd_pipeline.utils import choose_threads
+
+    threads = choose_threads(share=workers)  # per worker; fewer when other processes hold the cores
     with LocalExecutor(
         _worker_task,
         workers,

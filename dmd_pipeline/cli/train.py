@@ -337,7 +337,11 @@ def train(
     weights_dtype: str = typer.Option(
         "float32", "--weights-dtype", help="Storage type of the saved weights: float32, float16, bfloat16."
     ),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="torch CPU threads (default: the cores other processes leave free, at least 1; $DMD_THREADS).",
+    ),
     eval_test: bool = typer.Option(
         True, "--eval-test/--no-eval-test", help="Evaluate the final model on the test split (when present)."
     ),
@@ -394,10 +398,11 @@ def train(
             from dmd_pipeline.errors import ConfigError
 
             raise ConfigError("give exactly one of --data FILE.pkl or --labels FILE.csv")
-        if threads is not None:
-            import torch
+        import torch
 
-            torch.set_num_threads(max(1, threads))
+        from dmd_pipeline.utils import choose_threads
+
+        torch.set_num_threads(choose_threads(threads))  # fewer threads when other processes hold the cores
         _run(data, labels, preset, out, epochs, seed, device, batch_size, lr, update_epochs, early_stop,
              text_encoder, text_input, finetune_layers, weights_dtype, num_classes, overrides, quiet, eval_test,
              parse_modalities(modalities), window_s, resume=resume, ensemble=ensemble)  # fmt: skip
