@@ -408,3 +408,17 @@ def test_extract_two_clips_gives_train_and_valid_and_logs_progress(
     data = load_mmsa_pickle(out / "aligned_50.pkl")
     assert len(data["train"]["id"]) == 1 and len(data["valid"]["id"]) == 1  # dmd train can run on it
     assert "extract: 2/2" in res.stderr and "empty" not in res.stderr  # a plain progress line in a log
+
+
+def test_info_doctor_selftest_take_quiet_and_verbose() -> None:
+    from typer.testing import CliRunner
+
+    from dmd_pipeline.cli.app import app
+
+    runner = CliRunner()
+    for cmd in (["info", "-q"], ["doctor", "-q"], ["info", "-v"]):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 0, (cmd, res.output)
+    assert runner.invoke(app, ["doctor", "-q"]).output.strip() == ""  # all checks pass: nothing to say
+    assert "checks" in runner.invoke(app, ["info", "-v"]).output
+    assert runner.invoke(app, ["selftest", "-h"]).output.count("--quiet") == 1

@@ -116,3 +116,16 @@ def test_seed_ensemble_trains_saves_and_averages_probabilities(tmp_path) -> None
     assert not torch.allclose(*[m.predict(*x) for m in model.system.members])  # two different seeds
     out_dict = model.system(*x)
     assert out_dict["edges_homo"].shape == (6, 2) and torch.allclose(out_dict["output_logit"].exp().sum(-1), torch.ones(2))
+
+
+def test_training_under_a_pipe_prints_a_line_per_epoch(tmp_path) -> None:
+    data = _categorical_pickle(tmp_path / "unaligned_8.pkl")
+    res = runner.invoke(
+        app,
+        ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--device", "cpu",
+         "--batch-size", "8", "--update-epochs", "1", "--modalities", "audio", *TINY],
+    )
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1", "epoch 2"]  # as they happen, not a final table
+    assert "UAR" in lines[0] and "valid loss" in lines[0]

@@ -116,13 +116,22 @@ def _print_checks(checks: list[dict[str, Any]]) -> None:
             typer.echo(f"         fix: {c['fix']}")
 
 
-def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def info(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log what each check does."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only failed checks (exit code unchanged: 0)."),
+) -> None:
     """Show the versions of the installed stack and check the environment (ffmpeg, model files, cache,
     device, threads)."""
     from dmd_pipeline import __version__
+    from dmd_pipeline.cli.common import setup_logging
 
+    setup_logging(verbose=verbose, quiet=quiet)
     versions = _versions()
     checks = environment_checks(rehash=False)
+    if quiet and not as_json:
+        _print_checks([c for c in checks if not c["ok"]])
+        return
     payload = {
         "dmd_pipeline": __version__,
         "python": platform.python_version(),
@@ -139,10 +148,19 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
         _print_checks(checks)
 
 
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines.")) -> None:
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log what each check does."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only failed checks; the exit code says the rest."),
+) -> None:
     """Check the whole environment, re-hashing every bundled model file; exit 1 when something is wrong."""
+    from dmd_pipeline.cli.common import setup_logging
+
+    setup_logging(verbose=verbose, quiet=quiet)
     checks = environment_checks(rehash=True)
-    if as_json:
+    if quiet and not as_json:
+        _print_checks([c for c in checks if not c["ok"]])
+    elif as_json:
         typer.echo(json.dumps({"ok": all(c["ok"] for c in checks), "checks": checks}, indent=2))
     else:
         _print_checks(checks)
