@@ -516,6 +516,9 @@ def _transcribe_whisper(
         word_timestamps=True,
         vad_filter=vad,
         condition_on_previous_text=False,
+        # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0 when a
+        # window's output looks repetitive, which made the same file give different segments run to run
+        temperature=0.0,
     )
     out: list[Segment] = []
     word_probs: list[float] = []
