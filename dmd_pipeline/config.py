@@ -477,22 +477,6 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_CONFIG_DEPTH = 64
 
 
-def json_depth(obj: Any, limit: int = MAX_CONFIG_DEPTH) -> int:
-    """Nesting depth of parsed JSON, stopping once past ``limit`` (iterative, so never a RecursionError)."""
-    stack = [(obj, 1)]
-    deepest = 0
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            break
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return deepest
-
-
 def read_model_config_json(path: Any) -> dict:
     """The parsed ``config.json`` of a model folder, read safely.
 
@@ -504,7 +488,7 @@ def read_model_config_json(path: Any) -> dict:
     from pathlib import Path
 
     from dmd_pipeline.errors import ModelConfigError, ModelFileError, os_error_reason
-    from dmd_pipeline.utils import TooLargeError, format_bytes, read_bytes_bounded
+    from dmd_pipeline.utils import TooLargeError, format_bytes, json_depth, read_bytes_bounded
 
     p = Path(path)
     try:
@@ -525,7 +509,7 @@ def read_model_config_json(path: Any) -> dict:
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelConfigError(f"{p}: invalid JSON: {exc}") from None
-    if json_depth(meta) > MAX_CONFIG_DEPTH:
+    if json_depth(meta, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
         raise ModelConfigError(
             f"{p}: invalid model config: JSON nested deeper than {MAX_CONFIG_DEPTH} levels"
         )

@@ -265,3 +265,21 @@ def choose_threads(requested: int | None = None, share: int = 1) -> int:
     except (OSError, AttributeError):  # not available on this platform
         return cap
     return max(1, min(cap, int(cores - load + 0.5)))
+
+
+def json_depth(obj: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, stopping once past ``limit`` (iterative, so never a RecursionError);
+    bounds the model-config and sidecar-transcript readers."""
+    stack = [(obj, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import InputError
+from dmd_pipeline.utils import json_depth
 
 __all__ = [
     "SIDECAR_SUFFIXES",
@@ -217,22 +218,6 @@ def find_sidecar(media_path: str | Path | None) -> Path | None:
     return None
 
 
-def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth of parsed JSON, stopping as soon as it passes ``limit`` (iterative: no recursion)."""
-    stack = [(obj, 1)]
-    deepest = 0
-    while stack:
-        node, d = stack.pop()
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        if isinstance(node, dict):
-            stack.extend((v, d + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, d + 1) for v in node)
-    return deepest
-
-
 _TS = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[.,](\d{1,3}))?")
 
 
@@ -294,7 +279,7 @@ def _read_json(path: Path, text: str) -> tuple[list[Segment], bool]:
         raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})", STAGE) from exc
     except RecursionError:
         raise InputError(path, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", STAGE) from None
-    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InputError(path, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", STAGE)
     if isinstance(data, list):
         data = {"words": data}
