@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -30,10 +29,11 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from export_common import record_shipped_metrics, report_summary
+
     from dmd_pipeline.cli.evaluate import run_evaluation
     from dmd_pipeline.cli.train import quiet_transformers
-    from dmd_pipeline.models.checkpoint import CONFIG_NAME, export_checkpoint, read_checkpoint_meta
-    from dmd_pipeline.utils import atomic_write_json
+    from dmd_pipeline.models.checkpoint import export_checkpoint, read_checkpoint_meta
 
     quiet_transformers()
     src_meta = read_checkpoint_meta(args.run)
@@ -63,22 +63,10 @@ def main() -> None:
             metrics, info = run_evaluation(model, None, split, labels=args.labels)
             results.setdefault(tag, {})[split] = {k: float(v) for k, v in metrics.items()}
             results[tag][f"n_{split}"] = info["n"]
-    cfg_path = args.dest / CONFIG_NAME
-    meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    meta["metrics_training_run"] = meta.get("metrics")
-    meta["metrics"] = {
-        "valid": results[args.dtype]["valid"],
-        "test": results[args.dtype]["test"],
-        "measured_with": "dmd evaluate --labels label.csv (the shipped float16 weights)",
-    }
-    atomic_write_json(cfg_path, meta)
-    size = (args.dest / "model.safetensors").stat().st_size
-    summary = {"dest": str(args.dest), "weights_bytes": size, "results": results}
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.summary:
-        args.summary.write_text(text + "\n", encoding="utf-8")
-
+    record_shipped_metrics(
+        args.dest, results[args.dtype], "dmd evaluate --labels label.csv (the shipped float16 weights)"
+    )
+    report_summary(args.dest, results, args.summary)
 
 if __name__ == "__main__":
     main()

@@ -76,9 +76,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from export_common import record_shipped_metrics, report_summary
+
     from dmd_pipeline.cli.evaluate import run_evaluation
-    from dmd_pipeline.models.checkpoint import CONFIG_NAME, export_checkpoint, read_checkpoint_meta
-    from dmd_pipeline.utils import atomic_write_json
+    from dmd_pipeline.models.checkpoint import export_checkpoint, read_checkpoint_meta
 
     src = read_checkpoint_meta(args.run)
     cfg = src["config"]
@@ -117,24 +118,14 @@ def main() -> None:
                 "n": info["n"],
                 "n_failed": info.get("n_failed", 0),
             }
-    cfg_path = args.dest / CONFIG_NAME
-    meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    meta["metrics_training_run"] = meta.get("metrics")
-    if choice is not None:
-        meta["ensemble_choice"] = choice
-    meta["metrics"] = {
-        "valid": results[args.dtype]["valid"],
-        "test": results[args.dtype]["test"],
-        "measured_with": "dmd evaluate --labels ravdess/labels.csv (the shipped float16 weights)",
-    }
-    atomic_write_json(cfg_path, meta)
-    size = (args.dest / "model.safetensors").stat().st_size
-    summary = {"dest": str(args.dest), "weights_bytes": size, "results": results, "ensemble_choice": choice}
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.summary:
-        args.summary.write_text(text + "\n", encoding="utf-8")
-
+    extra = {"ensemble_choice": choice} if choice is not None else {}
+    record_shipped_metrics(
+        args.dest,
+        results[args.dtype],
+        "dmd evaluate --labels ravdess/labels.csv (the shipped float16 weights)",
+        **extra,
+    )
+    report_summary(args.dest, results, args.summary, ensemble_choice=choice)
 
 if __name__ == "__main__":
     main()
