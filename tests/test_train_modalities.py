@@ -33,6 +33,13 @@ def _categorical_pickle(path, n_classes: int = 4):
     return path
 
 
+def _train(data, out, *extra: str):
+    """`dmd train` of the tiny DMD on ``data`` (CPU, batch 8, a step per batch, audio only) + ``extra``."""
+    args = ["train", "--data", str(data), "--out", str(out), "--device", "cpu", "--batch-size", "8",
+            "--update-epochs", "1", "--modalities", "audio", *TINY, *extra]
+    return runner.invoke(app, args)
+
+
 def test_detect_and_parse_helpers() -> None:
     numeric = make_splits(n_train=4, n_valid=2, n_test=2)
     assert not _categorical_data(numeric)  # finite regression labels -> regression (the MMSA pickles)
@@ -66,11 +73,7 @@ def test_zero_unused_modalities_only_touches_the_others() -> None:
 def test_train_audio_only_classifier_records_what_it_used(tmp_path) -> None:
     data = _categorical_pickle(tmp_path / "unaligned_8.pkl")
     out = tmp_path / "run"
-    res = runner.invoke(
-        app,
-        ["train", "--data", str(data), "--out", str(out), "--epochs", "2", "--device", "cpu", "--batch-size", "8",
-         "--update-epochs", "1", "--modalities", "audio", "--window-s", "4", "--quiet", *TINY],
-    )
+    res = _train(data, out, "--epochs", "2", "--window-s", "4", "--quiet")
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["num_classes"] == 4  # detected: categorical labels -> classification
@@ -92,11 +95,7 @@ def test_voice_emotion_preset() -> None:
 def test_seed_ensemble_trains_saves_and_averages_probabilities(tmp_path) -> None:
     data = _categorical_pickle(tmp_path / "unaligned_8.pkl", n_classes=3)
     out = tmp_path / "ens"
-    res = runner.invoke(
-        app,
-        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--device", "cpu", "--batch-size", "8",
-         "--update-epochs", "1", "--modalities", "audio", "--ensemble", "2", "--quiet", *TINY],
-    )
+    res = _train(data, out, "--epochs", "1", "--ensemble", "2", "--quiet")
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "config.json").read_text())
     assert meta["ensemble_size"] == 2 and [m["seed"] for m in meta["ensemble_members"]] == [1111, 1112]
@@ -120,11 +119,7 @@ def test_seed_ensemble_trains_saves_and_averages_probabilities(tmp_path) -> None
 
 def test_training_under_a_pipe_prints_a_line_per_epoch(tmp_path) -> None:
     data = _categorical_pickle(tmp_path / "unaligned_8.pkl")
-    res = runner.invoke(
-        app,
-        ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--device", "cpu",
-         "--batch-size", "8", "--update-epochs", "1", "--modalities", "audio", *TINY],
-    )
+    res = _train(data, tmp_path / "run", "--epochs", "2")
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("epoch ")]
     assert [ln.split(":")[0] for ln in lines] == ["epoch 1", "epoch 2"]  # as they happen, not a final table
