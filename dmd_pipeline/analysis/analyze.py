@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -433,11 +433,8 @@ def input_span(start: float, end: float, window_s: float | None, duration: float
     return float(a), float(a + window_s)
 
 
-def _window_segment(
-    seg: Any, start: float, end: float, last: bool, span: tuple[float, float] | None = None
-) -> Any:
-    """A window of a segment as a Segment holding the words whose centre lies in it; ``span`` (the model's
-    input span, see :func:`input_span`) replaces its start/end when given."""
+def _window_segment(seg: Any, start: float, end: float, last: bool) -> Any:
+    """A window of a segment as a Segment holding the words whose centre lies in it."""
     from dmd_pipeline.extractors.transcribe import Segment
 
     def inside(w: Any) -> bool:
@@ -445,8 +442,7 @@ def _window_segment(
         return start <= c < end or (last and c >= end)
 
     words = [w for w in seg.words if inside(w)]
-    a, b = span if span is not None else (start, end)
-    return Segment(a, b, " ".join(w.text for w in words), words)
+    return Segment(start, end, " ".join(w.text for w in words), words)
 
 
 def run_model(
@@ -555,7 +551,7 @@ def score_model(
             core = s if len(wins) == 1 else _window_segment(s, a, b, k == len(wins) - 1)
             spans.append((i, core))
             wide = input_span(float(core.start), float(core.end), window, duration)
-            fed.append(core if wide == (core.start, core.end) else _window_segment(core, a, b, True, wide))
+            fed.append(replace(core, start=wide[0], end=wide[1]))  # same words, wider span
     t0 = time.perf_counter()
     inputs = [segment_inputs(bundle, sp, ext, model, present, columns) for sp in fed]
     t1 = time.perf_counter()
