@@ -1,9 +1,13 @@
 """The extraction pipeline: one media file (or a segment of it) -> :class:`~dmd_pipeline.features.FeatureBundle`.
 
-Stages, in order: ``probe`` -> ``audio`` (16 kHz mono) -> ``transcript`` (given > sidecar > ASR) -> ``align``
-(forced alignment of the words) -> ``acoustic`` -> ``visual`` (frames streamed) -> ``text`` (tokens + encoder).
-Each stage's wall time goes into ``bundle.metadata["timings"]``; a failing stage raises
-:class:`~dmd_pipeline.errors.InputError` with ``stage`` set to the stage name.
+Stages: ``probe`` -> ``audio`` (16 kHz mono, decoded once), then three paths that need nothing from each
+other: ``visual`` (frames streamed from ffmpeg into the face landmarker), ``acoustic`` (librosa / Whisper
+encoder on the decoded audio) and the speech path ``transcript`` (given > sidecar > ASR) -> ``align``
+(forced alignment of the words) -> ``text`` (tokens + encoder). By default (``Extractor(concurrent=True)``)
+the face and acoustic paths run on two stage threads while the calling thread runs the speech path; the
+output is the same as serial (``concurrent=False``). Each stage's wall time goes into
+``bundle.metadata["timings"]`` (with concurrent stages they overlap, so they add up to more than the total);
+a failing stage raises :class:`~dmd_pipeline.errors.InputError` with ``stage`` set to the stage name.
 
 Missing modalities: a file without a video stream gives ``visual=None``; a file without an audio stream gives
 ``acoustic=None`` and, unless a transcript was given, ``text=None`` (a given transcript is still encoded,
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +153,16 @@ class Extractor:
     """
 
     def __init__(
-        self, config: ExtractionConfig | None = None, cache: FeatureCache | str | Path | None = None
+        self,
+        config: ExtractionConfig | None = None,
+        cache: FeatureCache | str | Path | None = None,
+        concurrent: bool = True,
     ):
         self.config = config or ExtractionConfig()
+        #: run the face and acoustic stages on stage threads beside the speech path (same output as serial)
+        self.concurrent = bool(concurrent)
+        self._pool: ThreadPoolExecutor | None = None
+        self._calls_lock = threading.Lock()
         self.cache = FeatureCache(cache) if isinstance(cache, (str, Path)) else cache
         self.calls: Counter[str] = Counter()
         self.load_timings: dict[str, float] = {}
@@ -237,7 +250,11 @@ class Extractor:
         }
 
     def close(self) -> None:
-        """Free the mediapipe graph now (explicitly, rather than from a garbage-collector finaliser)."""
+        """Free the mediapipe graph now (explicitly, rather than from a garbage-collector finaliser) and stop
+        the stage threads."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         vis, self._visual = self._visual, None
         close = getattr(vis, "close", None)
         if callable(close):
@@ -345,58 +362,73 @@ class Extractor:
         else:
             notes.append("no audio stream: acoustic features missing" + ("" if given else ", text missing"))
 
-        if audio is not None:
-            warm_up_imports()  # librosa's imports overlap ASR/alignment/faces (C++ code that frees the GIL)
-        segments: list = []
-        words: list = []
-        transcript_source = None
-        asr_quality: dict = {}
-        with self._stage("transcript", path, timings):
-            tr = self._transcript(path, audio, sr, given, duration, start is not None or end is not None)
-        if tr is not None:
-            transcript_source = tr.source
-            asr_quality = dict(getattr(tr, "quality", {}) or {})
-            notes.extend(getattr(tr, "notes", []) or [])
-            if tr.segments:
-                with self._stage("align", path, timings):
-                    tr = self._align(tr, audio, sr, duration)
-            segments = list(tr.segments)
-            words = [w for seg in segments for w in seg.words]
-            fallback = sum(1 for w in words if w.source in ("asr", "proportional"))
-            if fallback:  # e.g. a transcript that does not match the audio makes forced alignment fail
-                notes.append(
-                    f"forced alignment did not place {fallback} of {len(words)} words (does the transcript "
-                    "match the audio?): their times come from the ASR or are proportional inside the segment"
+        # Three paths that need nothing from each other: faces (frames), acoustic features (audio) and the
+        # speech path (transcript -> alignment -> text). With ``concurrent`` the first two run on stage
+        # threads while this thread runs the speech path: ffmpeg, CTranslate2, mediapipe, pocketsphinx and
+        # numpy/torch kernels release the GIL, so on 2 cores the total is close to the slowest path.
+        stop = threading.Event()
+        visual_job: Future | None = None
+        acoustic_job: Future | None = None
+        try:
+            if info.has_video:
+                vis = self.visual  # load outside the timed stage
+                frames = media.iter_frames(
+                    path, fps=cfg.fps, start=start, end=end, max_side=cfg.max_side, info=info
                 )
+                visual_job = self._start(
+                    "visual", path, timings, lambda: vis.extract(_until(stop, _shift(frames, clip_start)))
+                )
+            if audio is not None:
+                aco = self.acoustic
+                if not self.concurrent:
+                    warm_up_imports()  # librosa's imports overlap ASR/alignment (C++ code that frees the GIL)
+                acoustic_job = self._start("acoustic", path, timings, lambda: aco.extract(audio, sr))
 
-        visual = None
-        if info.has_video:
-            frames = media.iter_frames(
-                path, fps=cfg.fps, start=start, end=end, max_side=cfg.max_side, info=info
-            )
-            vis = self.visual  # load outside the timed stage
-            with self._stage("visual", path, timings):
-                visual = vis.extract(_shift(frames, clip_start))
+            segments: list = []
+            words: list = []
+            transcript_source = None
+            asr_quality: dict = {}
+            with self._stage("transcript", path, timings):
+                tr = self._transcript(path, audio, sr, given, duration, start is not None or end is not None)
+            if tr is not None:
+                transcript_source = tr.source
+                asr_quality = dict(getattr(tr, "quality", {}) or {})
+                notes.extend(getattr(tr, "notes", []) or [])
+                if tr.segments:
+                    with self._stage("align", path, timings):
+                        tr = self._align(tr, audio, sr, duration)
+                segments = list(tr.segments)
+                words = [w for seg in segments for w in seg.words]
+                fallback = sum(1 for w in words if w.source in ("asr", "proportional"))
+                if fallback:  # e.g. a transcript that does not match the audio makes forced alignment fail
+                    notes.append(
+                        f"forced alignment did not place {fallback} of {len(words)} words (does the transcript "
+                        "match the audio?): their times come from the ASR or are proportional inside the segment"
+                    )
+            if not info.has_video:
+                notes.append("no video stream: visual features missing")
+
+            text = None
+            if words:
+                enc = self.text_encoder
+                with self._stage("text", path, timings):
+                    text = enc.encode([w.text for w in words], max_len=cfg.seq_lens[0])
+            elif audio is not None:
+                notes.append("no words (no transcript, or none recognised): text missing")
+
+            visual = visual_job.result() if visual_job is not None else None
+            acoustic = acoustic_job.result() if acoustic_job is not None else None
+        finally:
+            stop.set()  # on a failure: the face stage stops at its next frame (and closes ffmpeg)
+            for job in (visual_job, acoustic_job):
+                if job is not None:
+                    wait([job])  # no stage thread outlives the call (nor writes into ``timings`` later)
+        if visual is not None:
             times = np.asarray(getattr(visual, "times", []), dtype=np.float64)
             if times.size:
                 decode["video_s"] = round(float(times[-1]) + 1.0 / cfg.fps, 3)
                 if _stopped_early(decode["video_s"], duration):
                     notes.append(_early_note("video", decode["video_s"], duration))
-        else:
-            notes.append("no video stream: visual features missing")
-
-        acoustic = None  # after the visual stage: librosa's imports (warm_up_imports) had time to finish
-        if audio is not None:
-            with self._stage("acoustic", path, timings):
-                acoustic = self.acoustic.extract(audio, sr)
-
-        text = None
-        if words:
-            enc = self.text_encoder
-            with self._stage("text", path, timings):
-                text = enc.encode([w.text for w in words], max_len=cfg.seq_lens[0])
-        elif audio is not None:
-            notes.append("no words (no transcript, or none recognised): text missing")
 
         bundle = FeatureBundle(text=text, acoustic=acoustic, visual=visual, words=words, segments=segments)
         bundle.metadata = {
@@ -486,6 +518,22 @@ class Extractor:
                 dims[name] = int(ext.dim)
         return dims
 
+    def _start(self, name: str, path: Path, timings: dict[str, float], fn: Callable[[], Any]) -> Future:
+        """Run stage ``name`` (``fn`` inside :meth:`_stage`) on a stage thread when ``concurrent``, else now;
+        either way the result (or the stage's InputError) comes from the returned future."""
+
+        def run() -> Any:
+            with self._stage(name, path, timings):
+                return fn()
+
+        if self.concurrent:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dmd-stage")
+            return self._pool.submit(run)
+        done: Future = Future()
+        done.set_result(run())  # serial: a failure raises here, before the next stage starts
+        return done
+
     @contextmanager
     def _stage(self, name: str, path: Path, timings: dict[str, float]) -> Iterator[None]:
         """Time a stage, count it, and turn any failure into InputError(path, reason, stage=name).
@@ -493,7 +541,8 @@ class Extractor:
         Problems of the installation (missing model files, bad configuration) are not input errors and
         propagate unchanged.
         """
-        self.calls[name] += 1
+        with self._calls_lock:
+            self.calls[name] += 1
         logger.info("%s: %s", path.name, name)
         t0 = time.perf_counter()
         try:
@@ -550,6 +599,21 @@ def warm_up_imports() -> None:
     thread = threading.Thread(target=_imports, name="dmd-warm-up-imports", daemon=True)
     _WARM_UP.append(thread)
     thread.start()
+
+
+def _until(
+    stop: threading.Event, frames: Iterator[tuple[float, np.ndarray]]
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``frames`` until ``stop`` is set (another stage failed); closes the source either way (ffmpeg ends)."""
+    try:
+        for item in frames:
+            if stop.is_set():
+                return
+            yield item
+    finally:
+        close = getattr(frames, "close", None)
+        if callable(close):
+            close()
 
 
 def _shift(frames: Iterable[tuple[float, np.ndarray]], offset: float) -> Iterator[tuple[float, np.ndarray]]:

@@ -30,3 +30,31 @@ def test_one_clip_analysed_twice_gives_the_same_json(shared_clips: Path) -> None
     second = analyze(clip, model=models)
     assert _strip(first.to_dict()) == _strip(second.to_dict())
     assert first.to_dict()["transcript"]["n_words"] > 0
+
+
+@pytest.mark.slow
+def test_forced_alignment_does_not_depend_on_what_was_aligned_before(tmp_path: Path) -> None:
+    """pocketsphinx keeps noise and cepstral-mean statistics between utterances; the aligner resets them, so
+    a file in a batch gets the same word times as when it is aligned first in a fresh process."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from media_factory import MediaFactory, require_tools
+
+    from dmd_pipeline.extractors import align
+    from dmd_pipeline.extractors.transcribe import to_16k
+
+    require_tools("espeak-ng", "ffmpeg")
+    import soundfile as sf
+
+    factory = MediaFactory(tmp_path)
+    first, sr = sf.read(str(factory.speech_wav("i really liked this movie")), dtype="float32")
+    other, sr2 = sf.read(str(factory.speech_wav("the weather was cold and grey all week")), dtype="float32")
+    a16, o16 = to_16k(first, sr), to_16k(other, sr2)
+    words = "i really liked this movie".split()
+    align._DECODERS.clear()  # fresh decoders, as in a new process
+    alone = align._forced(a16, words)
+    for _ in range(2):
+        align._forced(o16, "the weather was cold and grey all week".split())
+        assert align._forced(a16, words) == alone
+    assert alone is not None

@@ -52,6 +52,9 @@ _LOCK = threading.RLock()
 
 
 # ---------------------------------------------------------------------------------------- decoders
+_INITIAL_CMN: dict[int, str] = {}  # id(decoder) -> its cepstral-mean estimate when created
+
+
 def _decoder(kind: str):
     """Cached pocketsphinx decoders: "align" (default beams), "align_wide", "asr" (bundled LM)."""
     with _LOCK:
@@ -81,6 +84,11 @@ def _pcm16(audio16: np.ndarray) -> bytes:
 
 
 def _run(decoder, pcm: bytes) -> list[tuple[str, int, int]] | None:
+    # pocketsphinx carries its noise statistics and cepstral-mean estimate from one utterance into the
+    # next: reset both, so a clip aligns the same whatever was decoded before it in this process
+    initial = _INITIAL_CMN.setdefault(id(decoder), decoder.get_cmn(False))
+    decoder.start_stream()
+    decoder.set_cmn(initial)
     decoder.start_utt()
     decoder.process_raw(pcm, no_search=False, full_utt=True)
     decoder.end_utt()

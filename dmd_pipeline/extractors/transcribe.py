@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from dataclasses import asdict, dataclass, field
@@ -466,10 +467,28 @@ def to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
     return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def whisper_model(model_path: str | Path | None = None, compute_type: str = "int8", cpu_threads: int = 0):
-    """The faster-whisper model for ``model_path`` (bundled tiny.en by default), loaded once per process."""
+def asr_threads() -> int:
+    """CTranslate2 threads for Whisper: ``$DMD_ASR_THREADS``, else half the cores (1 to 4).
+
+    Why half: the extractor runs the face and acoustic stages beside speech recognition
+    (:class:`~dmd_pipeline.pipeline.Extractor`); on 2 cores Whisper with 1 thread beside them finished a
+    60 s clip in 0.92x the time of Whisper's default 2 threads (BENCHMARKS.md, "Pipelined analysis").
+    """
+    env = os.environ.get("DMD_ASR_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def whisper_model(
+    model_path: str | Path | None = None, compute_type: str = "int8", cpu_threads: int | None = None
+):
+    """The faster-whisper model for ``model_path`` (bundled tiny.en by default), loaded once per process
+    (per thread count; ``None``: :func:`asr_threads`). ASR and the Whisper acoustic features share it."""
     from dmd_pipeline.model_files import whisper_model_dir
 
+    if cpu_threads is None:
+        cpu_threads = asr_threads()
     folder = str(whisper_model_dir(model_path))
     key = (folder, compute_type, int(cpu_threads))
     with _MODEL_LOCK:
