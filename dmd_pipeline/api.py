@@ -49,6 +49,7 @@ def analyze(
     out_dir: str | os.PathLike[str] | None = None,
     report: bool = False,
     cue_rate_hz: float = 2.0,
+    stream_window_s: float = 60.0,
 ) -> AnalysisResult:
     """Analyse one media file: utterance timeline, overall sentiment/emotion, graph edges, descriptive cues.
 
@@ -57,6 +58,8 @@ def analyze(
     default model. ``transcript``: a transcript file (.txt/.srt/.vtt/.json) or literal text; else a
     sidecar beside the media, else ASR (``asr``: whisper | pocketsphinx | none). With ``out_dir`` the
     result is also written to ``<out_dir>/<stem>.json`` (and ``<stem>.html`` with ``report=True``).
+    A file longer than 1.5 x ``stream_window_s`` is extracted and scored in windows of about that length,
+    so memory stays flat however long it is (0: always whole).
     Raises InputError (naming the file, stage and reason) for unreadable media.
     """
     from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
@@ -66,6 +69,7 @@ def analyze(
         asr=asr,
         transcript=Path(transcript) if isinstance(transcript, os.PathLike) else transcript,
         cue_rate_hz=cue_rate_hz,
+        stream_window_s=stream_window_s,
     )
     result = analyze_clip(path, loaded, opts)
     from dmd_pipeline.analysis.options import result_options

@@ -12,6 +12,7 @@ The executables can be overridden with ``$DMD_FFMPEG`` / ``$DMD_FFPROBE``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -131,15 +132,31 @@ def _rotation(stream: dict) -> int:
     return int(round(angle / 90.0)) * 90 % 360
 
 
+_PROBES: dict[tuple[str, int, int], MediaInfo] = {}  # (path, size, mtime) -> info: probe a file once
+
+
 def probe(path: str | Path) -> MediaInfo:
     """Read duration, streams, display size, frame rate and rotation of a media file.
 
-    Raises ``MediaError`` for a missing, empty or unreadable file, or one without audio and video.
+    Remembered per (path, size, modification time), so analysing a file probes it once (ffprobe costs
+    50-90 ms). Raises ``MediaError`` for a missing, empty or unreadable file, or one without audio and video.
     """
     p = _check_file(path)
+    exe = _tool("ffprobe")  # checked every time: a missing ffprobe is reported, not hidden by the memo
+    st = p.stat()
+    ident = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if ident in _PROBES:
+        return dataclasses.replace(_PROBES[ident], path=str(p))
+    info = _probe(p, exe)
+    if len(_PROBES) >= 256:
+        _PROBES.clear()
+    _PROBES[ident] = info
+    return dataclasses.replace(info)
+
+
+def _probe(p: Path, exe: str) -> MediaInfo:
     import ffmpeg  # ffmpeg-python
 
-    exe = _tool("ffprobe")
     try:
         data = ffmpeg.probe(str(p), cmd=exe, v="error")
     except ffmpeg.Error as e:
@@ -258,6 +275,77 @@ def load_audio(
         raise MediaError(p, f"audio decoding produced no samples ({_last_error_line(proc.stderr, p)})")
     np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
     return audio
+
+
+class AudioStream:
+    """The audio track decoded once, front to back, by one ffmpeg process (mono float32 at ``sr`` Hz), read
+    in pieces: the samples equal :func:`load_audio` of the whole file, while memory holds only what the
+    caller keeps. (Decoding a window with a seek is not sample-exact for AAC, so streamed features would
+    differ from the whole file's.) Use as a context manager; closing ends ffmpeg."""
+
+    def __init__(self, path: str | Path, sr: int = 16000, info: MediaInfo | None = None) -> None:
+        import ffmpeg
+
+        self.path = _check_file(path)
+        info = info or probe(self.path)
+        if not info.has_audio:
+            raise MediaError(
+                self.path, "has no audio stream (video only); acoustic features and ASR need audio"
+            )
+        self.sr = int(sr)
+        self.samples_read = 0
+        cmd = (
+            ffmpeg.input(str(self.path))
+            .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=self.sr, vn=None, sn=None, dn=None)
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+            .compile(cmd=_tool("ffmpeg"))
+        )
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the stream (closed in close())
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
+        self._eof = False
+
+    def read(self, n: int) -> np.ndarray:
+        """Up to ``n`` further samples (fewer only at the end of the track; empty after it)."""
+        if self._eof or n <= 0:
+            return np.zeros(0, np.float32)
+        assert self._proc.stdout is not None
+        want = int(n) * 4
+        buf = bytearray()
+        while len(buf) < want:
+            chunk = self._proc.stdout.read(want - len(buf))
+            if not chunk:
+                self._eof = True
+                self._check_exit()
+                break
+            buf.extend(chunk)
+        k = len(buf) // 4
+        out = np.frombuffer(bytes(buf[: k * 4]), dtype="<f4").astype(np.float32, copy=True)
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        self.samples_read += k
+        return out
+
+    def _check_exit(self) -> None:
+        rc = self._proc.wait()
+        if rc != 0:
+            self._err.seek(0)
+            raise MediaError(
+                self.path, f"audio decoding failed ({_last_error_line(self._err.read(), self.path)})"
+            )
+
+    def close(self) -> None:
+        """End ffmpeg (if still running) and free its pipe."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._err.close()
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def frame_size(info: MediaInfo, max_side: int | None) -> tuple[int, int]:

@@ -25,9 +25,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,41 @@ class Extractor:
         else:
             notes.append("no audio stream: acoustic features missing" + ("" if given else ", text missing"))
 
+        frames = None
+        if info.has_video:
+            frames = media.iter_frames(
+                path, fps=cfg.fps, start=start, end=end, max_side=cfg.max_side, info=info
+            )
+        source = {"path": str(path), "sha256": sha, "start": start, "end": end, "duration": duration}
+        return self._bundle(
+            path, info, source, clip_start, duration, audio, None, 0.0, frames, given,
+            start is not None or end is not None, timings, notes, decode,
+        )  # fmt: skip
+
+    def _bundle(
+        self,
+        path: Path,
+        info: Any,
+        source: dict[str, Any],
+        clip_start: float,
+        duration: float,
+        audio: np.ndarray | None,
+        wide: np.ndarray | None,
+        lead_s: float,
+        frames: Iterator[tuple[float, np.ndarray]] | None,
+        given: str | None,
+        is_segment: bool,
+        timings: dict[str, float],
+        notes: list[str],
+        decode: dict[str, Any],
+        asr: bool = True,
+        open_end: bool = False,
+    ) -> FeatureBundle:
+        """The three feature paths over decoded ``audio`` (``wide``: the same with acoustic context, starting
+        ``lead_s`` earlier; ``open_end``: the file's last window, whose acoustic frames run to the end of
+        the decoded track) and ``frames`` (file times) of the stretch starting at ``clip_start``."""
+        cfg = self.config
+        sr = cfg.sample_rate
         # Three paths that need nothing from each other: faces (frames), acoustic features (audio) and the
         # speech path (transcript -> alignment -> text). With ``concurrent`` the first two run on stage
         # threads while this thread runs the speech path: ffmpeg, CTranslate2, mediapipe, pocketsphinx and
@@ -370,11 +405,8 @@ class Extractor:
         visual_job: Future | None = None
         acoustic_job: Future | None = None
         try:
-            if info.has_video:
+            if frames is not None:
                 vis = self.visual  # load outside the timed stage
-                frames = media.iter_frames(
-                    path, fps=cfg.fps, start=start, end=end, max_side=cfg.max_side, info=info
-                )
                 visual_job = self._start(
                     "visual", path, timings, lambda: vis.extract(_until(stop, _shift(frames, clip_start)))
                 )
@@ -382,14 +414,22 @@ class Extractor:
                 aco = self.acoustic
                 if not self.concurrent:
                     warm_up_imports()  # librosa's imports overlap ASR/alignment (C++ code that frees the GIL)
-                acoustic_job = self._start("acoustic", path, timings, lambda: aco.extract(audio, sr))
+                if wide is not None:
+                    acoustic_job = self._start(
+                        "acoustic",
+                        path,
+                        timings,
+                        lambda: _trim_frames(aco.extract(wide, sr), lead_s, np.inf if open_end else duration),
+                    )
+                else:
+                    acoustic_job = self._start("acoustic", path, timings, lambda: aco.extract(audio, sr))
 
             segments: list = []
             words: list = []
             transcript_source = None
             asr_quality: dict = {}
             with self._stage("transcript", path, timings):
-                tr = self._transcript(path, audio, sr, given, duration, start is not None or end is not None)
+                tr = self._transcript(path, audio, sr, given, duration, is_segment, asr)
             if tr is not None:
                 transcript_source = tr.source
                 asr_quality = dict(getattr(tr, "quality", {}) or {})
@@ -405,7 +445,7 @@ class Extractor:
                         f"forced alignment did not place {fallback} of {len(words)} words (does the transcript "
                         "match the audio?): their times come from the ASR or are proportional inside the segment"
                     )
-            if not info.has_video:
+            if frames is None:
                 notes.append("no video stream: visual features missing")
 
             text = None
@@ -432,7 +472,7 @@ class Extractor:
 
         bundle = FeatureBundle(text=text, acoustic=acoustic, visual=visual, words=words, segments=segments)
         bundle.metadata = {
-            "source": {"path": str(path), "sha256": sha, "start": start, "end": end, "duration": duration},
+            "source": source,
             "media": dataclasses.asdict(info),
             "feature_hash": self.feature_hash,
             "config": cfg.to_dict(),
@@ -454,6 +494,113 @@ class Extractor:
             bundle.metadata["asr_quality"] = asr_quality
         return bundle
 
+    def extract_stream(
+        self,
+        path: str | Path,
+        window_s: float = 60.0,
+        search_s: float = 5.0,
+        context_s: float = 0.5,
+        spans: Sequence[Any] | None = None,
+    ) -> Iterator[FeatureBundle]:
+        """The whole file as consecutive windows of about ``window_s`` seconds, one FeatureBundle each (times
+        relative to the window; ``metadata["source"]`` has its ``start``/``end`` in the file), so memory is
+        bounded by the window, not the file: one ffmpeg process decodes the audio front to back
+        (:class:`~dmd_pipeline.media.AudioStream`) and one the frames; a window's samples are freed once
+        it is done.
+
+        Each boundary lies within ``search_s`` of its nominal place, on a 0.2 s grid: in a pause between two
+        of ``spans`` (the timed segments of a transcript file, whose words become each window's given
+        transcript; :func:`spans_in`) when there is one, else at the quietest point, so that no word is cut.
+        Acoustic features see ``context_s`` of audio across each boundary and equal the whole file's frame
+        for frame; faces are tracked across boundaries by one landmarker. No feature cache is used.
+        """
+        from dmd_pipeline import media
+
+        path = Path(path)
+        problem = path_problem(path)
+        if problem is not None:
+            raise InputError(path, problem)
+        cfg = self.config
+        sr = cfg.sample_rate
+        timings: dict[str, float] = {}
+        with self._stage("input", path, timings):
+            sha = self._source_sha256(path)
+        with self._stage("probe", path, timings):
+            info = media.probe(path)
+        duration = float(info.duration)
+        stream = None
+        frames = None
+        try:
+            with self._stage("audio", path, timings):
+                stream = media.AudioStream(path, sr=sr, info=info) if info.has_audio else None
+            if info.has_video:
+                frames = _FrameQueue(media.iter_frames(path, fps=cfg.fps, max_side=cfg.max_side, info=info))
+            buf = np.zeros(0, np.float32)
+            buf_start = 0  # file sample index of buf[0]
+            ended = stream is None
+            t0, k = 0.0, 0
+            while t0 < duration - 1e-6:
+                notes: list[str] = []
+                nominal = t0 + window_s
+                last = nominal + 0.5 * window_s >= duration
+                upto = duration if last else min(duration, nominal + search_s + context_s)
+                if not ended:
+                    with self._stage("audio", path, timings):
+                        need = int(round(upto * sr)) - (buf_start + len(buf))
+                        if last:
+                            need = max(need, 0) + 10 * sr  # to the end of the track, whatever probe said
+                        more = stream.read(need) if need > 0 else np.zeros(0, np.float32)
+                        ended = len(more) < need
+                        buf = np.concatenate([buf, more]) if more.size else buf
+                cut = duration if last else _cut_point(buf, buf_start, sr, nominal, search_s, spans)
+                i0 = int(round(t0 * sr)) - buf_start
+                i1 = int(round(cut * sr)) - buf_start if not last else len(buf)
+                audio = buf[i0:i1] if stream is not None else None
+                lead = min(context_s, i0 / sr)
+                wide = buf[int(round(i0 - lead * sr)) : min(len(buf), i1 + int(round(context_s * sr)))]
+                span = cut - t0
+                decode: dict[str, Any] = {"expected_s": round(span, 3)}
+                if stream is not None:
+                    if audio is None or audio.size == 0:
+                        notes.append(
+                            "the audio track decoded to no samples here: audio and speech treated as missing"
+                        )
+                        audio = wide = None
+                    else:
+                        decode["audio_s"] = round(audio.size / float(sr), 3)
+                        if _stopped_early(decode["audio_s"], span):
+                            notes.append(_early_note("audio", decode["audio_s"], span))
+                else:
+                    notes.append(
+                        "no audio stream: acoustic features missing" + ("" if spans else ", text missing")
+                    )
+                window_spans = spans_in(spans, t0, cut) if spans else []
+                given = " ".join(x.text.strip() for x in window_spans if x.text.strip()) if spans else None
+                source = {
+                    "path": str(path), "sha256": sha, "start": round(t0, 6), "end": round(cut, 6),
+                    "duration": span, "window": k,
+                }  # fmt: skip
+                bundle = self._bundle(
+                    path, info, source, t0, span, audio, wide, lead,
+                    frames.until(cut) if frames is not None else None,
+                    given or None, True, timings, notes, decode, asr=not spans, open_end=last,
+                )  # fmt: skip
+                bundle.metadata["cache"] = {"hit": False, "streamed": True}
+                timings = {}
+                yield bundle
+                # nothing of this window stays referenced here (its bundle, audio views) while the next one is
+                # extracted, and the freed memory goes back to the system: peak memory is one window's
+                del bundle, audio, wide
+                keep = max(0, int(round((cut - context_s) * sr)) - buf_start)  # the next window's lead-in
+                buf, buf_start = buf[keep:].copy(), buf_start + keep
+                release_memory()
+                t0, k = cut, k + 1
+        finally:
+            if stream is not None:
+                stream.close()
+            if frames is not None:
+                frames.close()
+
     def _transcript(
         self,
         path: Path,
@@ -462,13 +609,17 @@ class Extractor:
         given: str | None,
         duration: float,
         is_segment: bool,
+        asr: bool = True,
     ) -> Any:
-        """Given text > sidecar file (whole files only) > ASR; None when there is nothing to transcribe."""
+        """Given text > sidecar file (whole files only) > ASR (unless ``asr`` is False: a streaming window
+        of a file with a transcript); None when there is nothing to transcribe."""
         from dmd_pipeline.extractors import transcribe as tx
 
         if given is not None and given.strip():
             text = " ".join(given.split())
             return tx.Transcript([tx.Segment(0.0, duration, text, [])], "given")
+        if not asr:
+            return None
         sidecar_path = None if is_segment else path  # sidecar times refer to the whole file
         if audio is None:  # nothing to recognise, but a sidecar transcript still gives the text
             sidecar = tx.find_sidecar(path) if sidecar_path is not None else None
@@ -614,6 +765,94 @@ def _until(
         close = getattr(frames, "close", None)
         if callable(close):
             close()
+
+
+def _cut_point(
+    buf: np.ndarray, buf_start: int, sr: int, nominal: float, search_s: float, spans: Sequence[Any] | None
+) -> float:
+    """A window boundary near ``nominal`` on the 0.2 s grid: the middle of the pause between transcript
+    segments closest to it, else the point whose surrounding 0.2 s of audio is quietest."""
+    grid = 0.2
+    lo, hi = nominal - search_s, nominal + search_s
+    if spans:
+        ordered = sorted(spans, key=lambda x: (x.start, x.end))
+        gaps = [
+            0.5 * (a.end + b.start)
+            for a, b in zip(ordered[:-1], ordered[1:], strict=True)
+            if b.start > a.end and lo <= 0.5 * (a.end + b.start) <= hi
+        ]
+        if gaps:
+            best = min(gaps, key=lambda g: abs(g - nominal))
+            return round(round(best / grid) * grid, 6)
+    cands = [round(c * grid, 6) for c in range(int(np.ceil(lo / grid)), int(np.floor(hi / grid)) + 1)]
+    if buf.size == 0 or not cands:
+        return round(round(nominal / grid) * grid, 6)
+    half = int(0.1 * sr)
+
+    def energy(c: float) -> float:
+        i = int(round(c * sr)) - buf_start
+        seg = buf[max(0, i - half) : max(0, i + half)]
+        return float(np.mean(seg.astype(np.float64) ** 2)) if seg.size else float("inf")
+
+    return min(cands, key=lambda c: (energy(c), abs(c - nominal)))
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system (glibc ``malloc_trim``; a no-op
+    elsewhere): between streaming windows, so that the peak stays that of one window."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def spans_in(spans: Sequence[Any] | None, start: float, end: float) -> list[Any]:
+    """The transcript segments whose centre lies in ``[start, end)``: what a streaming window transcribes."""
+    return [x for x in spans or [] if start <= 0.5 * (float(x.start) + float(x.end)) < end]
+
+
+class _FrameQueue:
+    """One frame stream (file times) handed out window by window: :meth:`until` yields the frames before a
+    time and keeps the first later one for the next window."""
+
+    def __init__(self, frames: Iterator[tuple[float, np.ndarray]]) -> None:
+        self._frames = frames
+        self._held: tuple[float, np.ndarray] | None = None
+        self._done = False
+
+    def until(self, end: float) -> Iterator[tuple[float, np.ndarray]]:
+        """Frames with time < ``end``."""
+        while True:
+            if self._held is None:
+                if self._done:
+                    return
+                try:
+                    self._held = next(self._frames)
+                except StopIteration:
+                    self._done = True
+                    return
+            if self._held[0] >= end - 1e-9:
+                return
+            item, self._held = self._held, None
+            yield item
+
+    def close(self) -> None:
+        """End the frame decoder (ffmpeg)."""
+        close = getattr(self._frames, "close", None)
+        if callable(close):
+            close()
+
+
+def _trim_frames(frames: Any, lead_s: float, duration: float) -> Any:
+    """Frames computed over audio that starts ``lead_s`` before a window, cut to the window
+    ``[0, duration)`` with times relative to its start."""
+    from dmd_pipeline.extractors.base import FrameFeatures
+
+    t = np.asarray(frames.times, dtype=np.float64) - lead_s
+    keep = (t >= -1e-9) & (t < duration - 1e-9)
+    return FrameFeatures(frames.values[keep], t[keep], list(frames.names), dict(frames.extras))
 
 
 def _shift(frames: Iterable[tuple[float, np.ndarray]], offset: float) -> Iterator[tuple[float, np.ndarray]]:

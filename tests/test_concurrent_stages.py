@@ -44,6 +44,7 @@ def _busy_stage_threads() -> int:
 @pytest.mark.slow
 def test_concurrent_and_serial_stages_give_the_same_bundle(clip) -> None:
     cfg = ExtractionConfig(asr="whisper", fps=5.0)
+    before = set(_stage_threads())  # other tests' extractors may keep idle stage threads
     serial = Extractor(cfg, concurrent=False)
     concurrent = Extractor(cfg, concurrent=True)
     try:
@@ -61,7 +62,7 @@ def test_concurrent_and_serial_stages_give_the_same_bundle(clip) -> None:
     np.testing.assert_array_equal(a.text.features, b.text.features)
     assert a.metadata["notes"] == b.metadata["notes"]
     assert set(a.metadata["timings"]) == set(b.metadata["timings"])
-    assert not _stage_threads()  # close() stopped the stage threads
+    assert set(_stage_threads()) <= before  # close() stopped this extractor's stage threads
 
 
 @pytest.mark.slow

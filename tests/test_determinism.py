@@ -51,10 +51,10 @@ def test_forced_alignment_does_not_depend_on_what_was_aligned_before(tmp_path: P
     first, sr = sf.read(str(factory.speech_wav("i really liked this movie")), dtype="float32")
     other, sr2 = sf.read(str(factory.speech_wav("the weather was cold and grey all week")), dtype="float32")
     a16, o16 = to_16k(first, sr), to_16k(other, sr2)
-    words = "i really liked this movie".split()
+    words = ["i", "really", "liked", "this", "movie"]
     align._DECODERS.clear()  # fresh decoders, as in a new process
     alone = align._forced(a16, words)
     for _ in range(2):
-        align._forced(o16, "the weather was cold and grey all week".split())
+        align._forced(o16, ["the", "weather", "was", "cold", "and", "grey", "all", "week"])
         assert align._forced(a16, words) == alone
     assert alone is not None

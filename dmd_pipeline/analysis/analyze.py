@@ -66,6 +66,9 @@ class AnalyzeOptions:
     key_frames: int = 3
     batch_size: int = 16
     fps: float | None = None  # visual sampling rate; None: the model's feature spec, else 10 (4 if unused)
+    # files longer than 1.5x this are extracted and scored in windows of about this length (memory bounded
+    # by the window, not the file); 0 = always whole
+    stream_window_s: float = 60.0
 
 
 # ---- extractor set-up --------------------------------------------------------------------------------
@@ -607,13 +610,19 @@ def _mean_cols(frames: Any, groups: Sequence[Sequence[str]]) -> np.ndarray | Non
 def _grid_mean(
     times: np.ndarray, values: np.ndarray, valid: np.ndarray, grid_edges: np.ndarray
 ) -> list[float | None]:
-    """Mean of valid values per grid cell [e_k, e_k+1); None when a cell holds no valid frame."""
-    out: list[float | None] = []
+    """Mean of valid values per grid cell [e_k, e_k+1); None when a cell holds no valid frame (or a
+    non-finite one). Vectorised (bincount): an hour of 100 Hz frames on a 2 Hz grid takes milliseconds."""
+    n = len(grid_edges) - 1
+    if n <= 0:
+        return []
     idx = np.searchsorted(grid_edges, times, side="right") - 1
-    for k in range(len(grid_edges) - 1):
-        m = (idx == k) & valid
-        out.append(float(np.mean(values[m])) if m.any() and np.isfinite(values[m]).all() else None)
-    return out
+    inside = (idx >= 0) & (idx < n) & np.asarray(valid, bool)
+    ii, v = idx[inside], np.asarray(values, np.float64)[inside]
+    finite = np.isfinite(v)
+    count = np.bincount(ii, minlength=n)
+    bad = np.bincount(ii[~finite], minlength=n)
+    sums = np.bincount(ii[finite], weights=v[finite], minlength=n)
+    return [float(sums[k] / count[k]) if count[k] and not bad[k] else None for k in range(n)]
 
 
 CUE_SPECS: dict[str, tuple[str, str]] = {
@@ -628,22 +637,19 @@ CUE_SPECS: dict[str, tuple[str, str]] = {
 }
 
 
-def compute_cues(acoustic: Any, visual: Any, duration: float, rate_hz: float = 2.0) -> Cues:
-    """Descriptive cues on a grid of cells of 1/rate_hz seconds (times = centres of the cells' parts inside
-    the clip, so the last, partial cell's time never lies past the end)."""
-    n = max(1, int(np.ceil(duration * rate_hz - 1e-9))) if duration > 0 else 0
-    edges = np.arange(n + 1, dtype=np.float64) / rate_hz
-    times = [round(float(0.5 * (edges[k] + min(edges[k + 1], duration))), 4) for k in range(n)]
-    series: dict[str, CueSeries] = {}
+CueFrames = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]
+
+
+def cue_frames(acoustic: Any, visual: Any, offset: float = 0.0) -> CueFrames:
+    """Per cue, the (file times, values, valid) of the frames it is measured on (None without them)."""
+    out: CueFrames = {}
 
     def add(name: str, frames: Any, values: np.ndarray | None, valid: np.ndarray | None) -> None:
-        unit, desc = CUE_SPECS[name]
         if frames is None or values is None or frames.n_frames == 0:
-            vals: list[float | None] = [None] * n
-        else:
-            ok = np.ones(len(values), bool) if valid is None else valid
-            vals = _grid_mean(frames.times, np.asarray(values, np.float64), ok, edges)
-        series[name] = CueSeries(unit, desc, vals)
+            out[name] = None
+            return
+        ok = np.ones(len(values), bool) if valid is None else np.asarray(valid, bool)
+        out[name] = (np.asarray(frames.times, np.float64) + offset, np.asarray(values, np.float64), ok)
 
     face = None
     if visual is not None:
@@ -668,7 +674,33 @@ def compute_cues(acoustic: Any, visual: Any, duration: float, rate_hz: float = 2
     voiced = _col(acoustic, "voiced")
     add("f0", acoustic, f0, None if f0 is None else ((voiced > 0.5) if voiced is not None else f0 > 0))
     add("loudness", acoustic, _col(acoustic, "loudness_db", "rms_db"), None)
+    return out
+
+
+def cues_on_grid(parts: Sequence[CueFrames], duration: float, rate_hz: float = 2.0) -> Cues:
+    """Descriptive cues on a grid of cells of 1/rate_hz seconds (times = centres of the cells' parts inside
+    the clip, so the last, partial cell's time never lies past the end), from the cue frames of one or
+    several consecutive stretches of the file (:func:`cue_frames`)."""
+    n = max(1, int(np.ceil(duration * rate_hz - 1e-9))) if duration > 0 else 0
+    edges = np.arange(n + 1, dtype=np.float64) / rate_hz
+    times = [round(float(0.5 * (edges[k] + min(edges[k + 1], duration))), 4) for k in range(n)]
+    series: dict[str, CueSeries] = {}
+    for name, (unit, desc) in CUE_SPECS.items():
+        got = [p[name] for p in parts if p.get(name) is not None]
+        if not got:
+            vals: list[float | None] = [None] * n
+        else:
+            t = np.concatenate([g[0] for g in got])  # type: ignore[index]
+            v = np.concatenate([g[1] for g in got])  # type: ignore[index]
+            ok = np.concatenate([g[2] for g in got])  # type: ignore[index]
+            vals = _grid_mean(t, v, ok, edges)
+        series[name] = CueSeries(unit, desc, vals)
     return Cues(rate_hz=float(rate_hz), times=times, series=series)
+
+
+def compute_cues(acoustic: Any, visual: Any, duration: float, rate_hz: float = 2.0) -> Cues:
+    """Descriptive cues of one clip's frames (see :func:`cues_on_grid`)."""
+    return cues_on_grid([cue_frames(acoustic, visual)], duration, rate_hz)
 
 
 # ---- key frames ----------------------------------------------------------------------------------
@@ -684,18 +716,31 @@ def _face_boxes(visual: Any) -> np.ndarray | None:
     return None
 
 
-def pick_key_frames(visual: Any, duration: float, n: int = 3) -> list[KeyFrame]:
-    """``n`` frame times spread over the clip (preferring frames with a face) with their face boxes."""
-    if n <= 0 or duration <= 0:
-        return []
+Faces = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def face_frames(visual: Any, offset: float = 0.0) -> Faces | None:
+    """(file times, has a face, face boxes or None) of the visual frames: what key frames are picked from."""
     if visual is None or visual.n_frames == 0:
-        return []
+        return None
     boxes = _face_boxes(visual)
     fp = _col(visual, "face_present")
     has = (fp > 0.5) if fp is not None else np.zeros(visual.n_frames, bool)
     if boxes is not None:
         has = has & np.isfinite(boxes).all(axis=1)
-    cand = np.flatnonzero(has) if has.any() else np.arange(visual.n_frames)
+    return np.asarray(visual.times, np.float64) + offset, has, boxes
+
+
+def key_frames_from(parts: Sequence[Faces | None], duration: float, n: int = 3) -> list[KeyFrame]:
+    """``n`` frame times spread over the clip (preferring frames with a face) with their face boxes, from
+    the face frames of one or several consecutive stretches of the file (:func:`face_frames`)."""
+    got = [p for p in parts if p is not None]
+    if n <= 0 or duration <= 0 or not got:
+        return []
+    times = np.concatenate([g[0] for g in got])
+    has = np.concatenate([g[1] for g in got])
+    boxes = np.concatenate([g[2] for g in got]) if all(g[2] is not None for g in got) else None
+    cand = np.flatnonzero(has) if has.any() else np.arange(len(times))
     picks = cand[np.unique(np.linspace(0, len(cand) - 1, num=min(n, len(cand))).round().astype(int))]
     out = []
     for i in picks:
@@ -703,15 +748,21 @@ def pick_key_frames(visual: Any, duration: float, n: int = 3) -> list[KeyFrame]:
         if boxes is not None and has[i]:
             b = np.clip(boxes[i], 0.0, 1.0)
             box = [round(float(x), 4) for x in b]
-        out.append(KeyFrame(time=round(float(visual.times[i]), 4), box=box))
+        out.append(KeyFrame(time=round(float(times[i]), 4), box=box))
     return out
 
 
-def _word(w: Any, seg_start: float, seg_end: float) -> WordResult:
-    """A word with its times clamped into its segment (which lies inside the file's duration)."""
+def pick_key_frames(visual: Any, duration: float, n: int = 3) -> list[KeyFrame]:
+    """``n`` frame times spread over the clip (preferring frames with a face) with their face boxes."""
+    return key_frames_from([face_frames(visual)], duration, n)
+
+
+def _word(w: Any, seg_start: float, seg_end: float, offset: float = 0.0) -> WordResult:
+    """A word with its times clamped into its segment (which lies inside the file's duration), moved by
+    ``offset`` seconds (a streaming window's start)."""
     start = min(max(float(w.start), seg_start), seg_end)
     end = min(max(float(w.end), start), seg_end)
-    return WordResult(str(w.text), round(start, 4), round(end, 4), str(w.source))
+    return WordResult(str(w.text), round(start + offset, 4), round(end + offset, 4), str(w.source))
 
 
 # ---- the analysis --------------------------------------------------------------------------------
@@ -775,6 +826,143 @@ def model_notes(
     return notes, nothing
 
 
+@dataclass
+class _Part:
+    """What one stretch of a file (the whole file, or one window of a streamed one) adds to the result:
+    scored segments with file times, per-model scores, and the few per-frame series the cues and key frames
+    need (a streamed file keeps no other frames once its window is scored)."""
+
+    meta: dict[str, Any]
+    present: list[str]
+    silent_peak: float | None
+    segments: list[SegmentResult]
+    durations: list[float]  # unrounded segment durations: the aggregation weights
+    scores: list[ModelScores]
+    used: list[list[str]]  # per model: the modalities it was fed here
+    n_words: int
+    word_sources: dict[str, int]
+    cue_frames: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]
+    faces: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # (times, has face, boxes)
+    timings: dict[str, float]
+
+
+def _score_part(
+    path: Path,
+    bundle: Any,
+    models: Sequence[LoadedModel],
+    names: Sequence[str],
+    ext: Any,
+    options: AnalyzeOptions,
+    spans: list[Any],
+    offset: float = 0.0,
+) -> _Part:
+    """Score one bundle (times relative to ``offset`` seconds into the file) with every model."""
+    from dmd_pipeline.features import word_source_counts
+
+    meta = bundle.metadata
+    timings = {k: float(v) for k, v in (meta.get("timings") or {}).items()}
+    mi = meta.get("media") or {}
+    duration = float(meta.get("source", {}).get("duration") or mi.get("duration") or 0.0)
+    present = list(bundle.modalities)
+    if not present:
+        raise InputError(path, "no usable modality: no audio, no video and no words", stage="analyze")
+    # what the models may score: a digitally silent audio track is no voice
+    scorable = list(present)
+    peak = silent_audio_peak(bundle.acoustic) if "audio" in present else None
+    if peak is not None:
+        scorable.remove("audio")
+    columns = [_check_dims(m, ext, scorable) for m in models]
+
+    t0 = time.perf_counter()
+    segs = utterances(bundle, duration, options, spans)
+    timings["segment"] = time.perf_counter() - t0
+
+    scores: list[ModelScores] = []
+    used_by: list[list[str]] = []
+    timings["segment_features"] = timings["model"] = 0.0
+    for k, (m, name) in enumerate(zip(models, names, strict=True)):
+        used = [x for x in MODALITIES if x in m.modalities and x in scorable]
+        if used or k == 0:  # the primary always runs: its graph edges describe the segments (as in 1.0)
+            sc = score_model(
+                m, bundle, segs, ext, scorable, columns[k], options.batch_size, predict=bool(used)
+            )
+        else:
+            sc = ModelScores([Prediction() for _ in segs], [None] * len(segs), [])
+        timings["segment_features"] += sc.seconds_features
+        timings["model"] += sc.seconds_model
+        timings[f"model:{name}"] = sc.seconds_features + sc.seconds_model
+        if offset:
+            sc.windows = [
+                replace(w, start=round(w.start + offset, 4), end=round(w.end + offset, 4)) for w in sc.windows
+            ]
+        scores.append(sc)
+        used_by.append(used)
+
+    seg_results = []
+    for i, s in enumerate(segs):
+        seg_results.append(
+            SegmentResult(
+                index=i,
+                start=round(float(s.start) + offset, 4),
+                end=round(float(s.end) + offset, 4),
+                text=str(s.text),
+                # With none of a model's modalities present its output only reflects zero inputs:
+                # no score is given rather than a number that looks meaningful.
+                prediction=scores[0].segments[i],
+                words=[_word(w, s.start, s.end, offset) for w in s.words],
+                edges=scores[0].edges[i],
+                predictions={name: sc.segments[i] for name, sc in zip(names, scores, strict=True)},
+            )
+        )
+    t0 = time.perf_counter()
+    cues = cue_frames(bundle.acoustic, bundle.visual, offset)
+    faces = face_frames(bundle.visual, offset)
+    timings["cues"] = time.perf_counter() - t0
+    words = list(bundle.words)
+    return _Part(
+        meta=meta,
+        present=present,
+        silent_peak=peak,
+        segments=seg_results,
+        durations=[max(0.0, float(s.end - s.start)) for s in segs],
+        scores=scores,
+        used=used_by,
+        n_words=len(words),
+        word_sources={str(k): int(v) for k, v in word_source_counts(words).items()},
+        cue_frames=cues,
+        faces=faces,
+        timings=timings,
+    )
+
+
+def _stream_spans(
+    path: Path, options: AnalyzeOptions, duration: float
+) -> tuple[bool, list[Any], str | None, str | None]:
+    """Whether to analyse ``path`` in streaming windows, the timed transcript segments that then give each
+    window its words, that transcript's source label, and a note when a long file cannot be streamed."""
+    window = float(options.stream_window_s or 0.0)
+    if window <= 0 or duration <= 1.5 * window:
+        return False, [], None, None
+    from dmd_pipeline.extractors.transcribe import find_sidecar, read_transcript_file
+
+    source = options.transcript if options.transcript is not None else find_sidecar(path)
+    if source is None:
+        return True, [], None, None
+    p = Path(source)
+    is_file = isinstance(source, Path) or ("\n" not in str(source) and p.suffix.lower() != "" and p.is_file())
+    if is_file and p.suffix.lower() != ".txt":
+        tr = read_transcript_file(p, duration)
+        timed = [x for x in tr.segments if x.end > x.start and x.text.strip()]
+        if timed:
+            label = f"file:{p}" if options.transcript is not None else f"sidecar:{p}"
+            return True, timed, label, None
+    note = (
+        f"the file is {duration / 60:.0f} min long but its transcript has no segment times, so it was analysed "
+        "whole, not in streaming windows (memory grows with the length; give an .srt/.vtt/.json transcript)"
+    )
+    return False, [], None, note
+
+
 def analyze_clip(
     path: str | Path,
     model: LoadedModel | Sequence[LoadedModel] | None = None,
@@ -785,10 +973,12 @@ def analyze_clip(
     The file is extracted once, with settings that serve every model (:func:`get_extractor`); the
     transcript's utterances are shared; each model scores them from its own columns (and windows, for a
     short-clip model). The first model is the primary one (``model``/``overall``/``segments[].prediction``).
+    A file longer than 1.5 x ``options.stream_window_s`` is streamed: extracted and scored window by window
+    (:meth:`~dmd_pipeline.pipeline.Extractor.extract_stream`), so memory does not grow with its length.
     Raises InputError on bad media, ConfigError when the models' feature settings cannot be served.
     """
-    from dmd_pipeline import __version__
-    from dmd_pipeline.features import word_source_counts
+    from dmd_pipeline import media
+    from dmd_pipeline.pipeline import spans_in
 
     t_all = time.perf_counter()
     options = options or AnalyzeOptions()
@@ -803,65 +993,94 @@ def analyze_clip(
         models = as_model_list(model)
     path = Path(path)
     ext = get_extractor(models, options)
+    names = _run_names(models)
 
-    duration_hint = None
-    spans: list[Any] = []
-    given, source_label = None, None
-    if options.transcript is not None:
-        from dmd_pipeline import media
-
-        duration_hint = media.probe(path).duration
-        given, spans, source_label = _given_transcript(options.transcript, duration_hint)
+    info = media.probe(path)  # remembered: the extractor's own probe of the file costs nothing
+    stream, stream_spans, stream_label, note = _stream_spans(path, options, float(info.duration))
     loaded_before = set(ext.load_timings)
-    bundle = ext.extract_clip(path, transcript=given)
+    parts: list[_Part] = []
+    source_label = None
+    if stream:
+        source_label = stream_label
+        window = float(options.stream_window_s)
+        for bundle in ext.extract_stream(path, window_s=window, spans=stream_spans or None):
+            src = bundle.metadata["source"]
+            a, b = float(src["start"]), float(src["end"])
+            own = [replace(x, start=x.start - a, end=x.end - a) for x in spans_in(stream_spans, a, b)]
+            parts.append(_score_part(path, bundle, models, names, ext, options, own, a))
+            del bundle  # the window's frames go; only its scores and cue series stay
+        duration = float(info.duration)
+    else:
+        given, spans = None, []
+        if options.transcript is not None:
+            given, spans, source_label = _given_transcript(options.transcript, float(info.duration))
+        bundle = ext.extract_clip(path, transcript=given)
+        parts.append(_score_part(path, bundle, models, names, ext, options, spans))
+        meta = bundle.metadata
+        duration = float(
+            meta.get("source", {}).get("duration") or (meta.get("media") or {}).get("duration") or 0.0
+        )
+        del bundle
     for k, v in ext.load_timings.items():
         if k not in loaded_before:
             timings[f"load_{k}"] = float(v)
-    meta = bundle.metadata
-    for k, v in (meta.get("timings") or {}).items():
-        timings[k] = float(v)
-    mi = meta.get("media") or {}
-    duration = float(meta.get("source", {}).get("duration") or mi.get("duration") or 0.0)
-    present = list(bundle.modalities)
-    if not present:
-        raise InputError(path, "no usable modality: no audio, no video and no words", stage="analyze")
-    # what the models may score: a digitally silent audio track is no voice
+    result = _assemble(path, models, names, parts, duration, options, timings, source_label)
+    if note:
+        result.warnings.append(note)
+    if stream:
+        result.warnings.append(
+            f"analysed in {len(parts)} streaming windows of about {options.stream_window_s:.0f} s "
+            "(cut in pauses); features and scores are per window"
+        )
+    result.timings["total"] = round(time.perf_counter() - t_all, 4)
+    return result
+
+
+def _assemble(
+    path: Path,
+    models: Sequence[LoadedModel],
+    names: Sequence[str],
+    parts: Sequence[_Part],
+    duration: float,
+    options: AnalyzeOptions,
+    timings: dict[str, float],
+    source_label: str | None,
+) -> AnalysisResult:
+    """One result from the parts of a file, in time order."""
+    from dmd_pipeline import __version__
+
+    first = parts[0].meta
+    mi = first.get("media") or {}
+    present = [x for x in MODALITIES if any(x in p.present for p in parts)]
+    with_audio = [p for p in parts if "audio" in p.present]
+    silent = [p for p in with_audio if p.silent_peak is not None]
     scorable, absent = list(present), {}
-    peak = silent_audio_peak(bundle.acoustic) if "audio" in present else None
-    if peak is not None:
+    warnings: list[str] = []
+    for p in parts:
+        for n in p.meta.get("notes") or []:
+            if str(n) not in warnings:
+                warnings.append(str(n))
+    if with_audio and len(silent) == len(with_audio):
+        peak = max(float(p.silent_peak) for p in silent)  # type: ignore[arg-type]
         scorable.remove("audio")
         absent["audio"] = f"the audio track is silent (peak {peak:.0f} dBFS)"
-    columns = [_check_dims(m, ext, scorable) for m in models]
-
-    t0 = time.perf_counter()
-    segs = utterances(bundle, duration, options, spans)
-    timings["segment"] = time.perf_counter() - t0
-
-    names = _run_names(models)
-    runs: list[ModelRun] = []
-    scores: list[ModelScores] = []
-    warnings = [str(n) for n in meta.get("notes") or []]
-    if peak is not None:
         warnings.append(f"{absent['audio']}: treated as no audio by the models (cues still measured)")
+    elif silent:
+        warnings.append(
+            f"the audio track is digital silence in {len(silent)} of {len(parts)} windows: no voice is scored there"
+        )
+    for p in parts:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+
+    runs: list[ModelRun] = []
     primary_notes: list[str] = []
-    timings["segment_features"] = timings["model"] = 0.0
     for k, (m, name) in enumerate(zip(models, names, strict=True)):
-        used = [x for x in MODALITIES if x in m.modalities and x in scorable]
+        used = [x for x in MODALITIES if any(x in p.used[k] for p in parts)]
         notes, nothing = model_notes(m, scorable, absent)
-        if used or k == 0:  # the primary always runs: its graph edges describe the segments (as in 1.0)
-            sc = score_model(
-                m, bundle, segs, ext, scorable, columns[k], options.batch_size, predict=bool(used)
-            )
-        else:
-            empty = [Prediction() for _ in segs]
-            sc = ModelScores(empty, [None] * len(segs), [])
-        timings["segment_features"] += sc.seconds_features
-        timings["model"] += sc.seconds_model
-        timings[f"model:{name}"] = sc.seconds_features + sc.seconds_model
+        preds = [pr for p in parts for pr in p.scores[k].segments]
         overall = (
-            weighted_prediction(m, sc.segments, [max(0.0, float(s.end - s.start)) for s in segs])
-            if used
-            else Prediction()
+            weighted_prediction(m, preds, [d for p in parts for d in p.durations]) if used else Prediction()
         )
         info = m.info()
         info.name = name
@@ -872,47 +1091,32 @@ def analyze_clip(
             [x for x in MODALITIES if x not in used],
             "; ".join(filter(None, [nothing, *notes])),
         )
-        run.windows = sc.windows
+        base = 0
+        for p in parts:
+            run.windows.extend(replace(w, segment=w.segment + base) for w in p.scores[k].windows)
+            base += len(p.segments)
         runs.append(run)
-        scores.append(sc)
         if k == 0:
             primary_notes = notes
+            warnings.extend(primary_notes)
             if nothing:
-                warnings.extend(primary_notes)
                 warnings.append(
                     "no modality the model uses is present: no score is given (score and labels are null); "
                     "the descriptive cues are still measured"
                 )
-            else:
-                warnings.extend(primary_notes)
         elif nothing:
             warnings.append(f"{name}: {nothing} (its predictions are null)")
 
-    seg_results = []
-    for i, s in enumerate(segs):
-        seg_results.append(
-            SegmentResult(
-                index=i,
-                start=round(float(s.start), 4),
-                end=round(float(s.end), 4),
-                text=str(s.text),
-                # With none of a model's modalities present its output only reflects zero inputs:
-                # no score is given rather than a number that looks meaningful.
-                prediction=scores[0].segments[i],
-                words=[_word(w, s.start, s.end) for w in s.words],
-                edges=scores[0].edges[i],
-                predictions={name: sc.segments[i] for name, sc in zip(names, scores, strict=True)},
-            )
-        )
-
+    seg_results = [replace(s, index=i) for i, s in enumerate(s for p in parts for s in p.segments)]
     t0 = time.perf_counter()
-    cues = compute_cues(bundle.acoustic, bundle.visual, duration, options.cue_rate_hz)
-    key_frames = pick_key_frames(bundle.visual, duration, options.key_frames)
-    timings["cues"] = time.perf_counter() - t0
-
+    cues = cues_on_grid([p.cue_frames for p in parts], duration, options.cue_rate_hz)
+    key_frames = key_frames_from([p.faces for p in parts], duration, options.key_frames)
+    timings["cues"] = timings.get("cues", 0.0) + time.perf_counter() - t0
+    sources: dict[str, int] = {}
+    for p in parts:
+        for key, v in p.word_sources.items():
+            sources[key] = sources.get(key, 0) + v
     primary = runs[0]
-    words = list(bundle.words)
-    timings["total"] = time.perf_counter() - t_all
     return AnalysisResult(
         file=os.path.abspath(path),  # as the user gave it (absolute; symlinks kept)
         duration=round(duration, 4),
@@ -933,9 +1137,9 @@ def analyze_clip(
             note="; ".join(primary_notes),
         ),
         transcript=TranscriptInfo(
-            source=str(source_label or meta.get("transcript_source") or "none"),
-            n_words=len(words),
-            word_time_sources={str(k): int(v) for k, v in word_source_counts(words).items()},
+            source=str(source_label or first.get("transcript_source") or "none"),
+            n_words=sum(p.n_words for p in parts),
+            word_time_sources=sources,
         ),
         cues=cues,
         model=primary.info,

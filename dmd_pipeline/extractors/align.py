@@ -23,6 +23,7 @@ import difflib
 import math
 import re
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -52,26 +53,38 @@ _LOCK = threading.RLock()
 
 
 # ---------------------------------------------------------------------------------------- decoders
-_INITIAL_CMN: dict[int, str] = {}  # id(decoder) -> its cepstral-mean estimate when created
+#: pocketsphinx beams of the second, wider alignment try (the defaults are 1e-48 / 7e-29 / 1e-48)
+_WIDE_BEAMS = {"beam": 1e-80, "wbeam": 1e-60, "pbeam": 1e-80}
+_DEFAULT_BEAMS: dict[str, float] = {}
 
 
 def _decoder(kind: str):
-    """Cached pocketsphinx decoders: "align" (default beams), "align_wide", "asr" (bundled LM)."""
+    """Cached pocketsphinx decoders: "align" (forced alignment; see :func:`_widen`) and "asr" (bundled LM).
+    Each holds its own copy of the acoustic model and dictionary (about 90 MB)."""
     with _LOCK:
         if kind not in _DECODERS:
             from pocketsphinx import Decoder
 
             if kind == "align":
                 _DECODERS[kind] = Decoder(loglevel="FATAL", bestpath=False)
-            elif kind == "align_wide":
-                _DECODERS[kind] = Decoder(
-                    loglevel="FATAL", bestpath=False, beam=1e-80, wbeam=1e-60, pbeam=1e-80
-                )
+                _DEFAULT_BEAMS.update({k: float(_DECODERS[kind].config[k]) for k in _WIDE_BEAMS})
             elif kind == "asr":
                 _DECODERS[kind] = Decoder(loglevel="FATAL")
             else:
                 raise ValueError(kind)
         return _DECODERS[kind]
+
+
+def _widen(decoder, wide: bool) -> None:
+    """Switch the alignment decoder between the default and the wide beams (``reinit``, ~0.3 s, only when
+    a default-beam alignment failed): one decoder instead of a second ~90 MB one, so memory does not depend
+    on whether some utterance of a file was hard to align."""
+    want = _WIDE_BEAMS if wide else _DEFAULT_BEAMS
+    if all(float(decoder.config[k]) == v for k, v in want.items()):
+        return
+    for k, v in want.items():
+        decoder.config[k] = v
+    decoder.reinit()
 
 
 def _pcm16(audio16: np.ndarray) -> bytes:
@@ -84,11 +97,12 @@ def _pcm16(audio16: np.ndarray) -> bytes:
 
 
 def _run(decoder, pcm: bytes) -> list[tuple[str, int, int]] | None:
-    # pocketsphinx carries its noise statistics and cepstral-mean estimate from one utterance into the
-    # next: reset both, so a clip aligns the same whatever was decoded before it in this process
-    initial = _INITIAL_CMN.setdefault(id(decoder), decoder.get_cmn(False))
-    decoder.start_stream()
-    decoder.set_cmn(initial)
+    # pocketsphinx carries its noise statistics from one utterance into the next, so a clip's word times
+    # depended on what was decoded before it; start_stream() resets them ("deprecated and unnecessary",
+    # says pocketsphinx 5, but measured: without it the second decode of the same audio differs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoder.start_stream()
     decoder.start_utt()
     decoder.process_raw(pcm, no_search=False, full_utt=True)
     decoder.end_utt()
@@ -302,10 +316,11 @@ def _forced(audio16: np.ndarray, words: list[str]) -> list[tuple[int, int]] | No
     """Frame spans of ``words`` from pocketsphinx alignment, or None when it fails / is implausible."""
     pcm = _pcm16(audio16)
     n_frames = len(audio16) // 160
-    for kind in ("align", "align_wide"):
+    for wide in (False, True):
         with _LOCK:
-            d = _decoder(kind)
+            d = _decoder("align")
             try:
+                _widen(d, wide)
                 spelled = _ensure_words(d, words)
                 d.set_align_text(" ".join(spelled))
                 segs = _run(d, pcm)
