@@ -4,6 +4,10 @@ Data loading goes through :func:`load_training_data` (``--data FILE.pkl``) or :f
 (``--labels FILE.csv``: transcripts only, see :mod:`dmd_pipeline.data.text_only`; the text goes through the
 encoder either as token ids fine-tuned inside DMD, ``--text-input tokens``, or as frozen features,
 ``--text-input features``; audio and vision are zeros and the model records ``"modalities": ["text"]``).
+
+Several processes (``--nproc N``, or started by ``torchrun``): every process runs :func:`_run` as one rank of
+a ``torch.distributed`` group (:mod:`dmd_pipeline.training.distributed`); rank 0 alone prints and writes
+``OUT``. Documented in docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -123,7 +127,11 @@ def _categorical_data(splits: dict[str, dict[str, Any]]) -> bool:
     import numpy as np
 
     has_cls = any("classification_labels" in s for s in splits.values())
-    reg = [np.asarray(s["regression_labels"], dtype=np.float64) for s in splits.values() if "regression_labels" in s]
+    reg = [
+        np.asarray(s["regression_labels"], dtype=np.float64)
+        for s in splits.values()
+        if "regression_labels" in s
+    ]
     numeric = any(r.size and np.isfinite(r).all() for r in reg)
     return has_cls and not numeric
 
@@ -377,6 +385,15 @@ def train(
         help="Train K members with seeds SEED..SEED+K-1 (each with its own best epoch) and save them as one "
         "seed-ensemble model (mean class probabilities); not part of the official method. Default 1.",
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        max=1024,
+        help="Train on N local processes with torch.distributed DDP (gloo on CPU, NCCL with CUDA: one GPU "
+        "each). --batch-size stays the global batch (each process takes batch/N, which must divide), so the "
+        "run computes what one process does. Under torchrun leave it out (docs/cluster.md).",
+    ),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -394,21 +411,101 @@ def train(
     device = device.value if isinstance(device, Device) else str(device)
 
     try:
-        if (data is None) == (labels is None):
-            from dmd_pipeline.errors import ConfigError
+        from dmd_pipeline.errors import ConfigError
 
+        if (data is None) == (labels is None):
             raise ConfigError("give exactly one of --data FILE.pkl or --labels FILE.csv")
         import torch
 
+        from dmd_pipeline.training import distributed
         from dmd_pipeline.utils import choose_threads
 
-        torch.set_num_threads(choose_threads(threads))  # fewer threads when other processes hold the cores
-        _run(data, labels, preset, out, epochs, seed, device, batch_size, lr, update_epochs, early_stop,
-             text_encoder, text_input, finetune_layers, weights_dtype, num_classes, overrides, quiet, eval_test,
-             parse_modalities(modalities), window_s, resume=resume, ensemble=ensemble)  # fmt: skip
+        run_kw: dict[str, Any] = dict(
+            data=data, labels=labels, preset=preset, out=out, epochs=epochs, seed=seed, device=device,
+            batch_size=batch_size, lr=lr, update_epochs=update_epochs, early_stop=early_stop,
+            text_encoder=text_encoder, text_input=text_input, finetune_layers=finetune_layers,
+            weights_dtype=weights_dtype, num_classes=num_classes, overrides=overrides, quiet=quiet,
+            eval_test=eval_test, modalities=parse_modalities(modalities), window_s=window_s, resume=resume,
+            ensemble=ensemble,
+        )  # fmt: skip
+        env = distributed.env_info()
+        if env is not None and env.distributed:  # started by torchrun (or srun torchrun): this is one rank
+            if nproc not in (1, env.world_size):
+                raise ConfigError(
+                    f"started by torchrun as {env.world_size} processes: leave out --nproc (got {nproc})"
+                )
+            check_distributed(run_kw, env.world_size, env.local_world_size)
+            torch.set_num_threads(choose_threads(threads, share=env.local_world_size))
+            _rank_main(run_kw, verbose, quiet, in_process=True)
+        elif nproc > 1:
+            check_distributed(run_kw, nproc, nproc)  # usage errors before any process starts
+            code = distributed.launch_local(
+                _rank_main, nproc, (run_kw, verbose, quiet, False, choose_threads(threads, share=nproc))
+            )
+            if code:
+                raise typer.Exit(code)
+        else:
+            # fewer threads when other processes hold the cores
+            torch.set_num_threads(choose_threads(threads))
+            _run(**run_kw)
     except DMDError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def check_distributed(run_kw: dict[str, Any], world_size: int, local_world_size: int) -> None:
+    """Usage errors of a run on ``world_size`` processes, raised before training starts: the input file
+    must exist, the global batch size must divide by the number of processes, the device must be cpu or
+    cuda with a GPU per local process (ConfigError / DataError)."""
+    from dmd_pipeline.config import get_preset
+    from dmd_pipeline.errors import DataError
+    from dmd_pipeline.training import distributed
+
+    for key, what in (("data", "data file not found"), ("labels", "label CSV not found")):
+        if run_kw.get(key) is not None and not Path(run_kw[key]).is_file():
+            raise DataError(Path(run_kw[key]), what)  # as the loaders say it, before N processes start
+    distributed.rank_device(str(run_kw["device"]), distributed.DistInfo(0, world_size, 0, local_world_size))
+    batch = run_kw.get("batch_size")
+    if batch is None:
+        _, train_kw = parse_overrides(run_kw.get("overrides"))
+        batch = train_kw.get("batch_size", get_preset(str(run_kw["preset"])).train.get("batch_size", 16))
+    if int(batch) % world_size:
+        from dmd_pipeline.errors import ConfigError
+
+        raise ConfigError(distributed.batch_error(int(batch), world_size))
+
+
+def _rank_main(
+    run_kw: dict[str, Any], verbose: bool, quiet: bool, in_process: bool = False, threads: int | None = None
+) -> None:
+    """One rank of a distributed run: join the process group, train (rank 0 prints and writes), leave.
+
+    ``in_process`` (started by torchrun): errors propagate to :func:`train`. Otherwise (a process started
+    by ``--nproc``) a usage error is printed (``error: ...``, prefixed by the rank on ranks >= 1) and the
+    process exits with code 2, which :func:`~dmd_pipeline.training.distributed.launch_local` reports.
+    """
+    from dmd_pipeline.cli.common import setup_logging
+    from dmd_pipeline.errors import DMDError
+    from dmd_pipeline.training import distributed
+
+    env = distributed.env_info()
+    main = env is None or env.is_main
+    setup_logging(verbose, quiet or not main)  # the other ranks log warnings and errors only
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        distributed.init_process_group(str(run_kw["device"]))
+        _run(**{**run_kw, "quiet": run_kw["quiet"] or not main})
+    except DMDError as exc:
+        if in_process:
+            raise
+        prefix = "" if main else f"[rank {env.rank}] "  # type: ignore[union-attr]
+        typer.echo(f"{prefix}error: {exc}", err=True)
+        raise SystemExit(2) from exc
+    finally:
+        distributed.shutdown()
 
 
 def _run(
@@ -439,6 +536,9 @@ def _run(
     import time
 
     quiet_transformers()
+    from dmd_pipeline.training import distributed
+
+    rank = distributed.current()  # rank 0 of 1 unless a process group is initialised
 
     from rich.console import Console
 
@@ -467,7 +567,9 @@ def _run(
     datasets = {name: dataset_from_split(config, split, name) for name, split in source.splits.items()}
     if modalities is not None:
         if extra_meta.get("modalities") and set(modalities) - set(extra_meta["modalities"]):
-            raise ConfigError(f"--modalities {','.join(modalities)}: this data only has {extra_meta['modalities']}")
+            raise ConfigError(
+                f"--modalities {','.join(modalities)}: this data only has {extra_meta['modalities']}"
+            )
         zero_unused_modalities(datasets, modalities)
         extra_meta["modalities"] = modalities
         for mod in ("text", "audio", "vision"):
@@ -475,7 +577,10 @@ def _run(
                 extra_meta[f"{mod}_input"] = "zeros (not used by this model)"
     if window_s is not None:
         extra_meta["analysis_window_s"] = float(window_s)
-    mask, noise = float(config.train.get("augment_time_mask", 0.0)), float(config.train.get("augment_noise", 0.0))
+    mask, noise = (
+        float(config.train.get("augment_time_mask", 0.0)),
+        float(config.train.get("augment_noise", 0.0)),
+    )
     if mask > 0 or noise > 0:
         from dmd_pipeline.data.datasets import AudioAugment
 
@@ -531,12 +636,16 @@ def _run(
         system, result, member_info = _train_ensemble(
             system, config, tcfg, datasets, out, meta, ensemble, resume, console
         )
+        if not rank.is_main:  # the members were trained together; rank 0 evaluates and saves
+            return
         meta.update(ensemble_size=ensemble, ensemble_members=member_info)
         result.best_metrics = evaluate(system, datasets["valid"], tcfg.batch_size, trainer.device)
     else:
         result = trainer.fit(
             datasets["train"], datasets["valid"], checkpoint_dir=out, checkpoint_meta=meta, resume=resume
         )
+        if not rank.is_main:
+            return
     import torch
 
     seconds = round(time.perf_counter() - t0, 1)
@@ -547,6 +656,7 @@ def _run(
         "epochs_run": result.epochs_run,
         "torch_threads": torch.get_num_threads(),
         "device": tcfg.device,
+        "processes": rank.world_size,
     }
     metrics = {"valid": result.best_metrics}
     if eval_test and "test" in datasets and len(datasets["test"]):

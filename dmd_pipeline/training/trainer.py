@@ -25,6 +25,10 @@ safetensors file (current and best weights, Adam's moments, the torch and data-l
 tensor file), written tensors first, JSON last, each atomically; never pickle. ``fit(..., resume=True)``
 continues from the last completed epoch exactly as if it had not stopped (same shuffles, same dropout
 masks). The folder is removed when a run finishes.
+
+Several processes: when a ``torch.distributed`` process group of more than one rank is initialised (``dmd
+train --nproc N`` or ``torchrun``), the Trainer trains with DDP on the same global batches and the loss of
+the whole global batch; rank 0 alone validates, writes and prints (:mod:`dmd_pipeline.training.distributed`).
 """
 
 from __future__ import annotations
@@ -342,12 +346,33 @@ class Trainer:
         )
         self.console = console
         self.minimise = config.key_eval in MINIMISE_KEYS
+        from dmd_pipeline.training import distributed
+
+        self.dist = distributed.current()
+        if self.dist.distributed and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            self.system.to(self.device)
+        self._ddp: torch.nn.Module | None = None  # the DDP wrapper while fit() runs on several processes
+
+    def _batch_loss(self, batch: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the tensor to backward, the loss of the (global) batch) for one mini-batch."""
+        if self._ddp is not None:
+            text, audio, vision, labels, live = _to(batch, self.device)
+            return self._ddp(text, audio, vision, labels, live)
+        text, audio, vision, labels = _to(batch, self.device)
+        outputs = self.system(text, audio, vision)
+        loss = self.system.losses(outputs, labels)["total"]
+        return loss, loss
 
     # ---- one epoch ---------------------------------------------------------------------------------
     def train_epoch(
         self, loader: DataLoader, on_batch: Callable[[int, float], None] | None = None
     ) -> tuple[float, int]:
-        """One pass with gradient accumulation; returns (mean batch loss, optimiser steps taken)."""
+        """One pass with gradient accumulation; returns (mean batch loss, optimiser steps taken).
+
+        On several processes (inside :meth:`fit`) the batches are each rank's shares of the global batches
+        and the loss is the global batch's; the accumulation, clipping and stepping are the same.
+        """
         cfg, system, opt = self.cfg, self.system, self.optimizer
         system.train()
         params = [p for g in opt.param_groups for p in g["params"]]
@@ -355,12 +380,10 @@ class Trainer:
         for i, batch in enumerate(loader):
             if pending == 0:
                 opt.zero_grad(set_to_none=True)
-            text, audio, vision, labels = _to(batch, self.device)
-            outputs = system(text, audio, vision)
-            loss = system.losses(outputs, labels)["total"]
-            if not torch.isfinite(loss):
+            to_backward, loss = self._batch_loss(batch)
+            if not torch.isfinite(loss):  # on several processes: the same global loss on every rank
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) at batch {i}")
-            loss.backward()
+            to_backward.backward()  # DDP: gradients averaged over the ranks here, every mini-batch
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
             pending += 1
@@ -399,15 +422,28 @@ class Trainer:
         With ``checkpoint_dir``, the best model is saved there (atomically) each time it improves, and
         ``history.json`` and the resume state (module docstring) after every epoch. ``resume=True``
         continues from that state (ConfigError when there is none or it belongs to another model).
+        On several processes every rank calls this (``on_epoch_end`` runs on every rank, with the same
+        record); only rank 0 writes into ``checkpoint_dir``, all ranks read it to resume.
         """
-        cfg = self.cfg
+        from dmd_pipeline.training import distributed
+
+        cfg, info = self.cfg, self.dist
         if cfg.update_epochs < 1 or cfg.batch_size < 1 or cfg.early_stop < 1:
             raise ConfigError("update_epochs, batch_size and early_stop must be >= 1")
         if len(train_data) == 0 or len(valid_data) == 0:
             raise ConfigError("training and validation sets must not be empty")
+        if info.distributed and cfg.batch_size % info.world_size:
+            raise ConfigError(distributed.batch_error(cfg.batch_size, info.world_size))
         set_seed(cfg.seed)
-        train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        if info.distributed:
+            torch.manual_seed(distributed.rank_seed(cfg.seed, info.rank))  # own dropout masks per rank
+            train_loader = distributed.make_sharded_loader(
+                train_data, cfg.batch_size, info.rank, info.world_size, seed=cfg.seed
+            )
+        else:
+            train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed)
         valid_loader = make_loader(valid_data, cfg.batch_size, shuffle=False)
+        writes = checkpoint_dir is not None and info.is_main
         history: list[EpochRecord] = []
         best: float | None = None
         best_epoch, best_metrics, best_state = 0, {}, None
@@ -416,17 +452,61 @@ class Trainer:
         if resume:
             if checkpoint_dir is None:
                 raise ConfigError("resuming needs the checkpoint folder of the interrupted run")
+            if info.distributed:  # rank 0 may still be writing the state it left when it stopped
+                torch.distributed.barrier()
             got = load_train_state(self, Path(checkpoint_dir), train_loader)
             epoch, best, best_epoch, best_metrics, best_state, history = got
             stopped_early = epoch - best_epoch >= cfg.early_stop
-        display = TrainingDisplay(len(train_loader), cfg.key_eval, quiet=cfg.quiet, console=self.console)
+        if info.distributed:  # after resuming: DDP broadcasts rank 0's weights to the others
+            self._ddp = distributed.wrap_ddp(self.system, cfg.batch_size // info.world_size, self.device)
+        quiet = cfg.quiet or not info.is_main
+        display = TrainingDisplay(len(train_loader), cfg.key_eval, quiet=quiet, console=self.console)
+        try:
+            result = self._loop(
+                train_loader, valid_loader, display, checkpoint_dir if writes else None, checkpoint_meta,
+                on_epoch_end, epoch, best, best_epoch, best_metrics, best_state, history, stopped_early,
+            )  # fmt: skip
+        finally:
+            self._ddp = None
+        if writes:
+            import shutil
+
+            shutil.rmtree(Path(checkpoint_dir) / RESUME_DIR, ignore_errors=True)  # type: ignore[arg-type]
+        return result
+
+    def _loop(
+        self,
+        train_loader: DataLoader,
+        valid_loader: DataLoader,
+        display: TrainingDisplay,
+        checkpoint_dir: str | Path | None,
+        checkpoint_meta: dict | None,
+        on_epoch_end: Callable[[EpochRecord], None] | None,
+        epoch: int,
+        best: float | None,
+        best_epoch: int,
+        best_metrics: dict[str, float],
+        best_state: dict[str, torch.Tensor] | None,
+        history: list[EpochRecord],
+        stopped_early: bool,
+    ) -> TrainResult:
+        """The epochs of :meth:`fit` (``checkpoint_dir`` None on the ranks that do not write)."""
+        from dmd_pipeline.training import distributed
+
+        cfg, info = self.cfg, self.dist
         with display:
             while (cfg.max_epochs is None or epoch < cfg.max_epochs) and not stopped_early:
                 epoch += 1
                 t0 = time.perf_counter()
                 display.start_epoch(epoch)
                 train_loss, steps = self.train_epoch(train_loader, on_batch=display.batch_done)
-                metrics = evaluate(self.system, valid_loader, device=self.device)
+                if info.distributed:  # rank 0 validates on the whole split, the others wait for its metrics
+                    metrics = (
+                        evaluate(self.system, valid_loader, device=self.device) if info.is_main else None
+                    )
+                    metrics = distributed.broadcast_object(metrics)
+                else:
+                    metrics = evaluate(self.system, valid_loader, device=self.device)
                 score = float(metrics[cfg.key_eval]) if cfg.key_eval in metrics else math.nan
                 if math.isnan(score):
                     raise ConfigError(f"key_eval {cfg.key_eval!r} is not among the metrics {sorted(metrics)}")
@@ -451,6 +531,7 @@ class Trainer:
                 )
                 history.append(record)
                 display.end_epoch(record)
+                rank_rng = distributed.gather_rng_states() if info.distributed else None
                 if checkpoint_dir is not None:
                     from dmd_pipeline.utils import atomic_write_json
 
@@ -459,7 +540,7 @@ class Trainer:
                     )
                     save_train_state(
                         self, Path(checkpoint_dir), train_loader, epoch, best, best_epoch, best_metrics,
-                        best_state, history,
+                        best_state, history, rank_rng=rank_rng,
                     )  # fmt: skip
                 if on_epoch_end is not None:
                     on_epoch_end(record)
@@ -468,10 +549,6 @@ class Trainer:
                     break
         if best_state is not None:
             self.system.load_state_dict(best_state)
-        if checkpoint_dir is not None:
-            import shutil
-
-            shutil.rmtree(Path(checkpoint_dir) / RESUME_DIR, ignore_errors=True)
         return TrainResult(
             best_epoch=best_epoch,
             best_score=float(best if best is not None else math.nan),
@@ -526,8 +603,13 @@ def save_train_state(
     best_metrics: dict[str, float],
     best_state: dict[str, torch.Tensor] | None,
     history: list[EpochRecord],
+    rank_rng: list[torch.Tensor] | None = None,
 ) -> Path:
-    """Write the state after ``epoch`` to ``folder/resume/`` (tensors first, ``state.json`` last)."""
+    """Write the state after ``epoch`` to ``folder/resume/`` (tensors first, ``state.json`` last).
+
+    ``rank_rng``: on several processes, every rank's torch RNG state in rank order (rank 0's is this
+    process's), stored as ``rng.torch.rank<r>`` for ranks >= 1 so that each rank's dropout continues.
+    """
     import hashlib
 
     from safetensors.torch import save
@@ -549,6 +631,9 @@ def save_train_state(
             else:
                 scalars.setdefault(str(pid), {})[k] = v
     tensors["rng.torch"] = torch.get_rng_state()
+    for r, st in enumerate(rank_rng or []):
+        if r:
+            tensors[f"rng.torch.rank{r}"] = st.detach().cpu().contiguous().clone()
     gen = getattr(train_loader, "generator", None)
     if gen is not None:
         tensors["rng.loader"] = gen.get_state()
@@ -570,6 +655,7 @@ def save_train_state(
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": trainer.scheduler.state_dict(),
         "model_config": trainer.system.config.to_dict(),
+        "world_size": max(1, len(rank_rng or [])),
     }
     atomic_write_json(out / "state.json", _enc_float(state))
     for old in out.glob("state-*.safetensors"):  # only after state.json points at the new file
@@ -634,7 +720,15 @@ def load_train_state(
         groups.append(g)
     trainer.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     trainer.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
+    rank = trainer.dist.rank
+    if rank == 0:
+        torch.set_rng_state(tensors["rng.torch"])
+    elif f"rng.torch.rank{rank}" in tensors:
+        torch.set_rng_state(tensors[f"rng.torch.rank{rank}"])
+    else:  # resumed on more processes than the run had: a fresh, still deterministic, dropout stream
+        from dmd_pipeline.training.distributed import rank_seed
+
+        torch.manual_seed(rank_seed(trainer.cfg.seed + int(state["epoch"]), rank))
     gen = getattr(train_loader, "generator", None)
     if gen is not None and "rng.loader" in tensors:
         gen.set_state(tensors["rng.loader"])
