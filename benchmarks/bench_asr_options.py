@@ -12,7 +12,7 @@ median over rounds of the total decode time, its ratio to the current default, a
 edits / reference words, MOSI-normalised text) of each set. The common options of every setting are those
 of ``transcribe._transcribe_whisper``: English, temperature 0, no conditioning on previous text.
 
-    .venv/bin/python benchmarks/bench_asr_options.py [--files 3] [--rounds 3] [--threads 1 2]
+    .venv/bin/python benchmarks/bench_asr_options.py [--files 3] [--rounds 3] [--threads 1 2] [--settings 1,2,6]
 """
 
 from __future__ import annotations
@@ -93,7 +93,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CTranslate2 threads to compare")
     ap.add_argument("--labels", default=str(REPO.parent / "shared" / "data" / "mosi" / "label.csv"))
+    ap.add_argument(
+        "--settings", default="", help="comma list of setting numbers (1-based, in the order above); default all"
+    )
     args = ap.parse_args()
+    names = list(SETTINGS)
+    chosen = [names[int(k) - 1] for k in args.settings.split(",") if k.strip()] or names
     from asr_effect_mosi import corpus_wer
     from faster_whisper import BatchedInferencePipeline
 
@@ -107,7 +112,7 @@ def main() -> None:
     seconds = {name: sum(len(a) for _, a, _ in files) / 16000 for name, files in sets.items()}
     print(f"date {time.strftime('%Y-%m-%d %H:%M')}  load {os.getloadavg()}  cpus {os.cpu_count()}")
     print("audio: " + ", ".join(f"{n} {len(f)} files {seconds[n]:.0f} s" for n, f in sets.items()))
-    runs = [(name, thr) for thr in args.threads for name in SETTINGS]
+    runs = [(name, thr) for thr in args.threads for name in chosen]
     times: dict[tuple[str, int], dict[str, list[float]]] = {r: {s: [] for s in sets} for r in runs}
     wer: dict[tuple[str, int], dict[str, float]] = {}
     models = {}

@@ -4,6 +4,10 @@ Several models can run over one extraction per file (``--model A --model B`` or 
 default every bundled default model (sentiment from the words, emotion from the voice when bundled), or
 ``$DMD_MODEL`` (a comma list). Each file's console line is its result's ``headline``.
 
+``--engine ray`` runs the files on Ray actors (``--actors``, ``--address``, ``--gpus-per-actor``; see
+:mod:`dmd_pipeline.cli.engine` and docs/cluster.md) instead of ``-j`` local worker processes; this process
+still writes every output file.
+
 Exit codes: 0 every file succeeded; 1 some failed (the others are finished and written); 2 usage error
 (bad option, nonexistent path, unknown or broken model, no media found, an output folder that cannot be
 written or that another run holds).
@@ -11,6 +15,7 @@ written or that another run holds).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from enum import Enum
 from pathlib import Path
@@ -27,6 +32,17 @@ from dmd_pipeline.cli.common import (
     setup_logging,
     usage_error,
     verbose_option,
+)
+from dmd_pipeline.cli.engine import (
+    Engine,
+    actors_option,
+    address_option,
+    cluster_options,
+    cpus_per_actor_option,
+    engine_option,
+    gpus_per_actor_option,
+    ray_device,
+    terminate_as_interrupt,
 )
 
 
@@ -90,6 +106,13 @@ def analyze(
         dir_okay=False,
         help="Transcript of the (single) input file: .txt, .srt, .vtt or .json.",
     ),
+    stream_window: float = typer.Option(
+        60.0,
+        "--stream-window",
+        min=0,
+        help="Files longer than 1.5x this many seconds are extracted and scored in windows of about this "
+        "length, cut in pauses, so memory stays flat for hour-long files (0 = always whole).",
+    ),
     device: Device = device_option(),
     file_timeout: float | None = typer.Option(
         None,
@@ -105,6 +128,11 @@ def analyze(
         help="MiB of memory one worker may use (default 80% of RAM shared by the workers; 0 = no limit); "
         "a file over it fails and the rest go on.",
     ),
+    engine: Engine = engine_option(),
+    address: str | None = address_option(),
+    actors: int | None = actors_option(),
+    gpus_per_actor: float = gpus_per_actor_option(),
+    cpus_per_actor: float = cpus_per_actor_option(),
     verbose: bool = verbose_option(),
     quiet: bool = quiet_option("No progress, stage messages or summary (errors only)."),
 ) -> None:
@@ -125,6 +153,15 @@ def analyze(
     from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError
 
     err = Console(stderr=True)
+    cluster = cluster_options(
+        engine,
+        workers=workers,
+        address=address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        verbose=verbose,
+    )
     try:
         files = collect_media(paths, out)
     except InputError as exc:
@@ -155,16 +192,30 @@ def analyze(
         model=model_dirs,
         asr=asr.value,
         transcript=str(transcript) if transcript is not None else None,
+        stream_window_s=float(stream_window),
         report=report,
         fmt=fmt,
         force=force,
         workers=workers,
-        device=resolve_device(device) if device != Device.cpu else "cpu",
+        device=(
+            ray_device(device.value, gpus_per_actor)
+            if cluster is not None  # the actors' device, decided without looking at this machine
+            else resolve_device(device)
+            if device != Device.cpu
+            else "cpu"
+        ),
         file_timeout=file_timeout,
         max_rss_mb=max_rss,
+        engine=engine.value,
+        cluster=cluster,
     )
+    from dmd_pipeline.ray_executor import ClusterError
+
     try:
-        outcome = _run(files, opts, None, err, quiet, verbose)
+        with terminate_as_interrupt() if cluster is not None else contextlib.nullcontext():
+            outcome = _run(files, opts, None, err, quiet, verbose)
+    except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
+        raise usage_error(str(exc)) from None
     except OutputError as exc:  # read-only, full, missing or locked --out: one line, earlier results kept
         raise usage_error(str(exc)) from None
     except (ModelFileError, ConfigError) as exc:

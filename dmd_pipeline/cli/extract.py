@@ -11,7 +11,8 @@ ignores both the per-item files and the feature cache.
 
 Workers run under :class:`dmd_pipeline.executor.LocalExecutor`: a worker that dies fails only the item it
 held (retried once on a fresh worker), ``--file-timeout``/``--max-rss`` bound each item, and the workers
-only compute: this driver writes every item file. ``--out`` is locked for the run (a second run on it
+only compute: this driver writes every item file. With ``--engine ray`` the items run on Ray actors
+(:class:`dmd_pipeline.ray_executor.RayExecutor`, the same contract; docs/cluster.md). ``--out`` is locked for the run (a second run on it
 stops with exit 2), and an output folder that cannot be written is one clear line, exit 2.
 
 Exit codes: 0 all items ok, 1 some items failed (the rest are in the pickle), 2 usage error (including an
@@ -31,6 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
+from dmd_pipeline.cli.engine import (
+    Engine,
+    actors_option,
+    address_option,
+    cluster_options,
+    cpus_per_actor_option,
+    engine_option,
+    gpus_per_actor_option,
+    terminate_as_interrupt,
+)
 
 ITEM_FORMAT = 1
 _WORKER: dict[str, Any] = {}  # per-process state of a worker: the Extractor and run settings
@@ -192,17 +204,22 @@ def run_items(
     on_done: Any = None,
     file_timeout: float | None = None,
     max_rss_mb: float | None = None,
+    engine: str = "local",
+    cluster: Any = None,
 ) -> list[dict]:
     """Extract ``items`` (in-process when ``workers <= 1`` and no limit is set, else supervised worker
-    processes, :class:`~dmd_pipeline.executor.LocalExecutor`) and return statuses.
+    processes, :class:`~dmd_pipeline.executor.LocalExecutor`; with ``engine="ray"`` Ray actors,
+    :class:`~dmd_pipeline.ray_executor.RayExecutor`, ``cluster`` its
+    :class:`~dmd_pipeline.ray_executor.RayOptions`) and return statuses.
 
     ``on_done(status)`` is called as each item completes. A worker that dies (signal, out of memory), runs
     past ``file_timeout`` or over ``max_rss_mb`` fails only its item with stage ``"worker"``; the item is
-    retried once when the worker died unexplained; everything else keeps going.
+    retried once when the worker died unexplained; everything else keeps going. At most two items per
+    worker are in flight (back-pressure), and this driver writes every item file.
     """
     results: list[dict] = []
     args = (config, cache_dir, str(items_dir), config.aligned, tuple(config.seq_lens))
-    if workers <= 1 and file_timeout is None and max_rss_mb is None:
+    if engine == "local" and workers <= 1 and file_timeout is None and max_rss_mb is None:
         _init_worker(*args, 0)
         for item in items:
             res = _process(item, use_cache)
@@ -210,25 +227,39 @@ def run_items(
             if on_done:
                 on_done(res)
         return results
-    from concurrent.futures import as_completed
-
-    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, LocalExecutor, WorkerLost, default_max_rss_mb
-
-    workers = max(1, workers)
+    from dmd_pipeline.executor import (
+        DEFAULT_FILE_TIMEOUT_S,
+        WorkerLost,
+        bounded_completion,
+        default_max_rss_mb,
+        make_executor,
+    )
     from dmd_pipeline.utils import choose_threads
 
-    threads = choose_threads(share=workers)  # per worker; fewer when other processes hold the cores
-    with LocalExecutor(
+    timeout = file_timeout if file_timeout is not None else DEFAULT_FILE_TIMEOUT_S
+    if engine == "ray":
+        from dmd_pipeline.ray_executor import RayOptions
+
+        cluster = cluster or RayOptions()
+        n: int | None = cluster.actors
+        threads = max(1, int(cluster.cpus_per_actor))  # the CPUs each actor reserves on its node
+        limit_mb = max_rss_mb  # None: no limit of ours (Ray's memory monitor still acts)
+    else:
+        n = max(1, workers)
+        threads = choose_threads(share=n)  # per worker; fewer when other processes hold the cores
+        limit_mb = max_rss_mb if max_rss_mb is not None else default_max_rss_mb(n)
+    with make_executor(
+        engine,
         _worker_task,
-        workers,
+        n,
         initializer=_init_worker,
         initargs=(*args, threads),
-        file_timeout=file_timeout if file_timeout is not None else DEFAULT_FILE_TIMEOUT_S,
-        max_rss_mb=max_rss_mb if max_rss_mb is not None else default_max_rss_mb(workers),
+        file_timeout=timeout,
+        max_rss_mb=limit_mb,
+        cluster=cluster,
+        at_most=len(items),
     ) as pool:
-        futures = {pool.submit((item, use_cache)): item for item in items}
-        for fut in as_completed(futures):
-            item = futures[fut]
+        for item, fut in bounded_completion(pool, items, lambda it: (it, use_cache), 2 * pool.n_workers):
             try:
                 res = fut.result()
             except WorkerLost as exc:
@@ -441,6 +472,11 @@ def extract(
         min=0,
         help="MiB of memory one worker may use (default 80% of RAM shared by the workers; 0 = no limit).",
     ),
+    engine: Engine = engine_option(),
+    address: str | None = address_option(),
+    actors: int | None = actors_option(),
+    gpus_per_actor: float = gpus_per_actor_option(),
+    cpus_per_actor: float = cpus_per_actor_option(),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar or notes; errors and the pickle path only."
     ),
@@ -479,6 +515,15 @@ def extract(
     if acoustic not in ACOUSTIC_SETTINGS:
         raise typer.BadParameter(f"choose one of {', '.join(ACOUSTIC_SETTINGS)}", param_hint="--acoustic")
     lens = _parse_seq_lens(seq_lens, aligned)
+    cluster = cluster_options(
+        engine,
+        workers=workers,
+        address=address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        verbose=verbose,
+    )
     try:
         label_set = read_labels(input_path, labels, layout, task, allow_outside=allow_outside)
     except DataError as exc:
@@ -514,7 +559,8 @@ def extract(
     n_done = len(label_set.items) - len(todo)
     info.print(
         f"{len(label_set.items)} items ({label_set.layout} layout, {label_set.task}); "
-        f"{n_done} already extracted, {len(todo)} to go; workers={workers}"
+        f"{n_done} already extracted, {len(todo)} to go; "
+        + (f"workers={workers}" if cluster is None else f"Ray actors={actors or 'one per CPU'}")
     )
 
     failures: list[dict] = []
@@ -555,18 +601,29 @@ def extract(
         disable=quiet,
     ) as progress:
         task = progress.add_task("extract", total=len(label_set.items), completed=n_done)
-        if todo:
-            run_items(
-                todo,
-                config,
-                items_dir,
-                cache,
-                workers=workers,
-                use_cache=not force,
-                on_done=on_done,
-                file_timeout=file_timeout,
-                max_rss_mb=max_rss,
-            )
+        import contextlib
+
+        from dmd_pipeline.ray_executor import ClusterError
+
+        try:
+            with terminate_as_interrupt() if cluster is not None else contextlib.nullcontext():
+                if todo:
+                    run_items(
+                        todo,
+                        config,
+                        items_dir,
+                        cache,
+                        workers=workers,
+                        use_cache=not force,
+                        on_done=on_done,
+                        file_timeout=file_timeout,
+                        max_rss_mb=max_rss,
+                        engine=engine.value,
+                        cluster=cluster,
+                    )
+        except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     from dmd_pipeline.utils import atomic_write_json
 
