@@ -115,7 +115,7 @@ class ExtractionConfig:
 
         relevant = {
             "fps": self.fps,
-            "asr": self.asr,
+            "asr": self.asr if self.asr != "whisper" else "whisper/greedy",  # the decoding changed: new key
             "text_len": self.seq_lens[0],
             "keep_landmarks": self.keep_landmarks,
             "max_side": self.max_side,

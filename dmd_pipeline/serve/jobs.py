@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.utils import atomic_write_json, atomic_write_text
+from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 #: Job ids are ``secrets.token_urlsafe(18)`` (24 characters); anything else is never a job.
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
@@ -357,6 +357,12 @@ class JobStore:
         try:
             oc = fut.result()
             if oc.status == "ok":
+                for fname, data in oc.blobs.items():  # the report's page and images, made by the worker
+                    rel = Path(fname)
+                    if rel.is_absolute() or ".." in rel.parts:
+                        raise ValueError(f"unexpected report file name {fname!r}")
+                    (d / rel).parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(d / rel, data)
                 for fname, text in oc.outputs.items():
                     atomic_write_text(d / fname, self._public_text(fname, text, job))
                 page = d / f"{RESULT_NAME}.html"
