@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dmd_pipeline.errors import DMDError
 
@@ -191,7 +191,7 @@ class _Task:
     item: Any
     future: Future
     attempts: int = 0
-    fresh_only: bool = False  # a retry: runs only on a worker that has not run anything yet
+    fresh_only: bool = False  # a retry: runs only on a worker (actor) that has not run anything yet
 
 
 @dataclass(eq=False)
@@ -211,26 +211,29 @@ class _Worker:
         return self.n_done == 0 and self.task is None
 
 
-class LocalExecutor:
-    """A supervised pool of ``workers`` spawned processes running ``fn(item)``; see the module docstring.
+_E = TypeVar("_E", bound="SupervisedExecutor")
 
-    ``submit(item)`` returns a :class:`concurrent.futures.Future`; use ``concurrent.futures.as_completed``
-    or ``wait`` on them. Use as a context manager: leaving the block stops the workers (killing them when
-    the block raised).
+
+class SupervisedExecutor:
+    """What :class:`LocalExecutor` and :class:`~dmd_pipeline.ray_executor.RayExecutor` share: the queue of
+    items, ``submit``/``shutdown``, the context manager and the supervisor thread's loop.
+
+    A subclass calls ``super().__init__`` (state only), sets up its own, then :meth:`_start_supervisor`.
+    Its workers (``self._workers``: processes, actors) carry ``ready``, ``task``, ``task_started``,
+    ``n_done``, ``retiring`` and ``fresh``; it implements the hooks :meth:`_spawn`, :meth:`_send_task`,
+    :meth:`_wait_and_handle`, :meth:`_check_limits` and :meth:`_stop_workers` (and :meth:`_retire`).
     """
 
     def __init__(
         self,
         fn: Callable[[Any], Any],
-        workers: int = 1,
-        *,
-        initializer: Callable | None = None,
-        initargs: Sequence[Any] = (),
-        file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S,
-        max_rss_mb: float | None = None,
-        retries: int = 1,
-        poll_s: float = 0.1,
-        mp_context: str = "spawn",
+        workers: int,
+        initializer: Callable | None,
+        initargs: Sequence[Any],
+        file_timeout: float | None,
+        max_rss_mb: float | None,
+        retries: int,
+        poll_s: float,
     ) -> None:
         self.fn = fn
         self.n_workers = max(1, int(workers))
@@ -240,17 +243,18 @@ class LocalExecutor:
         self.max_rss_mb = max_rss_mb if max_rss_mb and max_rss_mb > 0 else None
         self.retries = max(0, int(retries))
         self.poll_s = poll_s
-        self._ctx = multiprocessing.get_context(mp_context)
         self._lock = threading.Lock()
+        self._wake = threading.Event()  # set by submit/shutdown: a supervisor waiting idle may wake on it
         self._queue: collections.deque[_Task] = collections.deque()
-        self._workers: list[_Worker] = []
+        self._workers: list[Any] = []
         self._ids = itertools.count()
         self._closing = False
         self._cancel = False
         self._broken: BaseException | None = None
         self._start_failures = 0
-        self.worker_pids: set[int] = set()  # every worker ever started (for diagnostics and tests)
-        self._thread = threading.Thread(target=self._run, name="dmd-executor", daemon=True)
+
+    def _start_supervisor(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     # ---- public -------------------------------------------------------------------------------------
@@ -264,6 +268,7 @@ class LocalExecutor:
             if self._closing:
                 raise RuntimeError("cannot submit to an executor that is shutting down")
             self._queue.append(_Task(next(self._ids), item, fut))
+        self._wake.set()
         return fut
 
     def shutdown(self, wait: bool = True, cancel: bool = False) -> None:
@@ -274,19 +279,15 @@ class LocalExecutor:
                 self._cancel = True
                 while self._queue:
                     self._queue.popleft().future.cancel()
+        self._wake.set()
         if wait:
             self._thread.join()
 
-    def __enter__(self) -> LocalExecutor:
+    def __enter__(self: _E) -> _E:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.shutdown(wait=True, cancel=exc_type is not None)
-
-    def live_pids(self) -> list[int]:
-        """Pids of the workers alive now."""
-        with self._lock:
-            return [w.proc.pid for w in self._workers if w.proc.pid is not None]
 
     # ---- supervisor thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -306,6 +307,146 @@ class LocalExecutor:
             self._stop_workers()
             self._fail_everything(RuntimeError("the executor stopped before this item ran"), cancel=True)
 
+    def _fill(self) -> None:
+        """Start workers while there is work for them (and a fresh one for a waiting retry)."""
+        retired: list[Any] = []
+        with self._lock:
+            if self._broken is not None or (self._closing and not self._queue):
+                return
+            alive = [w for w in self._workers if not w.retiring]
+            outstanding = len(self._queue) + sum(w.task is not None for w in alive)
+            want = min(self.n_workers, outstanding)
+            need_fresh = sum(t.fresh_only for t in self._queue) - sum(w.fresh for w in alive)
+            if need_fresh > 0 and len(alive) >= self.n_workers:
+                retired = [w for w in alive if w.ready and w.task is None and not w.fresh][:need_fresh]
+                self._retire(retired)  # make room for a fresh worker
+                alive = [w for w in self._workers if not w.retiring]
+            n_new = max(want - len(alive), need_fresh if len(alive) < self.n_workers else 0)
+            n_new = min(n_new, self.n_workers - len(alive))
+        self._retired(retired)
+        for _ in range(max(0, n_new)):
+            self._spawn()
+
+    def _retire(self, workers: list[Any]) -> None:
+        """Under the lock: take these idle workers out of service (to make room for fresh ones)."""
+        raise NotImplementedError
+
+    def _retired(self, workers: list[Any]) -> None:
+        """Outside the lock, after :meth:`_retire`: what is left to do to stop them (nothing by default)."""
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            for w in self._workers:
+                if not w.ready or w.task is not None or w.retiring or not self._queue:
+                    continue
+                task = next((t for t in self._queue if t.fresh_only), None) if w.fresh else None
+                if task is None:
+                    task = next((t for t in self._queue if not t.fresh_only), None)
+                if task is None:
+                    continue
+                self._queue.remove(task)
+                if not task.future.running() and not task.future.set_running_or_notify_cancel():
+                    continue  # cancelled by the driver meanwhile
+                self._send_task(w, task)
+
+    def _start_failed(self, reason: str) -> None:
+        """A worker died before it was ready: after :data:`MAX_START_FAILURES` in a row, give up."""
+        with self._lock:
+            self._start_failures += 1
+            give_up = self._start_failures >= MAX_START_FAILURES and self._broken is None
+        if give_up:
+            self._fail_everything(WorkerSetupError(reason), broken=True)
+
+    def _lost(self, task: _Task, reason: str, kind: str = "died", retry: bool = True) -> None:
+        """The worker holding ``task`` is gone: retry the task on a fresh worker (``retry``: it died on
+        its own), or fail it with :class:`WorkerLost`."""
+        if task.future.done():
+            return
+        task.attempts += 1
+        if retry and task.attempts <= self.retries:
+            task.fresh_only = True
+            with self._lock:
+                self._queue.appendleft(task)
+            return
+        retried = " (also on the retry)" if task.attempts > 1 and retry else ""
+        task.future.set_exception(WorkerLost(reason + retried, kind))
+
+    def _fail_everything(self, exc: BaseException, broken: bool = False, cancel: bool = False) -> None:
+        """Resolve every queued and running item with ``exc`` (or cancel the queued ones)."""
+        with self._lock:
+            if broken and self._broken is None:
+                self._broken = exc
+            tasks = list(self._queue) + [w.task for w in self._workers if w.task is not None]
+            self._queue.clear()
+            for w in self._workers:
+                self._drop_task(w)
+        for t in tasks:
+            if t.future.done() or (cancel and t.future.cancel()):
+                continue
+            with contextlib.suppress(Exception):  # InvalidStateError: resolved meanwhile
+                t.future.set_exception(exc)
+
+    def _drop_task(self, w: Any) -> None:
+        """Under the lock: ``w`` no longer holds its task (it was resolved elsewhere)."""
+        w.task = None
+
+    # ---- the hooks ----------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        """Start one more worker (it appends itself to ``self._workers``)."""
+        raise NotImplementedError
+
+    def _send_task(self, w: Any, task: _Task) -> None:
+        """Under the lock: hand the (running) ``task`` to the idle, ready worker ``w``."""
+        raise NotImplementedError
+
+    def _wait_and_handle(self) -> None:
+        """Wait up to ``poll_s`` for the workers and handle what they report."""
+        raise NotImplementedError
+
+    def _check_limits(self) -> None:
+        """Enforce ``file_timeout`` and ``max_rss_mb``."""
+        raise NotImplementedError
+
+    def _stop_workers(self) -> None:
+        """Stop every worker (the supervisor is ending)."""
+        raise NotImplementedError
+
+
+class LocalExecutor(SupervisedExecutor):
+    """A supervised pool of ``workers`` spawned processes running ``fn(item)``; see the module docstring.
+
+    ``submit(item)`` returns a :class:`concurrent.futures.Future`; use ``concurrent.futures.as_completed``
+    or ``wait`` on them. Use as a context manager: leaving the block stops the workers (killing them when
+    the block raised).
+    """
+
+    _workers: list[_Worker]
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        workers: int = 1,
+        *,
+        initializer: Callable | None = None,
+        initargs: Sequence[Any] = (),
+        file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S,
+        max_rss_mb: float | None = None,
+        retries: int = 1,
+        poll_s: float = 0.1,
+        mp_context: str = "spawn",
+    ) -> None:
+        super().__init__(fn, workers, initializer, initargs, file_timeout, max_rss_mb, retries, poll_s)
+        self._ctx = multiprocessing.get_context(mp_context)
+        self.worker_pids: set[int] = set()  # every worker ever started (for diagnostics and tests)
+        self._start_supervisor("dmd-executor")
+
+    # ---- public -------------------------------------------------------------------------------------
+    def live_pids(self) -> list[int]:
+        """Pids of the workers alive now."""
+        with self._lock:
+            return [w.proc.pid for w in self._workers if w.proc.pid is not None]
+
+    # ---- supervisor thread --------------------------------------------------------------------------
     def _spawn(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
@@ -320,51 +461,22 @@ class LocalExecutor:
             self.worker_pids.add(proc.pid)
         self._workers.append(_Worker(proc, parent))
 
-    def _fill(self) -> None:
-        """Start workers while there is work for them (and a fresh one for a waiting retry)."""
-        with self._lock:
-            if self._broken is not None or self._closing and not self._queue:
-                return
-            alive = [w for w in self._workers if not w.retiring]
-            outstanding = len(self._queue) + sum(w.task is not None for w in alive)
-            want = min(self.n_workers, outstanding)
-            need_fresh = sum(t.fresh_only for t in self._queue) - sum(w.fresh for w in alive)
-            if need_fresh > 0 and len(alive) >= self.n_workers:
-                idle = [w for w in alive if w.ready and w.task is None and not w.fresh]
-                for w in idle[:need_fresh]:  # make room for a fresh worker
-                    w.retiring = True
-                    _send(w.conn, None)  # type: ignore[arg-type]
-                alive = [w for w in self._workers if not w.retiring]
-            n_new = max(want - len(alive), need_fresh if len(alive) < self.n_workers else 0)
-            n_new = min(n_new, self.n_workers - len(alive))
-        for _ in range(max(0, n_new)):
-            self._spawn()
+    def _retire(self, workers: list[_Worker]) -> None:
+        for w in workers:
+            w.retiring = True
+            _send(w.conn, None)  # type: ignore[arg-type]
 
-    def _dispatch(self) -> None:
-        with self._lock:
-            for w in self._workers:
-                if not w.ready or w.task is not None or w.retiring or not self._queue:
-                    continue
-                task = None
-                if w.fresh:
-                    task = next((t for t in self._queue if t.fresh_only), None)
-                if task is None:
-                    task = next((t for t in self._queue if not t.fresh_only), None)
-                if task is None:
-                    continue
-                self._queue.remove(task)
-                if not task.future.running() and not task.future.set_running_or_notify_cancel():
-                    continue  # cancelled by the driver meanwhile
-                w.task, w.task_started = task, time.monotonic()
-                try:
-                    w.conn.send((task.id, task.item))
-                except (BrokenPipeError, EOFError, ConnectionError, OSError):
-                    pass  # the worker is dying: its sentinel reports it and the item is retried
-                except Exception as exc:  # the item does not pickle: only this item fails
-                    w.task = None
-                    task.future.set_exception(
-                        RuntimeError(f"the item could not be sent to a worker: {type(exc).__name__}: {exc}")
-                    )
+    def _send_task(self, w: _Worker, task: _Task) -> None:
+        w.task, w.task_started = task, time.monotonic()
+        try:
+            w.conn.send((task.id, task.item))
+        except (BrokenPipeError, EOFError, ConnectionError, OSError):
+            pass  # the worker is dying: its sentinel reports it and the item is retried
+        except Exception as exc:  # the item does not pickle: only this item fails
+            w.task = None
+            task.future.set_exception(
+                RuntimeError(f"the item could not be sent to a worker: {type(exc).__name__}: {exc}")
+            )
 
     def _wait_and_handle(self) -> None:
         workers = list(self._workers)
@@ -424,25 +536,10 @@ class LocalExecutor:
             return
         reason = w.kill_reason or exit_reason(w.proc.exitcode)
         if not w.ready:
-            with self._lock:
-                self._start_failures += 1
-                give_up = self._start_failures >= MAX_START_FAILURES and self._broken is None
-            if give_up:
-                self._fail_everything(
-                    WorkerSetupError(f"worker processes die while starting ({reason})"), broken=True
-                )
+            self._start_failed(f"worker processes die while starting ({reason})")
             return
-        task = w.task
-        if task is None or task.future.done():
-            return
-        task.attempts += 1
-        if w.kill_reason is None and task.attempts <= self.retries:
-            task.fresh_only = True
-            with self._lock:
-                self._queue.appendleft(task)
-            return
-        retried = " (also on the retry)" if task.attempts > 1 and w.kill_reason is None else ""
-        task.future.set_exception(WorkerLost(reason + retried, w.kill_kind))
+        if w.task is not None:
+            self._lost(w.task, reason, w.kill_kind, retry=w.kill_reason is None)
 
     def _check_limits(self) -> None:
         now = time.monotonic()
@@ -467,21 +564,6 @@ class LocalExecutor:
         w.kill_reason, w.kill_kind = reason, kind
         with contextlib.suppress(ProcessLookupError, OSError):
             os.kill(w.proc.pid, signal.SIGKILL)
-
-    def _fail_everything(self, exc: BaseException, broken: bool = False, cancel: bool = False) -> None:
-        """Resolve every queued and running item with ``exc`` (or cancel the queued ones)."""
-        with self._lock:
-            if broken and self._broken is None:
-                self._broken = exc
-            tasks = list(self._queue) + [w.task for w in self._workers if w.task is not None]
-            self._queue.clear()
-            for w in self._workers:
-                w.task = None
-        for t in tasks:
-            if t.future.done() or (cancel and t.future.cancel()):
-                continue
-            with contextlib.suppress(Exception):  # InvalidStateError: resolved meanwhile
-                t.future.set_exception(exc)
 
     def _stop_workers(self) -> None:
         """Ask idle workers to exit, kill busy ones (or all after a grace period), reap them."""

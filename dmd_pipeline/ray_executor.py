@@ -26,7 +26,6 @@ every node must have (docs/cluster.md).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import logging
@@ -36,17 +35,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from dmd_pipeline.errors import ConfigError
 from dmd_pipeline.executor import (
     DEFAULT_FILE_TIMEOUT_S,
-    MAX_START_FAILURES,
+    SupervisedExecutor,
     WorkerLost,
     WorkerSetupError,
     _portable,
+    _Task,
     rss_mb,
 )
 
@@ -213,15 +212,6 @@ class _ActorBody:
 
 # ---- the supervisor ---------------------------------------------------------------------------------------
 @dataclass(eq=False)
-class _Task:
-    id: int
-    item: Any
-    future: Future
-    attempts: int = 0
-    fresh_only: bool = False  # a retry: runs only on an actor that has not run anything yet
-
-
-@dataclass(eq=False)
 class _Actor:
     handle: Any
     name: str
@@ -242,7 +232,7 @@ class _Actor:
         return self.n_done == 0 and self.task is None
 
 
-class RayExecutor:
+class RayExecutor(SupervisedExecutor):
     """A supervised pool of ``workers`` Ray actors running ``fn(item)``; see the module docstring.
 
     Same interface as :class:`~dmd_pipeline.executor.LocalExecutor`: ``submit(item)`` returns a
@@ -283,7 +273,7 @@ class RayExecutor:
             workers = max(1, int(totals.get("CPU", 1.0) // max(cpus, 1e-9)))
         if at_most:
             workers = min(int(workers), int(at_most))
-        self.n_workers = max(1, int(workers))
+        super().__init__(fn, workers, initializer, initargs, file_timeout, max_rss_mb, retries, poll_s)
         if self.n_workers * cpus > totals.get("CPU", 0.0) or self.n_workers * gpus > totals.get("GPU", 0.0):
             logger.warning(
                 "%d actor(s) of %g CPU/%g GPU do not all fit the Ray cluster now (%g CPU, %g GPU): "
@@ -302,66 +292,28 @@ class RayExecutor:
             totals.get("CPU", 0.0),
             totals.get("GPU", 0.0),
         )
-        self.fn = fn
-        self.initializer = initializer
-        self.initargs = tuple(initargs)
-        self.file_timeout = file_timeout if file_timeout and file_timeout > 0 else None
-        self.max_rss_mb = max_rss_mb if max_rss_mb and max_rss_mb > 0 else None
-        self.retries = max(0, int(retries))
-        self.poll_s = poll_s
         self.start_timeout = start_timeout
         self.rss_poll_s = rss_poll_s
         #: actors are named ``dmd-<driver pid>-<tag>-<n>`` in :data:`NAMESPACE`
         self.tag = f"dmd-{os.getpid()}-{secrets.token_hex(3)}"
         self._cls = self._ray.remote(_ActorBody)
         self._seq = itertools.count()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._queue: collections.deque[_Task] = collections.deque()
-        self._actors: list[_Actor] = []
-        self._ids = itertools.count()
-        self._closing = False
-        self._cancel = False
-        self._broken: BaseException | None = None
-        self._start_failures = 0
         self._no_actor_since: float | None = None
         self.actor_names: list[str] = []  # every actor ever started (diagnostics, tests)
-        self._thread = threading.Thread(target=self._run, name="dmd-ray-executor", daemon=True)
-        self._thread.start()
+        self._start_supervisor("dmd-ray-executor")
+
+    @property
+    def _actors(self) -> list[_Actor]:
+        """The actors now (the base class's ``_workers``)."""
+        return self._workers
 
     # ---- public -------------------------------------------------------------------------------------
-    def submit(self, item: Any) -> Future:
-        """Queue ``item``; the future resolves to ``fn(item)``, its exception, or :class:`WorkerLost`."""
-        fut: Future = Future()
-        with self._lock:
-            if self._broken is not None:
-                fut.set_exception(self._broken)
-                return fut
-            if self._closing:
-                raise RuntimeError("cannot submit to an executor that is shutting down")
-            self._queue.append(_Task(next(self._ids), item, fut))
-        self._wake.set()
-        return fut
-
     def shutdown(self, wait: bool = True, cancel: bool = False) -> None:
         """Stop accepting work; with ``cancel`` drop queued items and kill busy actors at once. With
         ``wait`` (the default) also disconnect from Ray when this executor connected."""
-        with self._lock:
-            self._closing = True
-            if cancel:
-                self._cancel = True
-                while self._queue:
-                    self._queue.popleft().future.cancel()
-        self._wake.set()
+        super().shutdown(wait=wait, cancel=cancel)
         if wait:
-            self._thread.join()
             self._disconnect()
-
-    def __enter__(self) -> RayExecutor:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.shutdown(wait=True, cancel=exc_type is not None)
 
     def live_actors(self) -> list[dict[str, Any]]:
         """Name, pid and host of each ready actor now."""
@@ -379,23 +331,6 @@ class RayExecutor:
             with contextlib.suppress(Exception):
                 self._ray.shutdown()
 
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    busy = any(a.task is not None for a in self._actors)
-                    if self._cancel or (self._closing and not self._queue and not busy):
-                        break
-                self._fill()
-                self._dispatch()
-                self._wait_and_handle()
-                self._check_limits()
-        except BaseException as exc:  # a bug here must never leave the driver waiting forever
-            self._fail_everything(WorkerSetupError(f"executor failure: {type(exc).__name__}: {exc}"))
-        finally:
-            self._stop_actors()
-            self._fail_everything(RuntimeError("the executor stopped before this item ran"), cancel=True)
-
     def _spawn(self) -> None:
         name = f"{self.tag}-{next(self._seq)}"
         handle = self._cls.options(
@@ -409,49 +344,23 @@ class RayExecutor:
         self.actor_names.append(name)
         self._actors.append(_Actor(handle, name, handle.ready.remote(), time.monotonic()))
 
-    def _fill(self) -> None:
-        """Start actors while there is work for them (and a fresh one for a waiting retry)."""
-        with self._lock:
-            if self._broken is not None or (self._closing and not self._queue):
-                return
-            alive = [a for a in self._actors if not a.retiring]
-            outstanding = len(self._queue) + sum(a.task is not None for a in alive)
-            want = min(self.n_workers, outstanding)
-            need_fresh = sum(t.fresh_only for t in self._queue) - sum(a.fresh for a in alive)
-            retire = []
-            if need_fresh > 0 and len(alive) >= self.n_workers:
-                retire = [a for a in alive if a.ready and a.task is None and not a.fresh][:need_fresh]
-            for a in retire:  # make room for a fresh actor
-                self._actors.remove(a)
-            alive = [a for a in self._actors if not a.retiring]
-            n_new = max(want - len(alive), need_fresh if len(alive) < self.n_workers else 0)
-            n_new = min(n_new, self.n_workers - len(alive))
-        for a in retire:
-            self._kill(a)
-        for _ in range(max(0, n_new)):
-            self._spawn()
+    def _retire(self, actors: list[_Actor]) -> None:
+        for a in actors:
+            self._actors.remove(a)
 
-    def _dispatch(self) -> None:
-        with self._lock:
-            for a in self._actors:
-                if not a.ready or a.task is not None or a.retiring or not self._queue:
-                    continue
-                task = next((t for t in self._queue if t.fresh_only), None) if a.fresh else None
-                if task is None:
-                    task = next((t for t in self._queue if not t.fresh_only), None)
-                if task is None:
-                    continue
-                self._queue.remove(task)
-                if not task.future.running() and not task.future.set_running_or_notify_cancel():
-                    continue  # cancelled by the driver meanwhile
-                try:
-                    a.task_ref = a.handle.run.remote(task.item)
-                except Exception as exc:  # the item does not serialize: only this item fails
-                    task.future.set_exception(
-                        RuntimeError(f"the item could not be sent to an actor: {type(exc).__name__}: {exc}")
-                    )
-                    continue
-                a.task, a.task_started = task, time.monotonic()
+    def _retired(self, actors: list[_Actor]) -> None:
+        for a in actors:
+            self._kill(a)
+
+    def _send_task(self, a: _Actor, task: _Task) -> None:
+        try:
+            a.task_ref = a.handle.run.remote(task.item)
+        except Exception as exc:  # the item does not serialize: only this item fails
+            task.future.set_exception(
+                RuntimeError(f"the item could not be sent to an actor: {type(exc).__name__}: {exc}")
+            )
+            return
+        a.task, a.task_started = task, time.monotonic()
 
     def _wait_and_handle(self) -> None:
         refs: dict[Any, tuple[_Actor, str]] = {}
@@ -486,14 +395,8 @@ class RayExecutor:
             kind, payload = self._ray.get(a.ready_ref)
         except ray_exc.RayError as exc:  # died while starting (its initializer crashed the process, ...)
             self._remove(a)
-            with self._lock:
-                self._start_failures += 1
-                give_up = self._start_failures >= MAX_START_FAILURES and self._broken is None
             logger.warning("Ray actor %s died while starting: %s", a.name, _short(exc))
-            if give_up:
-                self._fail_everything(
-                    WorkerSetupError(f"Ray actors die while starting ({_short(exc)})"), broken=True
-                )
+            self._start_failed(f"Ray actors die while starting ({_short(exc)})")
             return
         if kind == "init_error":
             self._fail_everything(payload, broken=True)
@@ -542,19 +445,6 @@ class RayExecutor:
                 "memory",
             )
 
-    def _lost(self, task: _Task, reason: str) -> None:
-        """The actor holding ``task`` died on its own: retry the task on a fresh actor, or fail it."""
-        if task.future.done():
-            return
-        task.attempts += 1
-        if task.attempts <= self.retries:
-            task.fresh_only = True
-            with self._lock:
-                self._queue.appendleft(task)
-            return
-        retried = " (also on the retry)" if task.attempts > 1 else ""
-        task.future.set_exception(WorkerLost(reason + retried, "died"))
-
     def _check_limits(self) -> None:
         now = time.monotonic()
         with self._lock:
@@ -602,22 +492,10 @@ class RayExecutor:
         with contextlib.suppress(Exception):
             self._ray.kill(a.handle, no_restart=True)
 
-    def _fail_everything(self, exc: BaseException, broken: bool = False, cancel: bool = False) -> None:
-        """Resolve every queued and running item with ``exc`` (or cancel the queued ones)."""
-        with self._lock:
-            if broken and self._broken is None:
-                self._broken = exc
-            tasks = list(self._queue) + [a.task for a in self._actors if a.task is not None]
-            self._queue.clear()
-            for a in self._actors:
-                a.task, a.task_ref = None, None
-        for t in tasks:
-            if t.future.done() or (cancel and t.future.cancel()):
-                continue
-            with contextlib.suppress(Exception):  # InvalidStateError: resolved meanwhile
-                t.future.set_exception(exc)
+    def _drop_task(self, a: _Actor) -> None:
+        a.task, a.task_ref = None, None
 
-    def _stop_actors(self) -> None:
+    def _stop_workers(self) -> None:
         with self._lock:
             actors = list(self._actors)
             self._actors.clear()
