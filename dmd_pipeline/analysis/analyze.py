@@ -979,6 +979,7 @@ def analyze_clip(
     """
     from dmd_pipeline import media
     from dmd_pipeline.pipeline import spans_in
+    from dmd_pipeline.utils import path_problem
 
     t_all = time.perf_counter()
     options = options or AnalyzeOptions()
@@ -995,7 +996,14 @@ def analyze_clip(
     ext = get_extractor(models, options)
     names = _run_names(models)
 
-    info = media.probe(path)  # remembered: the extractor's own probe of the file costs nothing
+    problem = path_problem(path)  # loops, dangling links, FIFOs, devices: never opened
+    if problem is not None:
+        raise InputError(path, problem)
+    try:
+        info = media.probe(path)  # remembered: the extractor's own probe of the file costs nothing
+    except InputError as exc:
+        exc.stage = "probe"  # as when the extractor probes it
+        raise
     stream, stream_spans, stream_label, note = _stream_spans(path, options, float(info.duration))
     loaded_before = set(ext.load_timings)
     parts: list[_Part] = []
