@@ -238,6 +238,27 @@ def _segment(p: Path, info: MediaInfo, start: float | None, end: float | None) -
     return s, None
 
 
+def _with_audio(p: Path, info: MediaInfo | None) -> MediaInfo:
+    """``info`` (probed when None) of a file that has an audio stream; MediaError otherwise."""
+    info = info or probe(p)
+    if not info.has_audio:
+        raise MediaError(p, "has no audio stream (video only); acoustic features and ASR need audio")
+    return info
+
+
+def _audio_command(p: Path, sr: int, in_kw: dict) -> list[str]:
+    """The ffmpeg command decoding the audio of ``p`` (input options ``in_kw``: a seek, a duration) to mono
+    float32 PCM at ``sr`` Hz on stdout."""
+    import ffmpeg  # ffmpeg-python: only builds the command line
+
+    return (
+        ffmpeg.input(str(p), **in_kw)
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), vn=None, sn=None, dn=None)
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile(cmd=_tool("ffmpeg"))
+    )
+
+
 def load_audio(
     path: str | Path,
     sr: int = 16000,
@@ -250,22 +271,13 @@ def load_audio(
     Channels are averaged by ffmpeg's down-mix. Raises ``MediaError`` when the file has no audio stream or
     cannot be decoded. Pass ``info`` from an earlier :func:`probe` to skip probing again.
     """
-    import ffmpeg  # ffmpeg-python: only builds the command line
-
     p = _check_file(path)
-    info = info or probe(p)
-    if not info.has_audio:
-        raise MediaError(p, "has no audio stream (video only); acoustic features and ASR need audio")
+    info = _with_audio(p, info)
     s, dur = _segment(p, info, start, end)
     in_kw: dict = {"ss": f"{s:.6f}"} if s > 0 else {}
     if dur is not None:
         in_kw["t"] = f"{dur:.6f}"
-    cmd = (
-        ffmpeg.input(str(p), **in_kw)
-        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), vn=None, sn=None, dn=None)
-        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-        .compile(cmd=_tool("ffmpeg"))
-    )
+    cmd = _audio_command(p, sr, in_kw)
     proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise MediaError(p, f"audio decoding failed ({_last_error_line(proc.stderr, p)})")
@@ -284,22 +296,11 @@ class AudioStream:
     differ from the whole file's.) Use as a context manager; closing ends ffmpeg."""
 
     def __init__(self, path: str | Path, sr: int = 16000, info: MediaInfo | None = None) -> None:
-        import ffmpeg
-
         self.path = _check_file(path)
-        info = info or probe(self.path)
-        if not info.has_audio:
-            raise MediaError(
-                self.path, "has no audio stream (video only); acoustic features and ASR need audio"
-            )
+        _with_audio(self.path, info)
         self.sr = int(sr)
         self.samples_read = 0
-        cmd = (
-            ffmpeg.input(str(self.path))
-            .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=self.sr, vn=None, sn=None, dn=None)
-            .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-            .compile(cmd=_tool("ffmpeg"))
-        )
+        cmd = _audio_command(self.path, self.sr, {})
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the stream (closed in close())
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
         self._eof = False

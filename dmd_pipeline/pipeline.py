@@ -352,15 +352,7 @@ class Extractor:
         if info.has_audio:
             with self._stage("audio", path, timings):
                 audio = media.load_audio(path, sr=sr, start=start, end=end, info=info)
-            if audio.size == 0:
-                notes.append("the audio track decoded to no samples: audio and speech treated as missing")
-                audio = None
-            else:
-                decode["audio_s"] = round(audio.size / float(sr), 3)
-                if _stopped_early(decode["audio_s"], duration):
-                    notes.append(_early_note("audio", decode["audio_s"], duration))
-        else:
-            notes.append("no audio stream: acoustic features missing" + ("" if given else ", text missing"))
+        audio = _checked_audio(audio, info.has_audio, sr, duration, bool(given), notes, decode)
 
         frames = None
         if info.has_video:
@@ -560,20 +552,11 @@ class Extractor:
                 wide = buf[int(round(i0 - lead * sr)) : min(len(buf), i1 + int(round(context_s * sr)))]
                 span = cut - t0
                 decode: dict[str, Any] = {"expected_s": round(span, 3)}
-                if stream is not None:
-                    if audio is None or audio.size == 0:
-                        notes.append(
-                            "the audio track decoded to no samples here: audio and speech treated as missing"
-                        )
-                        audio = wide = None
-                    else:
-                        decode["audio_s"] = round(audio.size / float(sr), 3)
-                        if _stopped_early(decode["audio_s"], span):
-                            notes.append(_early_note("audio", decode["audio_s"], span))
-                else:
-                    notes.append(
-                        "no audio stream: acoustic features missing" + ("" if spans else ", text missing")
-                    )
+                audio = _checked_audio(
+                    audio, stream is not None, sr, span, bool(spans), notes, decode, " here"
+                )
+                if audio is None:
+                    wide = None
                 window_spans = spans_in(spans, t0, cut) if spans else []
                 given = " ".join(x.text.strip() for x in window_spans if x.text.strip()) if spans else None
                 source = {
@@ -709,6 +692,30 @@ class Extractor:
             raise InputError(path, f"{type(exc).__name__}: {exc}", stage=name) from exc
         finally:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _checked_audio(
+    audio: np.ndarray | None,
+    has_audio: bool,
+    sr: int,
+    expected_s: float,
+    has_text: bool,
+    notes: list[str],
+    decode: dict[str, Any],
+    where: str = "",
+) -> np.ndarray | None:
+    """The decoded audio of a clip or window, or None when there is none; notes why, and records the decoded
+    length in ``decode`` (with a note when decoding stopped early)."""
+    if not has_audio:
+        notes.append("no audio stream: acoustic features missing" + ("" if has_text else ", text missing"))
+        return None
+    if audio is None or audio.size == 0:
+        notes.append(f"the audio track decoded to no samples{where}: audio and speech treated as missing")
+        return None
+    decode["audio_s"] = round(audio.size / float(sr), 3)
+    if _stopped_early(decode["audio_s"], expected_s):
+        notes.append(_early_note("audio", decode["audio_s"], expected_s))
+    return audio
 
 
 def _stopped_early(decoded_s: float, expected_s: float) -> bool:

@@ -752,11 +752,6 @@ def key_frames_from(parts: Sequence[Faces | None], duration: float, n: int = 3) 
     return out
 
 
-def pick_key_frames(visual: Any, duration: float, n: int = 3) -> list[KeyFrame]:
-    """``n`` frame times spread over the clip (preferring frames with a face) with their face boxes."""
-    return key_frames_from([face_frames(visual)], duration, n)
-
-
 def _word(w: Any, seg_start: float, seg_end: float, offset: float = 0.0) -> WordResult:
     """A word with its times clamped into its segment (which lies inside the file's duration), moved by
     ``offset`` seconds (a streaming window's start)."""
@@ -833,6 +828,7 @@ class _Part:
     need (a streamed file keeps no other frames once its window is scored)."""
 
     meta: dict[str, Any]
+    duration: float  # of this stretch (s)
     present: list[str]
     silent_peak: float | None
     segments: list[SegmentResult]
@@ -921,6 +917,7 @@ def _score_part(
     words = list(bundle.words)
     return _Part(
         meta=meta,
+        duration=duration,
         present=present,
         silent_peak=peak,
         segments=seg_results,
@@ -945,17 +942,18 @@ def _stream_spans(
         return False, [], None, None
     from dmd_pipeline.extractors.transcribe import find_sidecar, read_transcript_file
 
-    source = options.transcript if options.transcript is not None else find_sidecar(path)
-    if source is None:
-        return True, [], None, None
-    p = Path(source)
-    is_file = isinstance(source, Path) or ("\n" not in str(source) and p.suffix.lower() != "" and p.is_file())
-    if is_file and p.suffix.lower() != ".txt":
-        tr = read_transcript_file(p, duration)
-        timed = [x for x in tr.segments if x.end > x.start and x.text.strip()]
-        if timed:
-            label = f"file:{p}" if options.transcript is not None else f"sidecar:{p}"
-            return True, timed, label, None
+    if options.transcript is not None:
+        _text, timed, label = _given_transcript(options.transcript, duration)
+    else:
+        side = find_sidecar(path)
+        if side is None:
+            return True, [], None, None  # speech recognition, window by window
+        tr = read_transcript_file(side, duration)
+        timed = [x for x in tr.segments if x.end > x.start] if side.suffix.lower() != ".txt" else []
+        label = f"sidecar:{side}"
+    timed = [x for x in timed if x.text.strip()]
+    if timed:
+        return True, timed, label, None
     note = (
         f"the file is {duration / 60:.0f} min long but its transcript has no segment times, so it was analysed "
         "whole, not in streaming windows (memory grows with the length; give an .srt/.vtt/.json transcript)"
@@ -1024,10 +1022,7 @@ def analyze_clip(
             given, spans, source_label = _given_transcript(options.transcript, float(info.duration))
         bundle = ext.extract_clip(path, transcript=given)
         parts.append(_score_part(path, bundle, models, names, ext, options, spans))
-        meta = bundle.metadata
-        duration = float(
-            meta.get("source", {}).get("duration") or (meta.get("media") or {}).get("duration") or 0.0
-        )
+        duration = parts[0].duration
         del bundle
     for k, v in ext.load_timings.items():
         if k not in loaded_before:
