@@ -100,6 +100,11 @@ class TooLargeError(ValueError):
         super().__init__(f"{path}: {format_bytes(size)}, over the limit of {format_bytes(limit)}")
 
 
+#: The ``generator`` every result document of ``dmd analyze`` carries: what marks a file as the tool's own
+#: output, never to be read back as an input (a sidecar transcript).
+OUTPUT_MARKER = "dmd-pipeline"
+
+
 def format_bytes(n: int | float) -> str:
     """``1536`` -> ``1.5 KiB``; binary units, one decimal."""
     value = float(n)
@@ -282,4 +287,3 @@ def json_depth(obj: Any, limit: int) -> int:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
     return deepest
-

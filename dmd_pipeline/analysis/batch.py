@@ -1,7 +1,8 @@
 """Analysing many files: discovery, output naming, worker processes, resume, summary.csv and errors.csv.
 
 Every file's result is written atomically as ``<out>/<name>.json`` as soon as it is done, so a killed run
-loses nothing finished. A re-run skips files whose JSON is complete (valid schema, same source file)
+loses nothing finished. A re-run skips files whose JSON is complete (valid schema, same source file, same
+media content and transcript, same options: :mod:`dmd_pipeline.analysis.options`)
 unless ``force``; ``summary.csv`` is regenerated from the JSONs, ``errors.csv`` lists this run's failures
 (both as files finish, taking at most ~10% of the driver's time: a folder of 10k results is rewritten
 every few seconds, a small one after every file; and at the end). The engine (``--engine local|ray``,
@@ -185,8 +186,9 @@ def _safe_resolve(p: Path) -> Path:
 def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path | None = None) -> list[Path]:
     """Media files of the given paths: files as given; folders scanned recursively by extension.
 
-    Skips hidden files/folders, our own output folder and anything under it. Raises InputError for a path
-    that does not exist. The order is stable (given order, folders sorted), duplicates removed.
+    Skips hidden files/folders, our own output folder and anything under it. Raises InputError when no
+    given path exists; a missing path among others is returned as given (the batch reports it as a
+    failed file, ``file not found``) so the others are still analysed. The order is stable (given order, folders sorted), duplicates removed.
     Walking a folder never fails on what it finds: a symlink loop, a dangling link, a device, a FIFO or a
     socket with a media extension (and a sub-folder that cannot be read) is returned by its name in the
     folder, unresolved, and the batch reports it as a failed file (:func:`dmd_pipeline.utils.path_problem`).
@@ -201,11 +203,13 @@ def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path |
             seen.add(key)
             found.append(f)
 
-    for raw in paths:
-        p = Path(raw).expanduser()
-        if not p.exists():
-            problem = path_problem(p) if os.path.lexists(p) else None
-            raise InputError(p, problem or "no such file or folder", stage="input")
+    given = [Path(raw).expanduser() for raw in paths]
+    if given and not any(os.path.lexists(p) for p in given):
+        raise InputError(given[0], "no such file or folder", stage="input")
+    for p in given:
+        if not p.exists():  # one bad path among others is one failed row, not the end of the run
+            add(Path(os.path.abspath(p)))
+            continue
         if p.is_dir():
             root = Path(os.path.abspath(p))
             unreadable: list[OSError] = []
@@ -291,6 +295,51 @@ def probe_problem(path: Path) -> tuple[str, str] | None:
 
 
 # ---- resume ---------------------------------------------------------------------------------------
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def may_write_result(json_path: Path, source: Path) -> bool:
+    """Whether ``source``'s result may be written to ``json_path``: nothing is there, or a result of
+    ``source`` itself, or a damaged result of ours (it starts like one but does not parse: redone in
+    place). Never over another file's result, nor over a JSON that is not a result of ours."""
+    from dmd_pipeline.extractors.transcribe import is_tool_output
+
+    if not os.path.lexists(json_path):
+        return True
+    try:
+        doc = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return is_tool_output(json_path)
+    if isinstance(doc, dict) and isinstance(doc.get("file"), str) and "schema_version" in doc:
+        return _same_file(doc["file"], source)
+    return False
+
+
+def claim_names(files: Sequence[Path], names: dict[Path, str], out_dir: Path) -> dict[Path, str]:
+    """``names`` with every name whose result in ``out_dir`` belongs to another source (an earlier run of
+    ``a/talk.mp4`` when this one is ``b/talk.mp4``, or a JSON that is not ours) replaced by a unique one
+    (``talk-<hash of the path>``), so no run ever replaces another file's result; deterministic, so a
+    re-run of the same file finds its own result again."""
+    taken = set(names.values())
+    out = dict(names)
+    for f in files:
+        name = names[f]
+        if may_write_result(out_dir / f"{name}.json", f):
+            continue
+        digest = hashlib.sha256(str(f).encode()).hexdigest()
+        for k in range(8, 65, 4):
+            cand = f"{name}-{digest[:k]}"
+            if cand not in taken and may_write_result(out_dir / f"{cand}.json", f):
+                break
+        taken.add(cand)
+        out[f] = cand
+    return out
+
+
 def existing_result(json_path: Path, source: Path) -> dict[str, Any] | None:
     """The stored result document when it is complete (schema-valid, for this source file), else None."""
     from dmd_pipeline.analysis.result import read_result_file
@@ -301,8 +350,8 @@ def existing_result(json_path: Path, source: Path) -> dict[str, Any] | None:
     if doc is None or problems:
         return None
     try:
-        same = Path(doc["file"]).resolve() == source.resolve()
-    except (OSError, ValueError, RuntimeError, TypeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        same = _same_file(doc["file"], source)
+    except TypeError:
         same = False
     return doc if same else None
 
@@ -417,6 +466,7 @@ def process_file(
     report's files in ``outcome.blobs``, for the driver to write (:func:`commit_outputs`).
     """
     from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
+    from dmd_pipeline.analysis.options import file_options
     from dmd_pipeline.analysis.report import write_report
 
     t0 = time.perf_counter()
@@ -428,7 +478,7 @@ def process_file(
             model,
             AnalyzeOptions(asr=opts.asr, transcript=opts.transcript, stream_window_s=opts.stream_window_s),
         )
-        result.options = dict(batch_record(opts))
+        result.options = file_options(batch_record(opts), path)
         doc = result.to_dict()
         text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except InputError as exc:
@@ -555,15 +605,19 @@ def _read_doc(jp: Path) -> dict[str, Any] | None:
     return hit[1]
 
 
-def other_results(out_dir: Path, names: Iterable[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """Results in ``out_dir`` from earlier runs (not named in this run): (json path, document)."""
+def other_results(
+    out_dir: Path, names: Iterable[str], files: Iterable[Path] = ()
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Results in ``out_dir`` from earlier runs (not named in this run, nor of one of this run's
+    ``files`` under an older name): (json path, document)."""
     taken = {f"{n}.json" for n in names}
+    ours = {os.path.abspath(f) for f in files}
     out = []
     for jp in sorted(Path(out_dir).glob("*.json")):
         if jp.name in taken or jp.name.startswith("."):
             continue
         doc = _read_doc(jp)
-        if doc is not None:
+        if doc is not None and os.path.abspath(str(doc["file"])) not in ours:
             out.append((jp, doc))
     return out
 
@@ -594,7 +648,7 @@ def write_tables(
             if oc.status == "failed":
                 errs.append({"file": str(f), "stage": oc.stage, "reason": oc.reason})
             errs.extend({"file": str(f), "stage": st, "reason": r} for st, r in oc.errors)
-    for jp, doc in other_results(out_dir, names.values()):
+    for jp, doc in other_results(out_dir, names.values(), files):
         rows.append(summary_row(doc, str(doc["file"]), jp, "ok"))
         columns.extend(c for c in per_model_columns(doc) if c not in columns)
     summary, errors = out_dir / "summary.csv", out_dir / "errors.csv"
@@ -610,7 +664,7 @@ def _write_index(files: Sequence[Path], names: dict[Path, str], out_dir: Path) -
     items: list[tuple[str, Path, dict[str, Any] | None]] = [
         (str(f), out_dir / f"{names[f]}.json", _read_doc(out_dir / f"{names[f]}.json")) for f in files
     ]
-    items += [(str(doc["file"]), jp, doc) for jp, doc in other_results(out_dir, names.values())]
+    items += [(str(doc["file"]), jp, doc) for jp, doc in other_results(out_dir, names.values(), files)]
     for f, jp, doc in items:
         page = jp.with_suffix(".html")
         o = doc["overall"] if doc else {}
@@ -720,13 +774,13 @@ def _run_batch_locked(
     from dataclasses import replace
 
     from dmd_pipeline.analysis.export import output_files
-    from dmd_pipeline.analysis.options import options_difference
+    from dmd_pipeline.analysis.options import file_options, options_difference
 
     out_dir = Path(opts.out_dir)
     clean_stale_temps(out_dir)
     formats = batch_formats(opts)
     opts = replace(opts, record=batch_record(opts))  # computed once, carried to the workers
-    names = output_names(files)
+    names = claim_names(files, output_names(files), out_dir)
     outcomes: dict[Path, FileOutcome] = {}
     notes: dict[Path, str] = {}
     todo: list[Path] = []
@@ -738,7 +792,7 @@ def _run_batch_locked(
         jp = out_dir / f"{names[f]}.json"
         done = None if opts.force else existing_result(jp, f)
         if done is not None:
-            why = options_difference(done.get("options"), opts.record)
+            why = options_difference(done.get("options"), file_options(opts.record, f))
             if why is not None:  # made with other options or models: redo it, and say why
                 done, notes[f] = None, f"re-analysed: {why}"
         if done is not None:

@@ -1,9 +1,10 @@
-"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.1).
+"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.2).
 
 One :class:`AnalysisResult` describes one media file, scored by one or several models over one extraction
 (e.g. sentiment from the words and emotion from the voice). ``to_dict()`` gives the JSON document described
-by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.1 documents, and
-1.0 documents, which it upgrades in memory: their one model becomes ``models[0]``). Conventions:
+by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.2 and 1.1
+documents, and 1.0 documents, which it upgrades in memory: their one model becomes ``models[0]``).
+Conventions:
 
 * Times are seconds from the start of the file.
 * ``score`` is the DMD regression output clipped to [-3, 3] (``raw_score`` keeps the unclipped value).
@@ -20,7 +21,7 @@ by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads i
 Versions:
 
 * **1.0** one model: ``model`` (its :class:`ModelInfo`), ``overall``, ``segments[].prediction``.
-* **1.1** (current) several models. The 1.0 fields keep their meaning and describe the FIRST (primary)
+* **1.1** several models. The 1.0 fields keep their meaning and describe the FIRST (primary)
   model. New:
 
   - ``models``: one entry per model run, in order: ``name``, ``role`` (``sentiment`` for a regression
@@ -38,6 +39,13 @@ Versions:
     is cut into ``n = round(duration / window)`` equal windows, a shorter one is one window; each has
     ``start``, ``end``, ``segment`` (index) and ``prediction``, and a segment's prediction is the
     duration-weighted mean of its windows'. Empty for a model without a window (it scores the segments).
+* **1.2** (current) the 1.1 fields keep their meaning. New:
+
+  - ``generator``: always ``"dmd-pipeline"``: marks the document as this tool's output, which is never read
+    back as an input (a sidecar transcript, :func:`dmd_pipeline.extractors.transcribe.is_tool_output`).
+  - ``options.media`` (size, mtime_ns, sha256 of the whole file or of a bounded sample, ``hashed``) and
+    ``options.transcript`` now also for a sidecar transcript (``"sidecar": true``): a re-run redoes the
+    file when the media or any transcript source changed (:mod:`dmd_pipeline.analysis.options`).
 """
 
 from __future__ import annotations
@@ -49,9 +57,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.1"
+from dmd_pipeline.utils import OUTPUT_MARKER
+
+SCHEMA_VERSION = "1.2"
 #: Older versions :meth:`AnalysisResult.from_dict` still reads.
-READABLE_VERSIONS: tuple[str, ...] = ("1.0", SCHEMA_VERSION)
+READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", SCHEMA_VERSION)
 SCHEMA_FILE = "analysis_result.schema.json"
 
 #: 7-class label names, index = rounded score + 3.
@@ -372,6 +382,7 @@ class AnalysisResult:
     headline: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # what it was made with (analysis/options.py)
     schema_version: str = SCHEMA_VERSION
+    generator: str = OUTPUT_MARKER  # marks the tool's own output (never read back as an input)
 
     def __post_init__(self) -> None:
         self.complete()

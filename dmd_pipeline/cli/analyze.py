@@ -64,7 +64,10 @@ def _check_formats(value: str) -> str:
 
 def analyze(
     paths: list[Path] = typer.Argument(
-        ..., exists=True, help="Media files and/or folders (scanned recursively for audio/video files)."
+        ...,
+        metavar="PATH...",
+        help="Media files and/or folders (scanned recursively for audio/video files); a missing one among "
+        "others is one failed row in errors.csv.",
     ),
     model: list[str] | None = typer.Option(
         None,

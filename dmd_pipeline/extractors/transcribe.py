@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import InputError
-from dmd_pipeline.utils import json_depth
+from dmd_pipeline.utils import OUTPUT_MARKER, json_depth
 
 __all__ = [
     "SIDECAR_SUFFIXES",
@@ -205,18 +205,57 @@ def _words_from_text(text: str) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- sidecars
 def find_sidecar(media_path: str | Path | None) -> Path | None:
-    """The transcript file beside ``media_path`` with the same stem (.json > .srt > .vtt > .txt), if any."""
+    """The transcript file beside ``media_path`` with the same stem (.json > .srt > .vtt > .txt), if any.
+
+    Files ``dmd analyze`` wrote (:func:`is_tool_output`: a result JSON, its subtitles) are never taken,
+    so a run with ``--out`` beside the media does not read the previous run's output as its transcript.
+    """
     if media_path is None:
         return None
     p = Path(media_path)
     for suffix in SIDECAR_SUFFIXES:
         cand = p.with_suffix(suffix)
         try:
-            if cand.is_file() and cand.resolve() != p.resolve():
+            if cand.is_file() and cand.resolve() != p.resolve() and not is_tool_output(cand):
                 return cand
         except (OSError, RuntimeError):  # a symlink loop beside the media is no sidecar
             continue
     return None
+
+
+#: The start of a result document: ``{"schema_version": "1.x"`` (every version) or the 1.2 marker.
+_RESULT_HEAD = re.compile(
+    rb'\A\s*\{\s*"(?:schema_version"\s*:\s*"1\.\d+"|generator"\s*:\s*"%s")' % OUTPUT_MARKER.encode()
+)
+
+
+def _result_head(path: Path) -> bool:
+    """Whether ``path`` starts like a ``dmd analyze`` result document (its first bytes only)."""
+    try:
+        with path.open("rb") as fh:
+            return bool(_RESULT_HEAD.match(fh.read(256)))
+    except OSError:
+        return False
+
+
+def is_tool_output(path: str | Path) -> bool:
+    """Whether ``path`` was written by ``dmd analyze``: a result JSON (it starts with the result's
+    ``generator`` marker or ``schema_version``), or subtitles (.srt/.vtt) beside such a result of the
+    same name that did not read them as its own transcript."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _result_head(path)
+    if suffix not in (".srt", ".vtt"):
+        return False
+    result = path.with_suffix(".json")
+    if not _result_head(result):
+        return False
+    try:
+        source = (json.loads(result.read_text(encoding="utf-8")).get("transcript") or {}).get("source", "")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return str(source) != f"sidecar:{path}"
 
 
 _TS = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[.,](\d{1,3}))?")

@@ -201,7 +201,7 @@ def create_app(
         title="dmd serve",
         version=version,
         description="Sentiment and emotion over time in a clip, with DMD. Results follow the "
-        "analysis result schema 1.1 (the same as `dmd analyze`).",
+        "analysis result schema 1.2 (the same as `dmd analyze`).",
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
