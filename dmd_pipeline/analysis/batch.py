@@ -291,7 +291,22 @@ def probe_problem(path: Path) -> tuple[str, str] | None:
         return exc.stage, exc.reason
     if not (info.has_audio or info.has_video):
         return "media", "no audio or video stream"
+    image = still_image(info)
+    if image is not None:
+        return "media", image
     return None
+
+
+def still_image(info: Any) -> str | None:
+    """Why a probed file is a still image rather than a clip (ffmpeg reads a .png as a one-frame
+    "video": analysed, it would be "ok" with no duration, words, voice or score), else None."""
+    fmt = str(info.format_name or "")
+    if info.has_audio or not (fmt.endswith("_pipe") or fmt.split(",")[0] in ("image2", "gif", "apng")):
+        return None
+    if fmt in ("gif", "apng") and ((info.n_frames or 0) > 1 or info.duration > 0.1):
+        return None  # an animation is a (silent) clip
+    kind = fmt.removesuffix("_pipe") if fmt.endswith("_pipe") else info.video_codec or fmt
+    return f"a still image ({kind}), not a video or audio file: dmd analyze reads speech and faces over time"
 
 
 # ---- resume ---------------------------------------------------------------------------------------
@@ -371,10 +386,24 @@ def clean_stale_temps(out_dir: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
+def _thread_lock_for_tqdm() -> None:
+    """Give tqdm (used inside the ASR library) a thread lock before it makes its default one, a
+    multiprocessing semaphore: in a spawned worker that semaphore is registered with the resource
+    tracker, and a worker stopped on Ctrl-C leaves it behind, so the run ended with a "leaked semaphore"
+    warning."""
+    import threading
+
+    with suppress(ImportError):
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
+
+
 def _init_worker(model_ref: str | list[str] | None, threads: int, device: str = "cpu") -> None:
     """Process-pool initializer: limit threads and load the models once per worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _thread_lock_for_tqdm()
     import torch
 
     torch.set_num_threads(max(1, threads))

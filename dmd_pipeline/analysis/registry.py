@@ -41,6 +41,14 @@ class LoadedModel:
     class_names: list[str] | None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line (the torch module inside would print hundreds)."""
+        classes = f", classes={self.class_names}" if self.class_names else ""
+        return (
+            f"LoadedModel(name={self.name!r}, task={self.task!r}, modalities={self.modalities}{classes}, "
+            f"path='{self.path}')"
+        )
+
     @property
     def config(self) -> Any:
         """The model's DMDConfig."""

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+import threading
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -137,7 +140,9 @@ def analyze(
     gpus_per_actor: float = gpus_per_actor_option(),
     cpus_per_actor: float = cpus_per_actor_option(),
     verbose: bool = verbose_option(),
-    quiet: bool = quiet_option("No progress, stage messages or summary (errors only)."),
+    quiet: bool = quiet_option(
+        "No progress, stage messages, warnings or summary: only the files that failed."
+    ),
 ) -> None:
     """Analyse sentiment and emotion over time in media files with one or several DMD models."""
     import os
@@ -153,7 +158,7 @@ def analyze(
         resolve_model_dir,
         split_model_refs,
     )
-    from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError
+    from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 
     err = Console(stderr=True)
     cluster = cluster_options(
@@ -214,9 +219,14 @@ def analyze(
     )
     from dmd_pipeline.ray_executor import ClusterError
 
+    counts = {"done": 0, "total": len(files)}
     try:
         with terminate_as_interrupt() if cluster is not None else contextlib.nullcontext():
-            outcome = _run(files, opts, None, err, quiet, verbose)
+            outcome = _run(files, opts, None, err, quiet, verbose, counts)
+    except KeyboardInterrupt:  # Ctrl-C (SIGTERM too with --engine ray): finished results are kept
+        left = counts["total"] - counts["done"]
+        typer.echo(f"interrupted: {counts['done']} done, {left} left (a re-run resumes)", err=True)
+        raise typer.Exit(130) from None
     except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
         raise usage_error(str(exc)) from None
     except OutputError as exc:  # read-only, full, missing or locked --out: one line, earlier results kept
@@ -225,11 +235,29 @@ def analyze(
         raise usage_error(f"cannot analyse with {', '.join(map(str, model_dirs))}: {exc}") from None
     except FileNotFoundError as exc:  # ffmpeg vanished between the check and the run
         raise usage_error(str(exc)) from None
-    if to_stdout:
-        _print_stdout(outcome, out)
-    if not quiet:
-        _print_summary(outcome, out, err if to_stdout else Console())
+    try:
+        if to_stdout:
+            _print_stdout(outcome, out)
+        if not quiet:
+            _print_summary(outcome, out, err if to_stdout else Console())
+        sys.stdout.flush()
+    except OSError as exc:  # a closed pipe (| head), a full device: one line, the results are written
+        _stdout_gone()
+        raise usage_error(
+            f"cannot write to stdout: {os_error_reason(exc)}; the results are in {out}/"
+        ) from None
     raise typer.Exit(outcome.exit_code)
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of a closed pipe or a full device
+    prints no second error."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _print_stdout(outcome: object, out: Path) -> None:
@@ -274,37 +302,118 @@ def _done_line(oc: object) -> str:
     return line
 
 
+#: Warnings printed per file (the rest are in its JSON, ranked the same way).
+MAX_PRINTED_WARNINGS = 3
+
+
+def _warning_lines(oc: object) -> list[str]:
+    """The first few of a result's warnings (already deduplicated and ranked by the analysis), plus a line
+    saying how many more its JSON holds."""
+    from rich.markup import escape
+
+    name = escape(Path(oc.file).name)
+    shown = [f"  [yellow]![/yellow] {name}: {escape(w)}" for w in oc.warnings[:MAX_PRINTED_WARNINGS]]
+    more = len(oc.warnings) - MAX_PRINTED_WARNINGS
+    if more > 0:
+        shown.append(f"  [yellow]![/yellow] {name}: {more} more warning(s) in {escape(oc.name)}.json")
+    return shown
+
+
+class _Heartbeat:
+    """Under a pipe or nohup, a line at least every ``every_s`` seconds while a long file is analysed
+    (``analyze: still working on talk.mp4 (transcript), 2/5 done, 95 s``), so a log never looks hung."""
+
+    def __init__(self, err: object, counts: dict[str, int], every_s: float) -> None:
+        self.err, self.counts, self.every_s = err, counts, every_s
+        self.t0 = self.last = time.monotonic()
+        self.file, self.stage = "", ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dmd-heartbeat", daemon=True)
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def note(self, msg: str) -> None:
+        """A stage message (``talk.mp4: transcript``): remember what is being worked on."""
+        head, sep, tail = msg.partition(": ")
+        if sep and tail and " " not in tail:
+            self.file, self.stage = head, tail
+        elif msg.endswith(": analysing"):
+            self.file, self.stage = msg.removesuffix(": analysing"), ""
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.every_s / 4)):
+            now = time.monotonic()
+            if now - self.last >= self.every_s:
+                what = f" on {self.file}" + (f" ({self.stage})" if self.stage else "") if self.file else ""
+                self.err.print(
+                    f"analyze: still working{what}, {self.counts['done']}/{self.counts['total']} done, "
+                    f"{now - self.t0:.0f} s",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                self.last = now
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
 def _run(
-    files: list[Path], opts: object, loaded: object, err: object, quiet: bool, verbose: bool = False
+    files: list[Path],
+    opts: object,
+    loaded: object,
+    err: object,
+    quiet: bool,
+    verbose: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> object:
     """Run the batch with live feedback on stderr: a progress bar with the current stage on a terminal,
-    plain lines (one per stage message and per finished file) under a pipe or nohup; warnings shown."""
+    plain lines (one per stage message and per finished file, and a heartbeat at least every 30 s) under
+    a pipe or nohup; each file's first warnings shown. ``-q``: only the files that failed. ``counts``
+    (done, total) is kept current for the interrupted line."""
+    import os
+
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dmd_pipeline.analysis.batch import run_batch
 
+    total = len(files)
+    counts = counts if counts is not None else {"done": 0, "total": total}
+    state = {"done": 0}
+
+    def count(oc: object) -> None:
+        counts["done"] += 1
+
     if quiet:
         setup_logging(verbose=False, quiet=True)
-        return run_batch(files, opts, model=loaded)
-    total = len(files)
-    state = {"done": 0}
+
+        def on_done_quiet(oc: object) -> None:
+            count(oc)
+            if oc.status == "failed":
+                err.print(_done_line(oc), highlight=False, soft_wrap=True)
+
+        return run_batch(files, opts, model=loaded, on_done=on_done_quiet)
 
     def report(oc: object) -> None:
         if oc.status == "skipped" and oc.note and verbose:
             err.print(f"  {escape(Path(oc.file).name)}: {escape(oc.note)}", highlight=False, soft_wrap=True)
-        for w in oc.warnings if oc.status == "ok" else []:
-            err.print(
-                f"  [yellow]![/yellow] {escape(Path(oc.file).name)}: {escape(w)}",
-                highlight=False,
-                soft_wrap=True,
-            )
+        for line in _warning_lines(oc) if oc.status == "ok" else []:
+            err.print(line, highlight=False, soft_wrap=True)
 
     if not err.is_terminal:  # a pipe, a file, nohup: plain lines, flushed as they come
+        beat = _Heartbeat(err, counts, float(os.environ.get("DMD_HEARTBEAT_S") or 30.0))
 
         def show(msg: str, level: int, minor: bool) -> None:
+            beat.note(msg)
             if not minor:
                 err.print(escape(msg), highlight=False, soft_wrap=True)
+                beat.touch()
 
         setup_logging(verbose, False, _LiveHandler(show, verbose))
 
@@ -315,14 +424,18 @@ def _run(
                 + (f", {n_skipped} already done (same options and models)" if n_skipped else ""),
                 highlight=False,
             )
+            beat.touch()
 
         def on_done(oc: object) -> None:
+            count(oc)
             if oc.status != "skipped":
                 state["done"] += 1
             err.print(f"[{state['done']}/{total}] " + _done_line(oc), highlight=False, soft_wrap=True)
             report(oc)
+            beat.touch()
 
-        return run_batch(files, opts, model=loaded, on_done=on_done, on_start=on_start)
+        with beat:
+            return run_batch(files, opts, model=loaded, on_done=on_done, on_start=on_start)
 
     with Progress(
         TextColumn("[bold]analyze"),
@@ -350,6 +463,7 @@ def _run(
             )
 
         def on_done(oc: object) -> None:
+            count(oc)
             progress.console.print(_done_line(oc), highlight=False)
             if oc.status != "skipped":  # kept files were counted at the start
                 progress.advance(task)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import typer
 
+from dmd_pipeline.cli.common import install_cli_style
+
+install_cli_style()  # one-line "Error: ..." usage errors, clean help placeholders
+
 app = typer.Typer(
     name="dmd",
     help="Multimodal sentiment/emotion recognition from raw video with DMD (Decoupled Multimodal Distilling).",

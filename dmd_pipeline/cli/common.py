@@ -80,6 +80,53 @@ def setup_logging(verbose: bool = False, quiet: bool = False, handler: logging.H
     return level
 
 
+def _one_line_error(exc: Any) -> None:
+    """How every usage error the command-line parser finds is shown: ``Error: <message>`` on stderr, one
+    line, with the help command to run (instead of a usage block and a framed box)."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+    typer.echo(f"Error: {exc.format_message()}{hint}", err=True)
+
+
+def _help_type(orig: Any) -> Any:
+    """Wrap typer's type column: nothing for on/off flags (``<bool>``), ``<path>...`` for a repeatable
+    option instead of ``<list[Path]>``, nothing for an argument whose name already says it (``PATH...``)."""
+    import re
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_bool_flag", False):
+            return None
+        if getattr(self, "param_type_name", "") == "argument" and self.metavar:
+            return None
+        label = orig(self, ctx)
+        if label and "list[" in label:
+            label = re.sub(r"list\[([^\]]+)\]", lambda m: m.group(1).lower(), label) + "..."
+        return label
+
+    return display_type_rich
+
+
+def _usage_name(self: Any) -> str:
+    """An argument on the usage line: ``PATH...`` (required) or ``[PATH]...``, never ``{PATH}``."""
+    name = self.display_name_raw
+    name = name if self.required else f"[{name}]"
+    return name if self.nargs == 1 or name.endswith("...") else name + "..."
+
+
+def install_cli_style() -> None:
+    """The house style of the ``dmd`` command line, on top of typer's rich help: one-line ``Error: ...``
+    usage errors (exit 2, as :func:`usage_error`) and clean help placeholders. Idempotent."""
+    from typer import core, rich_utils
+
+    if getattr(rich_utils, "_dmd_style", False):
+        return
+    rich_utils.rich_format_error = _one_line_error
+    for cls in (core.TyperOption, core.TyperArgument):
+        cls.display_type_rich = _help_type(cls.display_type_rich)
+    core.TyperArgument._usage_display_name = _usage_name
+    rich_utils._dmd_style = True
+
+
 def usage_error(msg: str) -> typer.Exit:
     """Print ``Error: msg`` on stderr and return the exit-2 exception to raise."""
     typer.echo(f"Error: {msg}", err=True)

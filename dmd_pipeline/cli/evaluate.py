@@ -191,7 +191,7 @@ def evaluate(
             console=err,
         )
     except DMDError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     failed = info.get("failed") or []
     if as_json:
@@ -208,7 +208,7 @@ def evaluate(
             highlight=False,
         )
     if info["n"] == 0:
-        err.print("[red]error:[/red] no item could be evaluated", highlight=False)
+        err.print("Error: no item could be evaluated", highlight=False)
         raise typer.Exit(1)
     if failed:
         raise typer.Exit(1)

@@ -400,10 +400,10 @@ def _locked_output(fn: Callable[..., None]) -> Callable[..., None]:
             with output_lock(out, "dmd extract"):
                 return fn(*args, **kwargs)
         except OutputError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # e.g. the disk filled up: items stored before are kept (atomic writes)
-            typer.echo(f"error: {exc.filename or out}: {os_error_reason(exc)}", err=True)
+            typer.echo(f"Error: {exc.filename or out}: {os_error_reason(exc)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -527,7 +527,7 @@ def extract(
     try:
         label_set = read_labels(input_path, labels, layout, task, allow_outside=allow_outside)
     except DataError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if label_set.skipped:
         info.print(
@@ -622,7 +622,7 @@ def extract(
                         cluster=cluster,
                     )
         except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
-            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     from dmd_pipeline.utils import atomic_write_json
@@ -641,7 +641,7 @@ def extract(
     write_errors(out / "errors.csv", failures)
     n_items = n_done + stats["ok"]
     if n_items == 0:
-        err.print(f"[red]error:[/red] no item could be extracted; see {out / 'errors.csv'}")
+        err.print(f"Error: no item could be extracted; see {out / 'errors.csv'}", highlight=False)
         raise typer.Exit(1)
     name = f"{'aligned' if aligned else 'unaligned'}_{lens[0]}.pkl"
     counts = assemble(label_set, items_dir, out / name, spec, aligned, lens)

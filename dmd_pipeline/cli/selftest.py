@@ -32,7 +32,7 @@ def selftest(
         report = run_selftest(list(reference) if reference else None)
     except DMDError as exc:
         typer.echo(json.dumps({"ok": False, "error": str(exc)}))
-        typer.echo(f"dmd selftest: {exc}", err=True)
+        typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from None
     if not quiet:
         typer.echo(json.dumps(report))

@@ -449,7 +449,7 @@ def train(
             torch.set_num_threads(choose_threads(threads))
             _run(**run_kw)
     except DMDError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -481,7 +481,7 @@ def _rank_main(
     """One rank of a distributed run: join the process group, train (rank 0 prints and writes), leave.
 
     ``in_process`` (started by torchrun): errors propagate to :func:`train`. Otherwise (a process started
-    by ``--nproc``) a usage error is printed (``error: ...``, prefixed by the rank on ranks >= 1) and the
+    by ``--nproc``) a usage error is printed (``Error: ...``, prefixed by the rank on ranks >= 1) and the
     process exits with code 2, which :func:`~dmd_pipeline.training.distributed.launch_local` reports.
     """
     from dmd_pipeline.cli.common import setup_logging
@@ -502,7 +502,7 @@ def _rank_main(
         if in_process:
             raise
         prefix = "" if main else f"[rank {env.rank}] "  # type: ignore[union-attr]
-        typer.echo(f"{prefix}error: {exc}", err=True)
+        typer.echo(f"{prefix}Error: {exc}", err=True)
         raise SystemExit(2) from exc
     finally:
         distributed.shutdown()

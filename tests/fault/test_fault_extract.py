@@ -50,7 +50,7 @@ def test_a_second_extract_on_the_same_out_is_refused(tmp_path: Path) -> None:
         res = runner.invoke(app, ["extract", str(src), "--out", str(out), "-q"])
     assert res.exit_code == 2
     assert res.output.strip() == (
-        f"error: {out}: in use by another dmd extract run (pid {os.getpid()}); wait for it to finish or "
+        f"Error: {out}: in use by another dmd extract run (pid {os.getpid()}); wait for it to finish or "
         "choose another --out"
     )
 
