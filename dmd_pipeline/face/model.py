@@ -1,0 +1,217 @@
+"""A facial-expression model folder and the object that answers for it.
+
+A folder holds ``model.safetensors`` (the :class:`~dmd_pipeline.face.network.FaceExpressionNet` weights,
+float16 when shipped) and ``config.json``::
+
+    {"format": "dmd-face-expression", "format_version": 1,
+     "network": FaceNetConfig.to_dict(), "crop": CropTemplate.to_dict(),
+     "weights_sha256": "...", "weights_dtype": "float16", ...meta (training, metrics)}
+
+Loading validates before it builds (size-bounded JSON, the network config's types and ranges, the crop
+template), checks the weights' sha256 against the recorded one and that every weight is finite; every
+problem is a :class:`~dmd_pipeline.errors.ModelFileError` naming the file. Nothing is unpickled.
+
+:class:`FaceExpressionModel` is the hub for this model kind: it knows its classes, its crop framing and
+how to score crops (``predict_crops``: batched, mirrored test-time average), embed them, or read a still
+image (``predict_image``: the crop procedure of :mod:`dmd_pipeline.face.crop`, then the network).
+The bundled model is ``fer-face-expression`` (:data:`BUNDLED_FACE_MODEL`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dmd_pipeline.errors import ModelFileError
+from dmd_pipeline.face.crop import FER_TEMPLATE, CropTemplate, FaceCrop, FaceFinder
+from dmd_pipeline.face.network import FaceExpressionNet, FaceNetConfig
+
+__all__ = ["BUNDLED_FACE_MODEL", "FaceExpressionModel", "face_model_dir", "save_face_model"]
+
+FORMAT = "dmd-face-expression"
+FORMAT_VERSION = 1
+BUNDLED_FACE_MODEL = "fer-face-expression"
+_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+_CONFIG_LIMIT = 4 << 20  # bytes: a config.json larger than this is not ours
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def face_model_dir(name_or_path: str | Path | None = None) -> Path:
+    """Folder of a face model: the bundled one by default, a bundled name, or a user folder."""
+    ref = name_or_path or BUNDLED_FACE_MODEL
+    p = Path(ref).expanduser()
+    if not p.is_dir() and (_MODELS_DIR / str(ref)).is_dir() and "/" not in str(ref):
+        p = _MODELS_DIR / str(ref)
+    if not p.is_dir():
+        raise ModelFileError(f"face model {str(ref)!r}: no such folder (nor a bundled face model name)")
+    return p
+
+
+def save_face_model(
+    dest: str | Path,
+    net: FaceExpressionNet,
+    meta: dict[str, Any] | None = None,
+    template: CropTemplate = FER_TEMPLATE,
+    weights_dtype: str = "float16",
+) -> Path:
+    """Write ``dest/model.safetensors`` and ``dest/config.json`` (weights first, both atomically)."""
+    from safetensors.torch import save
+
+    from dmd_pipeline.models.checkpoint import _jsonable, versions
+    from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
+
+    if weights_dtype not in _DTYPES:
+        raise ValueError(f"weights_dtype must be one of {sorted(_DTYPES)}, got {weights_dtype!r}")
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: (
+            v.detach().cpu().to(_DTYPES[weights_dtype]) if v.is_floating_point() else v.detach().cpu()
+        ).contiguous()
+        for k, v in net.state_dict().items()
+    }
+    blob = save(tensors, metadata={"format": "pt", "dmd_format": FORMAT})
+    atomic_write_bytes(out / "model.safetensors", blob)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "network": net.config.to_dict(),
+        "crop": template.to_dict(),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_dtype": weights_dtype,
+        "versions": versions(),
+        **(meta or {}),
+    }
+    atomic_write_json(out / "config.json", _jsonable(config))
+    return out
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    from dmd_pipeline.utils import read_bytes_bounded
+
+    try:
+        cfg = json.loads(read_bytes_bounded(path, _CONFIG_LIMIT).decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable face model config ({exc})") from exc
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a face expression model config (format must be {FORMAT!r})")
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format_version {cfg.get('format_version')!r} is not supported")
+    return cfg
+
+
+class FaceExpressionModel:
+    """A loaded facial-expression network in eval mode, its crop framing and its metadata."""
+
+    def __init__(
+        self,
+        net: FaceExpressionNet,
+        template: CropTemplate,
+        meta: dict[str, Any] | None = None,
+        name: str = "",
+        path: Path | None = None,
+    ) -> None:
+        self.net = net.eval()
+        self.template = template
+        self.meta = dict(meta or {})
+        self.name = name or BUNDLED_FACE_MODEL
+        self.path = path
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None) -> FaceExpressionModel:
+        """Load a face model folder (default: the bundled ``fer-face-expression``), validated as the module
+        docstring says."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        folder = face_model_dir(name_or_path)
+        cfg = _read_config(folder / "config.json")
+        try:
+            net_cfg = FaceNetConfig.from_dict(cfg.get("network") or {})
+            template = CropTemplate.from_dict(cfg.get("crop") or {})
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelFileError(
+                f"{folder / 'config.json'}: invalid network or crop settings ({exc})"
+            ) from exc
+        wpath = folder / "model.safetensors"
+        if not wpath.is_file():
+            raise ModelFileError(f"{wpath}: missing (a face model folder needs model.safetensors)")
+        blob = wpath.read_bytes()
+        digest = cfg.get("weights_sha256")
+        if digest and hashlib.sha256(blob).hexdigest() != digest:
+            raise ModelFileError(
+                f"{wpath}: sha256 differs from the one recorded in config.json (corrupt copy?)"
+            )
+        try:
+            tensors = load(blob)
+        except (SafetensorError, ValueError) as exc:
+            raise ModelFileError(f"{wpath}: not a readable safetensors file ({exc})") from exc
+        net = FaceExpressionNet(net_cfg)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ModelFileError(f"{wpath}: non-finite weights in {bad[:3]}")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{wpath}: weights do not match the network in config.json ({exc})") from exc
+        meta = {k: v for k, v in cfg.items() if k not in ("network", "crop")}
+        return cls(net, template, meta, name=str(name_or_path or BUNDLED_FACE_MODEL), path=folder)
+
+    # -- what the model answers -----------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names in the order of the probability columns."""
+        return self.net.classes
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square grayscale crop the network reads."""
+        return self.template.size
+
+    def _tensor(self, crops: np.ndarray) -> torch.Tensor:
+        a = np.asarray(crops)
+        if a.ndim == 2:
+            a = a[None]
+        s = self.input_size
+        if a.ndim != 3 or a.shape[1:] != (s, s):
+            raise ValueError(f"expected uint8 crops (N, {s}, {s}), got shape {a.shape}")
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8)).float().div_(255).unsqueeze(1)
+
+    @torch.no_grad()
+    def predict_crops(self, crops: np.ndarray, batch: int = 256, flip: bool = True) -> np.ndarray:
+        """Class probabilities (N, C) float32 for uint8 crops (N, size, size); ``flip`` averages each crop
+        with its mirror image (as the model was evaluated)."""
+        x = self._tensor(crops)
+        out = [self.net.predict_proba(x[i : i + batch], flip=flip) for i in range(0, len(x), batch)]
+        return (
+            torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+        )
+
+    @torch.no_grad()
+    def embed_crops(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Hidden-layer features (N, hidden) float32 for uint8 crops (the per-face embedding)."""
+        x = self._tensor(crops)
+        out = [self.net.embed(x[i : i + batch]) for i in range(0, len(x), batch)]
+        return (
+            torch.cat(out).numpy().astype(np.float32)
+            if out
+            else np.zeros((0, self.net.config.hidden), np.float32)
+        )
+
+    def crop_face(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """This model's crop of the face with the given normalised landmarks in an RGB or gray image."""
+        from dmd_pipeline.face.crop import aligned_crop
+
+        return aligned_crop(image, landmarks, self.template)
+
+    def predict_image(self, image: np.ndarray, finder: FaceFinder) -> tuple[np.ndarray, FaceCrop]:
+        """Probabilities (C,) for the largest face of a still image (the whole image when none is found),
+        and the crop used."""
+        fc = finder.crop(image, self.template)
+        return self.predict_crops(fc.crop[None])[0], fc
