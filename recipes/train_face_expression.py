@@ -2,7 +2,7 @@
 
     python recipes/train_face_expression.py prepare            # FER JPEGs -> runs/face_expression/fer_cache.npz
     python recipes/train_face_expression.py train              # resumes from runs/face_expression/<name>
-    python recipes/train_face_expression.py export             # float16 model into dmd_pipeline/assets/models
+    python recipes/train_face_expression.py export             # float16 model into dmd_pipeline/assets/face_models
 
 Input framing: the network is trained on FER2013's own 48x48 crops, whole. At inference the pipeline makes
 a crop with the same framing from the FaceLandmarker landmarks (:mod:`dmd_pipeline.face.crop`: the eyes
@@ -39,7 +39,7 @@ from dmd_pipeline.face.network import FER_CLASSES, FaceExpressionNet, FaceNetCon
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fer2013"
 RUN = ROOT / "runs" / "face_expression"
-DEST = ROOT / "dmd_pipeline" / "assets" / "models" / "fer-face-expression"
+DEST = ROOT / "dmd_pipeline" / "assets" / "face_models" / "fer-face-expression"
 
 
 # -- data ------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ __all__ = ["BUNDLED_FACE_MODEL", "FaceExpressionModel", "face_model_dir", "save_
 FORMAT = "dmd-face-expression"
 FORMAT_VERSION = 1
 BUNDLED_FACE_MODEL = "fer-face-expression"
-_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "face_models"
 _CONFIG_LIMIT = 4 << 20  # bytes: a config.json larger than this is not ours
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
