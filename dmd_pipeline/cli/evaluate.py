@@ -337,6 +337,12 @@ def run_evaluation(
 
     if (data is None) == (labels is None):
         raise ConfigError("give exactly one of --data FILE.pkl or --labels FILE.csv")
+    from dmd_pipeline.face.model import is_face_model
+
+    if is_face_model(model):
+        if labels is None:
+            raise ConfigError("a face model is evaluated on images: give --labels FILE.csv (file,label)")
+        return _run_face_images(model, Path(labels), split, batch_size, progress, console)
     dev = resolve_device(device)
     quiet_transformers()
     loaded = load_evaluation_model(model, device=dev)
@@ -365,6 +371,63 @@ def run_evaluation(
     else:
         kind = "pickle"
     return _run_arrays(loaded, kind, data, labels, split, dev, batch_size, info)
+
+
+def _run_face_images(
+    model: str | Path, labels: Path, split: str, batch_size: int, progress: bool, console: Any
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """A label CSV of images for a face-expression model (:func:`dmd_pipeline.face.evaluate.evaluate_images`)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from dmd_pipeline.cli.common import LineProgress
+    from dmd_pipeline.face.evaluate import evaluate_images, read_image_labels
+    from dmd_pipeline.face.model import FaceExpressionModel
+    from dmd_pipeline.utils import sha256_file
+
+    err = console or Console(stderr=True)
+    face = FaceExpressionModel.load(model)
+    items, split_name = read_image_labels(labels, split)
+    n_items = len(items)
+    lines = LineProgress(err, "evaluate", n_items)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, disable=not progress,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("evaluate", total=n_items)
+
+        def on_item(item: Any, failure: str | None) -> None:
+            if failure is not None:
+                err.print(f"[yellow]failed[/yellow] {escape(str(item.path))}: {escape(failure)}", highlight=False)
+            bar.advance(task)
+            if progress:
+                lines.advance()
+
+        res = evaluate_images(face, labels, split, batch_size=batch_size, on_item=on_item)
+    rep = res.report
+    metrics = {k: rep[k] for k in ("accuracy", "uar", "macro_f1", "weighted_f1")} if rep else {}
+    info = {
+        "model": str(model),
+        "model_name": face.name,
+        "task": "classification",
+        "kind": "images",
+        "class_names": res.class_names,
+        "labels": str(labels.resolve()),
+        "data": str(labels.resolve()),
+        "data_sha256": sha256_file(labels),
+        "split": split_name,
+        "n": len(res.files),
+        "n_items": res.n_items,
+        "n_failed": len(res.failed),
+        "failed": res.failed,
+        "faces_found": res.faces_found,
+        "used_whole": res.used_whole,
+        "report": rep,
+    }
+    return metrics, info
 
 
 def _run_arrays(

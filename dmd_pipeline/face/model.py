@@ -31,7 +31,7 @@ from dmd_pipeline.errors import ModelFileError
 from dmd_pipeline.face.crop import FER_TEMPLATE, CropTemplate, FaceCrop, FaceFinder
 from dmd_pipeline.face.network import FaceExpressionNet, FaceNetConfig
 
-__all__ = ["BUNDLED_FACE_MODEL", "FaceExpressionModel", "face_model_dir", "save_face_model"]
+__all__ = ["BUNDLED_FACE_MODEL", "FaceExpressionModel", "face_model_dir", "is_face_model", "save_face_model"]
 
 FORMAT = "dmd-face-expression"
 FORMAT_VERSION = 1
@@ -50,6 +50,16 @@ def face_model_dir(name_or_path: str | Path | None = None) -> Path:
     if not p.is_dir():
         raise ModelFileError(f"face model {str(ref)!r}: no such folder (nor a bundled face model name)")
     return p
+
+
+def is_face_model(name_or_path: str | Path) -> bool:
+    """True for a bundled face model name or a folder whose config.json declares this format (a folder that
+    is not one, or unreadable, is False)."""
+    try:
+        _read_config(face_model_dir(name_or_path) / "config.json")
+    except ModelFileError:
+        return False
+    return True
 
 
 def save_face_model(
