@@ -78,6 +78,12 @@ MAX_JSON_DEPTH = 32
 LOW_WORD_PROB = 0.55  # Whisper's mean word probability below this: low confidence
 LOW_AVG_LOGPROB = -0.8  # Whisper's duration-weighted average token log-probability below this
 MIN_WORDS_FOR_LANGUAGE_CHECK = 4
+#: A Whisper segment of at least :data:`MIN_WORDS_FOR_RATE_CHECK` words faster than this many words per
+#: second is not speech timing (a decoding loop: 84 words in 1.02 s was seen). Human speech is far slower:
+#: the 1,851 CMU-MOSI segments of 6+ words have a median of 3.2 and a maximum of 8.5 words/s (their
+#: annotated start/end), so 10 leaves a margin for fast talkers.
+MAX_WORDS_PER_S = 10.0
+MIN_WORDS_FOR_RATE_CHECK = 6
 WORD_SOURCES = ("forced", "asr", "proportional", "sidecar")
 STAGE = "transcript"
 
@@ -592,9 +598,19 @@ def _transcribe_whisper(
         if words:
             start, end = min(start, words[0].start), max(end, words[-1].end)
         out.append(Segment(start, end, text, words))
+    implausible = drop_implausible_times(out)
     notes = [] if out else ["whisper heard no speech"]
+    if implausible:
+        n, d = implausible[0]["n_words"], implausible[0]["end"] - implausible[0]["start"]
+        notes.append(
+            f"implausible Whisper timings in {len(implausible)} segment(s) (e.g. {n} words in {d:.2f} s, "
+            f"over {MAX_WORDS_PER_S:.0f} words/s): their word times come from forced alignment, not from "
+            "Whisper, and their text may be a decoding loop"
+        )
     english_only = not getattr(model.model, "is_multilingual", False)
     quality = asr_confidence(word_probs, logprobs, english_only)
+    if implausible:
+        quality["implausible_segments"] = implausible
     if quality.get("low_confidence"):
         notes.append(
             f"low speech-recognition confidence (Whisper mean word probability {quality['mean_word_prob']:.2f}, "
@@ -607,6 +623,29 @@ def _transcribe_whisper(
             )
         )
     return Transcript(out, "whisper", notes, quality)
+
+
+def drop_implausible_times(segments: list[Segment]) -> list[dict[str, Any]]:
+    """Find the segments whose words come faster than human speech (:data:`MAX_WORDS_PER_S` with at least
+    :data:`MIN_WORDS_FOR_RATE_CHECK` words) and drop their Whisper word times in place: with no words, a
+    segment is force-aligned from its text over a window widened past its own span (and timed
+    proportionally over the speech there when alignment fails), never given Whisper's times. Returns
+    ``{"start", "end", "n_words", "words_per_s"}`` of each, in order."""
+    found = []
+    for k, seg in enumerate(segments):
+        n = len(seg.words)
+        rate = n / max(seg.end - seg.start, 0.05)
+        if n >= MIN_WORDS_FOR_RATE_CHECK and rate > MAX_WORDS_PER_S:
+            found.append(
+                {
+                    "start": round(seg.start, 3),
+                    "end": round(seg.end, 3),
+                    "n_words": n,
+                    "words_per_s": round(rate, 1),
+                }
+            )
+            segments[k] = Segment(seg.start, seg.end, seg.text, [])
+    return found
 
 
 def asr_confidence(
