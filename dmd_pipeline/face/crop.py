@@ -118,21 +118,37 @@ def aligned_crop(
     image: np.ndarray, landmarks: np.ndarray, template: CropTemplate = FER_TEMPLATE
 ) -> np.ndarray:
     """uint8 (size, size) grayscale crop of the face whose normalised landmarks are given, eyes on the
-    template (see the module docstring). ``image`` is (H, W) gray or (H, W, 3) RGB uint8."""
+    template (see the module docstring). ``image`` is (H, W) gray or (H, W, 3) RGB uint8.
+
+    Only the region the crop covers is converted and resampled: a large face is first shrunk with area
+    averaging (no aliasing) to at most twice the crop's scale, then warped bilinearly."""
     import cv2
 
-    gray = to_gray(image)
-    h, w = gray.shape
+    a = np.asarray(image)
+    h, w = a.shape[:2]
     left, right = eye_centres(landmarks, w, h)
-    m = _similarity(left, right, template)
+    m = _similarity(left, right, template)  # continuous coordinates (pixel i spans [i, i + 1))
     s = template.size
-    # Shrinking a lot (a large face into 48 px) aliases: blur to the target scale first (area-like).
+    inv = cv2.invertAffineTransform(m)
+    corners = inv @ np.array([[0, s, 0, s], [0, 0, s, s], [1, 1, 1, 1]], dtype=np.float64)
+    x0 = int(np.clip(np.floor(corners[0].min()) - 2, 0, w - 1))
+    y0 = int(np.clip(np.floor(corners[1].min()) - 2, 0, h - 1))
+    x1 = int(np.clip(np.ceil(corners[0].max()) + 2, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(corners[1].max()) + 2, y0 + 1, h))
+    roi = to_gray(a[y0:y1, x0:x1])
+    lin = m[:, :2].copy()
+    t = m[:, 2] + lin @ np.array([x0, y0], dtype=np.float64)  # roi coordinates
     scale = float(np.hypot(m[0, 0], m[0, 1]))
-    src = gray
     if scale < 0.5:
-        sigma = 0.5 / scale * 0.6
-        src = cv2.GaussianBlur(gray, (0, 0), sigmaX=sigma, sigmaY=sigma)
-    return cv2.warpAffine(src, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        f = scale * 2.0
+        nw, nh = max(1, round(roi.shape[1] * f)), max(1, round(roi.shape[0] * f))
+        fx, fy = nw / roi.shape[1], nh / roi.shape[0]
+        roi = cv2.resize(roi, (nw, nh), interpolation=cv2.INTER_AREA)
+        lin = lin / np.array([fx, fy])  # continuous coordinates scale exactly by (fx, fy)
+    # pixel indices: continuous coordinate = index + 0.5, in the source and in the crop
+    t_pix = t + lin @ np.array([0.5, 0.5]) - 0.5
+    mat = np.hstack([lin, t_pix[:, None]])
+    return cv2.warpAffine(roi, mat, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 @dataclass
