@@ -33,7 +33,10 @@ in a row, a face is chosen again by the first rule.
 
 ``extras``: ``boxes`` (T, 4) float32 normalised x0, y0, x1, y1 of the tracked face (zeros when absent),
 ``n_faces`` (T,) faces detected, ``frame_size`` (width, height) of the last frame, ``ms_per_frame`` mean
-landmarker time.
+landmarker time; with ``face_crop`` (a :class:`~dmd_pipeline.face.crop.CropTemplate`) also ``face_crops``
+(T, size, size) uint8: the tracked face's eye-aligned grayscale crop (:func:`~dmd_pipeline.face.crop.
+aligned_crop`) for the face-expression model, zeros when absent; the crop is taken here because the frame
+is in memory only now.
 
 One landmarker (VIDEO running mode) is created per extractor and reused across clips; each clip's frame
 timestamps are shifted by a running offset so that mediapipe always sees increasing timestamps. An
@@ -51,6 +54,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -172,6 +176,7 @@ class VisualExtractor:
         min_tracking_confidence: float = 0.5,
         max_jump: float = 0.25,
         reacquire_frames: int = 5,
+        face_crop: Any = None,
     ) -> None:
         from dmd_pipeline.model_files import face_landmarker_path
 
@@ -184,6 +189,7 @@ class VisualExtractor:
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.max_jump = float(max_jump)
         self.reacquire_frames = int(reacquire_frames)
+        self.face_crop = face_crop  # CropTemplate | None
         self.feature_names: list[str] = (
             ["face_present"] + [f"bs_{n}" for n in BLENDSHAPE_NAMES] + _POSE_NAMES + _GEO_NAMES
         )
@@ -244,6 +250,7 @@ class VisualExtractor:
             "min_tracking_confidence": self.min_tracking_confidence,
             "max_jump": self.max_jump,
             "reacquire_frames": self.reacquire_frames,
+            **({"face_crop": self.face_crop.to_dict()} if self.face_crop is not None else {}),
         }
 
     def config_hash(self) -> str:
@@ -260,6 +267,17 @@ class VisualExtractor:
         return _hash({**self.settings(), "model_sha256": self._model_sha})
 
     # -- extraction ------------------------------------------------------------------------------------
+    def _crop(self, img: np.ndarray, pts: np.ndarray | None) -> np.ndarray:
+        """The tracked face's aligned crop (zeros when there is none or the landmarks are degenerate)."""
+        from dmd_pipeline.face.crop import aligned_crop
+
+        if pts is None:
+            return _no_face_crop(int(self.face_crop.size))
+        try:
+            return aligned_crop(img, pts, self.face_crop)
+        except ValueError:
+            return _no_face_crop(int(self.face_crop.size))
+
     def extract(self, frames: Iterable[tuple[float, np.ndarray]]) -> FrameFeatures:
         """Features for ``(timestamp_s, HxWx3 uint8 RGB)`` frames, e.g. from ``media.iter_frames``."""
         import mediapipe as mp
@@ -269,6 +287,7 @@ class VisualExtractor:
         times: list[float] = []
         boxes: list[np.ndarray] = []
         n_faces: list[int] = []
+        crops: list[np.ndarray] = []
         spent = 0.0
         t_first: float | None = None
         base = self._next_ts_ms
@@ -332,6 +351,8 @@ class VisualExtractor:
                 k += len(_GEO_NAMES)
                 if self.landmarks:
                     row[k:] = pts_all[choice][:_N_LANDMARKS].reshape(-1)
+            if self.face_crop is not None:
+                crops.append(self._crop(img, pts_all[choice] if choice is not None else None))
             rows.append(row)
             times.append(float(t))
             boxes.append(box)
@@ -347,7 +368,14 @@ class VisualExtractor:
             "frame_size": size,
             "ms_per_frame": (spent / n * 1000.0) if n else 0.0,
         }
+        if self.face_crop is not None:
+            size = int(self.face_crop.size)
+            extras["face_crops"] = np.array(crops, dtype=np.uint8).reshape(n, size, size)
         return FrameFeatures(values, np.array(times, dtype=np.float64), list(self.feature_names), extras)
+
+
+def _no_face_crop(size: int) -> np.ndarray:
+    return np.zeros((size, size), dtype=np.uint8)
 
 
 def _pick_main_face(boxes: list[np.ndarray]) -> int:

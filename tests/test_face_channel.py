@@ -1,0 +1,72 @@
+"""Face crops kept by the visual extractor, per-frame probabilities and their per-span summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dmd_pipeline.extractors.visual import VisualExtractor
+from dmd_pipeline.face.channel import frame_probabilities, summarise_span
+from dmd_pipeline.face.crop import FER_TEMPLATE
+from dmd_pipeline.face.model import FaceExpressionModel
+from dmd_pipeline.face.network import FaceExpressionNet, FaceNetConfig
+
+CLASSES = ["a", "b"]
+
+
+def test_span_summary_weights_visible_frames_by_duration() -> None:
+    times = np.arange(10) * 0.1  # 10 fps, 1 s
+    probs = np.tile(np.array([[0.8, 0.2]], dtype=np.float32), (10, 1))
+    probs[5:] = [0.2, 0.8]
+    probs[8:] = np.nan  # the face is gone for the last 0.2 s
+    s = summarise_span(probs, times, CLASSES, 0.0, 1.0)
+    assert s.n_frames == 10 and s.visible_fraction == pytest.approx(0.8)
+    assert s.probs["a"] == pytest.approx((5 * 0.8 + 3 * 0.2) / 8)
+    assert s.top[0] == "a" and s.headline().startswith("face: a ")
+    half = summarise_span(probs, times, CLASSES, 0.25, 0.55)  # frames at .2 (0.05 s), .3, .4, .5 (0.05 s)
+    assert half.probs["a"] == pytest.approx((0.05 * 0.8 + 0.1 * 0.8 + 0.1 * 0.8 + 0.05 * 0.2) / 0.3)
+
+
+def test_span_without_a_face_is_not_an_answer() -> None:
+    times = np.arange(5) * 0.1
+    s = summarise_span(np.full((5, 2), np.nan), times, CLASSES, 0.0, 0.5)
+    assert s.probs is None and s.visible_fraction == 0.0 and s.top is None
+    assert s.headline() == "face: n/a (no face)"
+    assert summarise_span(np.zeros((0, 2)), np.zeros(0), CLASSES, 0.0, 1.0).probs is None
+
+
+def test_extractor_settings_unchanged_without_face_crops() -> None:
+    plain = VisualExtractor().settings()
+    assert "face_crop" not in plain
+    assert VisualExtractor(face_crop=FER_TEMPLATE).settings()["face_crop"] == FER_TEMPLATE.to_dict()
+    assert VisualExtractor().config_hash() != VisualExtractor(face_crop=FER_TEMPLATE).config_hash()
+
+
+def test_real_video_face_crops_and_probabilities(shared: Path, tmp_path: Path) -> None:
+    from dmd_pipeline.face.model import save_face_model
+    from dmd_pipeline.media import iter_frames
+
+    video = shared / "data" / "ravdess" / "video" / "01-01-08-01-01-02-01.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is absent")
+    with VisualExtractor(face_crop=FER_TEMPLATE) as ex:
+        ff = ex.extract(iter_frames(video, fps=5.0))
+    crops = ff.extras["face_crops"]
+    present = ff.values[:, ff.names.index("face_present")]
+    assert crops.shape == (len(ff.times), 48, 48) and crops.dtype == np.uint8
+    assert present.mean() >= 0.95, "the landmarker lost the actor's face"
+    assert not crops[present == 0].any()
+    torch.manual_seed(0)
+    model = FaceExpressionModel.load(
+        save_face_model(tmp_path / "tiny", FaceExpressionNet(FaceNetConfig(width=4, hidden=8)).eval())
+    )
+    probs = frame_probabilities(model, crops, present)
+    ok = ~np.isnan(probs).any(axis=1)
+    assert (ok == (present > 0)).all()
+    assert np.allclose(probs[ok].sum(axis=1), 1.0, atol=1e-5)
+    span = summarise_span(probs, ff.times, model.classes, float(ff.times[0]), float(ff.times[-1]) + 0.2)
+    assert span.probs is not None and span.visible_fraction >= 0.95
+    assert sum(span.probs.values()) == pytest.approx(1.0, abs=1e-5)
