@@ -98,14 +98,14 @@ def result_options(
 
 def file_options(record: dict[str, Any], media: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``options`` record of one file's result: the run's ``record`` (:func:`result_options`) plus the
-    media's identity, and the transcript actually read: a sidecar beside the media (which wins over
-    ``--transcript``, as in :func:`dmd_pipeline.extractors.transcribe.get_transcript`) is recorded with
+    media's identity, and the transcript actually read: without ``--transcript``, the sidecar beside the
+    media (the analysis reads a given transcript first, then the sidecar, then runs ASR) is recorded with
     ``"sidecar": true``."""
     from dmd_pipeline.extractors.transcribe import find_sidecar
 
     out = dict(record)
     out["media"] = media_identity(media)
-    side = find_sidecar(media)
+    side = find_sidecar(media) if record.get("transcript") is None else None
     if side is not None:
         out["transcript"] = {**(transcript_identity(side) or {}), "sidecar": True}
     return out
