@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import DMDError, InputError
+from dmd_pipeline.extractors.transcribe import to_16k
+from dmd_pipeline.extractors.vad import speech_seconds
 from dmd_pipeline.features import (
     FeatureBundle,
     FeatureCache,
@@ -115,7 +117,9 @@ class ExtractionConfig:
 
         relevant = {
             "fps": self.fps,
-            "asr": self.asr if self.asr != "whisper" else "whisper/greedy",  # the decoding changed: new key
+            # the decoding changed: new key (greedy; then implausible segment timings from alignment)
+            "asr": self.asr if self.asr != "whisper" else "whisper/greedy/rate-checked",
+            "speech_measure": "silero-vad-v6",  # metadata["speech_s"]: bundles cached before lack it
             "text_len": self.seq_lens[0],
             "keep_landmarks": self.keep_landmarks,
             "max_side": self.max_side,
@@ -437,8 +441,10 @@ class Extractor:
                         f"forced alignment did not place {fallback} of {len(words)} words (does the transcript "
                         "match the audio?): their times come from the ASR or are proportional inside the segment"
                     )
-            if frames is None:
-                notes.append("no video stream: visual features missing")
+            speech_s = None
+            if audio is not None:  # the evidence a voice model needs (analysis: MIN_VOICE_SPEECH_S)
+                with self._stage("speech", path, timings):
+                    speech_s = round(speech_seconds(to_16k(audio, sr)), 3)
 
             text = None
             if words:
@@ -460,7 +466,8 @@ class Extractor:
             if times.size:
                 decode["video_s"] = round(float(times[-1]) + 1.0 / cfg.fps, 3)
                 if _stopped_early(decode["video_s"], duration):
-                    notes.append(_early_note("video", decode["video_s"], duration))
+                    window = (clip_start, clip_start + duration) if "window" in source else None
+                    notes.append(_early_note("video", decode["video_s"], duration, window))
 
         bundle = FeatureBundle(text=text, acoustic=acoustic, visual=visual, words=words, segments=segments)
         bundle.metadata = {
@@ -471,6 +478,7 @@ class Extractor:
             "versions": package_versions(),
             "modalities": bundle.modalities,
             "transcript_source": transcript_source,
+            "speech_s": speech_s,  # seconds of detected speech (Silero VAD); None without audio
             "word_sources": word_source_counts(words),
             "dims": self._known_dims(text, acoustic, visual),
             "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -553,7 +561,7 @@ class Extractor:
                 span = cut - t0
                 decode: dict[str, Any] = {"expected_s": round(span, 3)}
                 audio = _checked_audio(
-                    audio, stream is not None, sr, span, bool(spans), notes, decode, " here"
+                    audio, stream is not None, sr, span, bool(spans), notes, decode, " here", (t0, cut)
                 )
                 if audio is None:
                     wide = None
@@ -703,9 +711,10 @@ def _checked_audio(
     notes: list[str],
     decode: dict[str, Any],
     where: str = "",
+    window: tuple[float, float] | None = None,
 ) -> np.ndarray | None:
-    """The decoded audio of a clip or window, or None when there is none; notes why, and records the decoded
-    length in ``decode`` (with a note when decoding stopped early)."""
+    """The decoded audio of a clip or ``window`` (its file times), or None when there is none; notes why,
+    and records the decoded length in ``decode`` (with a note when decoding stopped early)."""
     if not has_audio:
         notes.append("no audio stream: acoustic features missing" + ("" if has_text else ", text missing"))
         return None
@@ -714,7 +723,7 @@ def _checked_audio(
         return None
     decode["audio_s"] = round(audio.size / float(sr), 3)
     if _stopped_early(decode["audio_s"], expected_s):
-        notes.append(_early_note("audio", decode["audio_s"], expected_s))
+        notes.append(_early_note("audio", decode["audio_s"], expected_s, window))
     return audio
 
 
@@ -723,7 +732,18 @@ def _stopped_early(decoded_s: float, expected_s: float) -> bool:
     return expected_s > 0 and decoded_s < expected_s - max(0.5, 0.1 * expected_s)
 
 
-def _early_note(stream: str, decoded_s: float, expected_s: float) -> str:
+def _early_note(
+    stream: str, decoded_s: float, expected_s: float, window: tuple[float, float] | None = None
+) -> str:
+    """The note for a stream that decoded short: of the file, or of one streaming ``window`` (file times),
+    whose own length is not the file's."""
+    if window is not None:
+        a, b = window
+        return (
+            f"decoding stopped early in the window {a:.2f}-{b:.2f} s: only {decoded_s:.2f} of its "
+            f"{expected_s:.2f} s of {stream} could be decoded (truncated or corrupt file?); the rest of it is "
+            "missing from the result"
+        )
     return (
         f"decoding stopped early: the file says {expected_s:.2f} s but only {decoded_s:.2f} s of {stream} "
         "could be decoded (truncated or corrupt file?); the rest is missing from the result"

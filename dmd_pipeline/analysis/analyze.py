@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dmd_pipeline.analysis.messages import rank_warnings
 from dmd_pipeline.analysis.registry import LoadedModel
 from dmd_pipeline.analysis.result import (
     EDGE_NAMES,
@@ -769,6 +770,13 @@ _ABSENT: dict[str, str] = {
 }
 
 
+#: Seconds of detected speech (Silero VAD, ``metadata["speech_s"]`` of a bundle) below which a voice model
+#: has no evidence to answer from and says ``n/a``. Measured (benchmarks/voice_evidence.py, BENCHMARKS.md):
+#: 30 s of tones, chords, sweeps, beeps, clicks, noise, hum and silence all give 0.00 s, speech cut to 0.3 s
+#: at most 0.06 s; the shortest real utterances, single Turkish words (TurEV-DB), give 0.22-0.70 s.
+MIN_VOICE_SPEECH_S = 0.2
+
+
 #: An audio track whose frames never exceed this RMS level (dBFS) is digital silence (e.g. the "video-only"
 #: RAVDESS files carry a -91 dBFS track): no model scores it as a voice.
 SILENT_AUDIO_DBFS = -70.0
@@ -831,6 +839,7 @@ class _Part:
     duration: float  # of this stretch (s)
     present: list[str]
     silent_peak: float | None
+    speech_s: float | None  # seconds of detected speech (None: not measured)
     segments: list[SegmentResult]
     durations: list[float]  # unrounded segment durations: the aggregation weights
     scores: list[ModelScores]
@@ -865,8 +874,10 @@ def _score_part(
     # what the models may score: a digitally silent audio track is no voice
     scorable = list(present)
     peak = silent_audio_peak(bundle.acoustic) if "audio" in present else None
-    if peak is not None:
-        scorable.remove("audio")
+    speech = meta.get("speech_s")
+    speech = float(speech) if speech is not None and "audio" in present else None
+    if peak is not None or (speech is not None and speech < MIN_VOICE_SPEECH_S):
+        scorable.remove("audio")  # no voice to score: digital silence, or too little speech
     columns = [_check_dims(m, ext, scorable) for m in models]
 
     t0 = time.perf_counter()
@@ -920,6 +931,7 @@ def _score_part(
         duration=duration,
         present=present,
         silent_peak=peak,
+        speech_s=speech,
         segments=seg_results,
         durations=[max(0.0, float(s.end - s.start)) for s in segs],
         scores=scores,
@@ -1035,6 +1047,7 @@ def analyze_clip(
             f"analysed in {len(parts)} streaming windows of about {options.stream_window_s:.0f} s "
             "(cut in pauses); features and scores are per window"
         )
+    result.warnings = rank_warnings(result.warnings)  # one line per kind, the important ones first
     result.timings["total"] = round(time.perf_counter() - t_all, 4)
     return result
 
@@ -1063,14 +1076,29 @@ def _assemble(
         for n in p.meta.get("notes") or []:
             if str(n) not in warnings:
                 warnings.append(str(n))
+    quiet = [
+        p
+        for p in with_audio
+        if p.silent_peak is None and p.speech_s is not None and p.speech_s < MIN_VOICE_SPEECH_S
+    ]
+    headline_why: dict[str, str] = {}
     if with_audio and len(silent) == len(with_audio):
         peak = max(float(p.silent_peak) for p in silent)  # type: ignore[arg-type]
         scorable.remove("audio")
         absent["audio"] = f"the audio track is silent (peak {peak:.0f} dBFS)"
         warnings.append(f"{absent['audio']}: treated as no audio by the models (cues still measured)")
-    elif silent:
+    elif with_audio and len(silent) + len(quiet) == len(with_audio):
+        speech = sum(float(p.speech_s or 0.0) for p in quiet)
+        scorable.remove("audio")
+        headline_why["audio"] = "speech"
+        absent["audio"] = (
+            f"no speech detected ({speech:.2f} s; a voice needs at least {MIN_VOICE_SPEECH_S:g} s)"
+        )
+        warnings.append(f"{absent['audio']}: the voice is not scored (cues still measured)")
+    elif silent or quiet:
         warnings.append(
-            f"the audio track is digital silence in {len(silent)} of {len(parts)} windows: no voice is scored there"
+            f"no speech (digital silence or under {MIN_VOICE_SPEECH_S:g} s of detected speech) in "
+            f"{len(silent) + len(quiet)} of {len(parts)} windows: no voice is scored there"
         )
     for p in parts:
         for k, v in p.timings.items():
@@ -1100,8 +1128,9 @@ def _assemble(
             base += len(p.segments)
         runs.append(run)
         if k == 0:
-            primary_notes = notes
-            warnings.extend(primary_notes)
+            primary_notes = (
+                notes  # how the model was built: in models[].note and modalities.note, not warnings
+            )
             if nothing:
                 warnings.append(
                     "no modality the model uses is present: no score is given (score and labels are null); "
@@ -1152,5 +1181,5 @@ def _assemble(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         models=runs,
-        headline=make_headline(runs, scorable),
+        headline=make_headline(runs, scorable, headline_why),
     )

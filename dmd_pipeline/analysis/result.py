@@ -328,15 +328,19 @@ def prediction_phrase(p: Prediction) -> str | None:
     return None
 
 
-def make_headline(models: list[ModelRun], present: list[str] | None = None) -> str:
+def make_headline(
+    models: list[ModelRun], present: list[str] | None = None, missing: dict[str, str] | None = None
+) -> str:
     """One short line leading with what the models can support, e.g. ``voice: angry 0.71 · words: neutral
     -0.12``.
 
     Each model gives ``<source>: <phrase>``; the source word comes from the modalities it used (``voice``,
     ``words``, ``face``, joined with ``+``). Models with a prediction come first (emotion before sentiment,
-    else in model order), models without one last as e.g. ``voice: n/a (no audio)``. A source word two
-    models share is followed by the model name.
+    else in model order), models without one last as e.g. ``voice: n/a (no audio)``; ``missing`` overrides
+    what a modality's absence is called (``{"audio": "speech"}``: ``voice: n/a (no speech)``). A source word
+    two models share is followed by the model name.
     """
+    words = {**MISSING_WORDS, **(missing or {})}
     items: list[tuple[int, int, str, str]] = []  # (rank, order, source, phrase)
     for i, run in enumerate(models):
         phrase = prediction_phrase(run.overall)
@@ -345,8 +349,8 @@ def make_headline(models: list[ModelRun], present: list[str] | None = None) -> s
             items.append((0 if run.task != "regression" else 1, i, src, phrase))
         else:
             src = source_word(run.info.modalities)
-            missing = [m for m in MODALITIES if m in run.info.modalities and m not in (present or [])]
-            why = " ".join(["no", " or ".join(MISSING_WORDS[m] for m in missing)]) if missing else "no input"
+            gone = [m for m in MODALITIES if m in run.info.modalities and m not in (present or [])]
+            why = " ".join(["no", " or ".join(words[m] for m in gone)]) if gone else "no input"
             items.append((2, i, src, f"n/a ({why})"))
     items.sort(key=lambda t: (t[0], t[1]))
     counts: dict[str, int] = {}
