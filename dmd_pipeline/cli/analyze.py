@@ -418,7 +418,6 @@ def _run(
         setup_logging(verbose, False, _LiveHandler(show, verbose))
 
         def on_start(n_todo: int, n_skipped: int) -> None:
-            state["done"] = n_skipped
             err.print(
                 f"analyze: {total} file(s), {n_todo} to analyse"
                 + (f", {n_skipped} already done (same options and models)" if n_skipped else ""),
@@ -428,8 +427,7 @@ def _run(
 
         def on_done(oc: object) -> None:
             count(oc)
-            if oc.status != "skipped":
-                state["done"] += 1
+            state["done"] += 1  # kept files too: they are reported one by one after the start line
             err.print(f"[{state['done']}/{total}] " + _done_line(oc), highlight=False, soft_wrap=True)
             report(oc)
             beat.touch()
