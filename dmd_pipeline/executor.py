@@ -192,6 +192,7 @@ class _Task:
     future: Future
     attempts: int = 0
     fresh_only: bool = False  # a retry: runs only on a worker (actor) that has not run anything yet
+    timeout: float | None = None  # this item's own time limit (seconds), instead of ``file_timeout``
 
 
 @dataclass(eq=False)
@@ -258,8 +259,11 @@ class SupervisedExecutor:
         self._thread.start()
 
     # ---- public -------------------------------------------------------------------------------------
-    def submit(self, item: Any) -> Future:
-        """Queue ``item``; the future resolves to ``fn(item)``, its exception, or :class:`WorkerLost`."""
+    def submit(self, item: Any, timeout: float | None = None) -> Future:
+        """Queue ``item``; the future resolves to ``fn(item)``, its exception, or :class:`WorkerLost`.
+
+        ``timeout``: this item's time limit in seconds, in place of ``file_timeout`` (e.g. one proportional
+        to the item's media duration)."""
         fut: Future = Future()
         with self._lock:
             if self._broken is not None:
@@ -267,7 +271,8 @@ class SupervisedExecutor:
                 return fut
             if self._closing:
                 raise RuntimeError("cannot submit to an executor that is shutting down")
-            self._queue.append(_Task(next(self._ids), item, fut))
+            limit = timeout if timeout and timeout > 0 else None
+            self._queue.append(_Task(next(self._ids), item, fut, timeout=limit))
         self._wake.set()
         return fut
 
@@ -403,8 +408,14 @@ class SupervisedExecutor:
         """Wait up to ``poll_s`` for the workers and handle what they report."""
         raise NotImplementedError
 
+    def _time_limit(self, task: _Task) -> tuple[float | None, str]:
+        """The seconds ``task`` may run and the limit's name for the message."""
+        if task.timeout is not None:
+            return task.timeout, "the item's time limit"
+        return self.file_timeout, "--file-timeout"
+
     def _check_limits(self) -> None:
-        """Enforce ``file_timeout`` and ``max_rss_mb``."""
+        """Enforce the time limit (:meth:`_time_limit`) and ``max_rss_mb``."""
         raise NotImplementedError
 
     def _stop_workers(self) -> None:
@@ -546,8 +557,9 @@ class LocalExecutor(SupervisedExecutor):
         for w in list(self._workers):
             if w.task is None or w.kill_reason is not None or w.proc.pid is None:
                 continue
-            if self.file_timeout is not None and now - w.task_started > self.file_timeout:
-                self._kill(w, f"timed out after {self.file_timeout:g} s (--file-timeout)", "timeout")
+            limit, what = self._time_limit(w.task)
+            if limit is not None and now - w.task_started > limit:
+                self._kill(w, f"timed out after {limit:g} s ({what})", "timeout")
                 continue
             if self.max_rss_mb is not None:
                 rss = rss_mb(w.proc.pid)

@@ -4,7 +4,15 @@
 * :func:`load_audio` decodes (a segment of) the audio track to mono float32 at 16 kHz.
 * :func:`iter_frames` streams RGB frames at a fixed rate, one frame in memory at a time.
 
-Everything ffmpeg can read works (mp4, mov, mkv, webm, avi, flv incl. VP6, wav, mp3, m4a, flac, ogg...).
+Every real media container ffmpeg can read works (mp4, mov, mkv, webm, avi, flv incl. VP6, wav, mp3, m4a,
+flac, ogg...). Inputs that make ffmpeg read *other* files or URLs named inside them (HLS/DASH playlists,
+concat lists, image sequences, SDP/RTSP descriptions, IMF packages), input devices, filter graphs and still
+images are refused (:data:`REFUSED_DEMUXERS`): every ffprobe/ffmpeg call names the demuxers it may use
+(``-format_whitelist``) and may open only local files and pipes (``-protocol_whitelist file,pipe``), so a
+playlist saved as ``talk.mp4`` cannot read a server's other media through ``file:``, ``subfile:`` or
+``data:`` entries, and a live (unbounded) playlist cannot hold a worker. Inside
+:func:`playlists_allowed` (``dmd analyze --allow-playlists``) playlists and lists are read, still with the
+protocol whitelist and a probe time limit. A file without a duration is refused either way.
 A file ffmpeg cannot read raises :class:`~dmd_pipeline.errors.MediaError` naming the file with a one-line
 reason; a missing ffmpeg/ffprobe executable raises :class:`FFmpegNotFoundError`.
 The executables can be overridden with ``$DMD_FFMPEG`` / ``$DMD_FFPROBE``.
@@ -12,7 +20,10 @@ The executables can be overridden with ``$DMD_FFMPEG`` / ``$DMD_FFPROBE``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import json
 import os
 import re
 import shutil
@@ -33,8 +44,23 @@ __all__ = [
     "frame_size",
     "iter_frames",
     "load_audio",
+    "playlists_allowed",
     "probe",
 ]
+
+#: Demuxers never used on an input (unless allowed, the first group): they read other files or URLs named
+#: inside the input (playlists, manifests, concat lists, image sequences, stream descriptions), or they are
+#: input devices, filter graphs, scripts or text renderers. Single still images (``*_pipe``, ``image2``)
+#: are refused too: they are not clips.
+INDIRECT_DEMUXERS = frozenset({"hls", "dash", "concat", "imf", "image2", "image2pipe", "webm_dash_manifest"})
+REFUSED_DEMUXERS = INDIRECT_DEMUXERS | frozenset({
+    "sdp", "rtp", "rtsp", "ffmetadata", "lavfi", "avisynth", "vapoursynth", "tty", "bin", "xbin", "idf", "adf",
+    "alsa", "fbdev", "jack", "kmsgrab", "openal", "oss", "pulse", "video4linux2", "v4l2", "x11grab",
+    "iec61883", "libdc1394", "libcdio", "dshow", "gdigrab", "vfwcap", "avfoundation", "android_camera",
+})  # fmt: skip
+PROTOCOL_WHITELIST = "file,pipe"
+PROBE_TIMEOUT_S = 60.0  # ffprobe of a local file takes well under a second; a live stream would never end
+_PLAYLISTS_OK = [False]  # process-wide (decoding runs on helper threads too); see playlists_allowed
 
 
 class FFmpegNotFoundError(DMDError, FileNotFoundError):
@@ -65,6 +91,64 @@ class MediaInfo:
     video_codec: str = ""
     audio_codec: str = ""
     format_name: str = ""
+
+
+@contextlib.contextmanager
+def playlists_allowed(allow: bool = True) -> Iterator[None]:
+    """Inside the block, inputs that are playlists or lists of other files are read by this process
+    (``dmd analyze --allow-playlists``); the protocol whitelist and the probe time limit still hold.
+
+    Process-wide rather than per thread, because extraction decodes on helper threads; one process runs
+    one policy (``dmd serve`` never allows them)."""
+    before = _PLAYLISTS_OK[0]
+    _PLAYLISTS_OK[0] = bool(allow)
+    try:
+        yield
+    finally:
+        _PLAYLISTS_OK[0] = before
+
+
+def _refused(names: str, allow_indirect: bool) -> str | None:
+    """The refused demuxer among ffprobe's comma-joined ``names``, or None."""
+    for name in names.split(","):
+        if name.endswith("_pipe") or (
+            name in REFUSED_DEMUXERS and not (allow_indirect and name in INDIRECT_DEMUXERS)
+        ):
+            return name
+    return None
+
+
+def _refusal(p: Path, demuxer: str) -> MediaError:
+    if demuxer.endswith("_pipe") or demuxer in ("image2", "image2pipe"):
+        return MediaError(p, f"a still image or an image sequence ({demuxer}), not a video or audio clip")
+    if demuxer in INDIRECT_DEMUXERS:
+        return MediaError(
+            p,
+            f"a playlist or a list of other files ({demuxer}), not a media file: refused, because ffmpeg would "
+            "read the files it names (dmd analyze --allow-playlists reads it)",
+        )
+    return MediaError(p, f"not a media file format that is analysed ({demuxer})")
+
+
+@functools.lru_cache(maxsize=4)
+def _demuxers(exe: str) -> tuple[str, ...]:
+    """Every demuxer name ffprobe ``exe`` has (``-demuxers``), comma-joined aliases kept together."""
+    try:
+        out = subprocess.run(
+            [exe, "-hide_banner", "-demuxers"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(m.group(1) for m in re.finditer(r"(?m)^\s*D\S*\s+(\S+)\s", out))
+
+
+def _guard_args(allow_indirect: bool) -> dict[str, str]:
+    """Input options of every ffprobe/ffmpeg call: the protocols and the demuxers it may use."""
+    kw = {"protocol_whitelist": PROTOCOL_WHITELIST}
+    allowed = [d for d in _demuxers(_tool("ffprobe")) if _refused(d, allow_indirect) is None]
+    if allowed:
+        kw["format_whitelist"] = ",".join(allowed)
+    return kw
 
 
 def _tool(name: str) -> str:
@@ -132,37 +216,57 @@ def _rotation(stream: dict) -> int:
     return int(round(angle / 90.0)) * 90 % 360
 
 
-_PROBES: dict[tuple[str, int, int], MediaInfo] = {}  # (path, size, mtime) -> info: probe a file once
+_PROBES: dict[tuple[str, int, int, bool], MediaInfo] = {}  # (path, size, mtime, allowed) -> info: probe once
 
 
 def probe(path: str | Path) -> MediaInfo:
     """Read duration, streams, display size, frame rate and rotation of a media file.
 
     Remembered per (path, size, modification time), so analysing a file probes it once (ffprobe costs
-    50-90 ms). Raises ``MediaError`` for a missing, empty or unreadable file, or one without audio and video.
+    50-90 ms). Raises ``MediaError`` for a missing, empty or unreadable file, one without audio and video,
+    one without a duration, and a refused format (a playlist, a list of other files, a still image: see
+    the module's docstring and :func:`playlists_allowed`).
     """
     p = _check_file(path)
     exe = _tool("ffprobe")  # checked every time: a missing ffprobe is reported, not hidden by the memo
     st = p.stat()
-    ident = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    allow = _PLAYLISTS_OK[0]
+    ident = (str(p.resolve()), st.st_size, st.st_mtime_ns, allow)
     if ident in _PROBES:
         return dataclasses.replace(_PROBES[ident], path=str(p))
-    info = _probe(p, exe)
+    info = _probe(p, exe, allow)
     if len(_PROBES) >= 256:
         _PROBES.clear()
     _PROBES[ident] = info
     return dataclasses.replace(info)
 
 
-def _probe(p: Path, exe: str) -> MediaInfo:
-    import ffmpeg  # ffmpeg-python
+_NOT_ON_WHITELIST = re.compile(r"\[(\w+) @ ?0x[0-9a-f]+\]\s*Format not on whitelist")
 
+
+def _run_ffprobe(p: Path, exe: str, allow: bool) -> dict:
+    """ffprobe's JSON about ``p`` (guarded and time-limited), or MediaError."""
+    guards = [a for k, v in _guard_args(allow).items() for a in (f"-{k}", v)]
+    cmd = [exe, "-v", "error", *guards, "-show_format", "-show_streams", "-of", "json", str(p)]
     try:
-        data = ffmpeg.probe(str(p), cmd=exe, v="error")
-    except ffmpeg.Error as e:
-        raise MediaError(p, f"not a readable media file (ffprobe: {_last_error_line(e.stderr, p)})") from None
+        proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MediaError(
+            p, f"ffprobe did not finish in {PROBE_TIMEOUT_S:g} s (a live or endless stream?)"
+        ) from None
+    if proc.returncode != 0:
+        m = _NOT_ON_WHITELIST.search(proc.stderr.decode("utf-8", "replace"))
+        if m:
+            raise _refusal(p, m.group(1))
+        raise MediaError(p, f"not a readable media file (ffprobe: {_last_error_line(proc.stderr, p)})")
+    try:
+        return json.loads(proc.stdout.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:  # ffprobe printed no valid JSON
         raise MediaError(p, f"ffprobe returned no usable information ({type(e).__name__})") from None
+
+
+def _probe(p: Path, exe: str, allow: bool = False) -> MediaInfo:
+    data = _run_ffprobe(p, exe, allow)
     streams = data.get("streams", []) or []
     fmt = data.get("format", {}) or {}
     videos = [
@@ -174,6 +278,9 @@ def _probe(p: Path, exe: str) -> MediaInfo:
         and int(s.get("width") or 0) > 0
     ]
     audios = [s for s in streams if s.get("codec_type") == "audio" and int(s.get("channels") or 1) > 0]
+    refused = _refused(str(fmt.get("format_name", "")), allow)
+    if refused is not None:  # also when ffprobe's demuxer list could not be read
+        raise _refusal(p, refused)
     if not videos and not audios:
         raise MediaError(p, "not a media file ffmpeg can decode (no audio or video stream)")
 
@@ -199,6 +306,8 @@ def _probe(p: Path, exe: str) -> MediaInfo:
         vcodec = str(v.get("codec_name", ""))
         if duration <= 0 and n_frames and fps:
             duration = n_frames / fps
+    if not duration > 0:
+        raise MediaError(p, "has no duration (a live stream or an empty container), so it cannot be analysed")
     sr = channels = 0
     if audios:
         a = audios[0]
@@ -252,7 +361,7 @@ def _audio_command(p: Path, sr: int, in_kw: dict) -> list[str]:
     import ffmpeg  # ffmpeg-python: only builds the command line
 
     return (
-        ffmpeg.input(str(p), **in_kw)
+        ffmpeg.input(str(p), **in_kw, **_guard_args(_PLAYLISTS_OK[0]))
         .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=int(sr), vn=None, sn=None, dn=None)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .compile(cmd=_tool("ffmpeg"))
@@ -388,7 +497,7 @@ def iter_frames(
     in_kw: dict = {"ss": f"{s:.6f}"} if s > 0 else {}
     if dur is not None:
         in_kw["t"] = f"{dur:.6f}"
-    base = ffmpeg.input(str(p), **in_kw).video
+    base = ffmpeg.input(str(p), **in_kw, **_guard_args(_PLAYLISTS_OK[0])).video
     scaled = base.filter("fps", fps=fps, round="near").filter("scale", w, h, flags="area")
     n = 0
     with closing(_stream_frames(p, scaled, w, h)) as frames:  # closing: ffmpeg ends on early exit too

@@ -467,8 +467,9 @@ class RayExecutor(SupervisedExecutor):
         for a in actors:
             if a.task is None:
                 continue
-            if self.file_timeout is not None and now - a.task_started > self.file_timeout:
-                self._fail_and_kill(a, f"timed out after {self.file_timeout:g} s (--file-timeout)", "timeout")
+            limit, what = self._time_limit(a.task)
+            if limit is not None and now - a.task_started > limit:
+                self._fail_and_kill(a, f"timed out after {limit:g} s ({what})", "timeout")
                 continue
             if self.max_rss_mb is not None and a.rss_ref is None and now - a.rss_asked >= self.rss_poll_s:
                 a.rss_asked = now

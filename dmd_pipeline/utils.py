@@ -17,7 +17,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @functools.cache
 def _umask() -> int:
-    """The process umask (read once: os.umask can only be read by setting it)."""
+    """The process umask: from /proc on Linux (reading it there changes nothing, so no other thread can
+    create a file under a wrong mask meanwhile), else by setting and restoring it."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -34,6 +34,10 @@ rotated_video            video with a display-matrix rotation; a white box marks
 zero_byte                an empty file (default name ``empty.mp4``)
 truncated_mp4            the first half of a valid mp4 (``moov`` atom missing)
 text_as_mp4              a text file named ``.mp4``
+ts_segment               an MPEG-TS clip (tone + pattern), the target of the playlist tricks below
+playlist_tricks          files named ``.mp4`` that make ffmpeg read other media: HLS playlists whose entry is
+                         an absolute path, a relative one (live: no ``#EXT-X-ENDLIST``), a ``file:``,
+                         ``subfile:`` or ``data:`` URL, and an ffconcat list
 odd_path                 a copy of any file under a folder and file name with spaces and non-ASCII
 =======================  ============================================================================
 
@@ -363,6 +367,42 @@ class MediaFactory:
         out = self.root / "bad" / "notes.mp4"
         out.parent.mkdir(exist_ok=True)
         out.write_text("This is not a video, just some text.\n" * 20, encoding="utf-8")
+        return out
+
+    def ts_segment(self, duration: float = 2.0) -> Path:
+        """An MPEG-TS clip (sine tone + ``testsrc`` pattern, H.264/AAC): what the playlist tricks point at."""
+        out = self._path("segment", "ts", duration=duration)
+        if not self._done(out):
+            self._ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}", "-f", "lavfi", "-i",
+                         f"testsrc=size=160x120:rate=10:duration={duration}", "-c:v", "libx264", "-preset",
+                         "ultrafast", "-c:a", "aac", "-shortest", str(out))  # fmt: skip
+        return out
+
+    def playlist_tricks(self) -> dict[str, Path]:
+        """Files named ``upload.mp4``-like that are playlists or lists of another local media file (the
+        segment of :meth:`ts_segment`), one per trick; each would make ffmpeg read that other file."""
+        import base64
+
+        seg = self.ts_segment()
+
+        def hls(entry: str, ended: bool = True) -> str:
+            end = "#EXT-X-ENDLIST\n" if ended else ""
+            return f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{entry}\n{end}"
+
+        data = base64.b64encode(seg.read_bytes()).decode("ascii")
+        texts = {
+            "hls_absolute": hls(str(seg)),
+            "hls_relative_live": hls(seg.name, ended=False),
+            "hls_file_url": hls(f"file:{seg}"),
+            "hls_subfile": hls(f"subfile:,start,0,end,0,,:{seg}"),
+            "hls_data_url": hls(f"data:video/mp2t;base64,{data}"),
+            "ffconcat": f"ffconcat version 1.0\nfile {seg.name}\n",
+        }
+        out = {}
+        for name, text in texts.items():
+            path = seg.parent / f"{name}.mp4"  # beside the segment: relative entries resolve to it
+            path.write_text(text, encoding="utf-8")
+            out[name] = path
         return out
 
     def odd_path(self, src: str | Path, name: str = "clip ünïcödé 名前 (1)") -> Path:

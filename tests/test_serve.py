@@ -45,6 +45,7 @@ pytestmark = [pytest.mark.serve]
 MODEL = "mosi-text-minilm"
 TEXT = "I really liked this movie. The acting was great."
 TOKEN = "test-token-0123456789abcdef"
+CLIENT_HEADER = "X-DMD-Client"  # what a non-browser client sends with a POST/DELETE when it has no token
 
 
 def free_port() -> int:
@@ -81,6 +82,7 @@ class Server:
         if self.token is not None:
             tf = self.data_dir.parent / f"token-{self.port}.txt"
             tf.write_text(self.token + "\n")
+            tf.chmod(0o600)  # a token file others can read is refused
             cmd += ["--token-file", str(tf)]
         env = {k: v for k, v in os.environ.items() if k != "DMD_MODEL"}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_PROXY="127.0.0.1,localhost")
@@ -102,9 +104,8 @@ class Server:
 
     def client(self, token: str | None = None) -> httpx.Client:
         t = token if token is not None else self.token
-        return httpx.Client(
-            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {t}"} if t else {}
-        )
+        headers = {"Authorization": f"Bearer {t}"} if t else {CLIENT_HEADER: "tests"}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
     def rss_mb(self) -> float:
         assert self.proc is not None
@@ -306,7 +307,7 @@ def test_oversize_upload_is_rejected_early_with_flat_memory(restarted: dict[str,
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n'
         "Content-Type: video/mp4\r\n\r\n"
     ).encode()
-    req = f"POST /v1/analyses HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    req = f"POST /v1/analyses HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{CLIENT_HEADER}: tests\r\n"
     ctype = f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
     rss0 = srv.rss_mb()
     # 1) a declared Content-Length over the limit: refused before any of the body is read
@@ -338,7 +339,7 @@ def test_path_traversal_is_refused(
     secret.write_bytes(b"\x89PNG secret")
     assets = data / "jobs" / job_id / "result_files"
     (assets / "link.png").symlink_to(secret)
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
+    with httpx.Client(base_url=srv.url, timeout=30, headers={CLIENT_HEADER: "tests"}) as c:
         assert c.get(base + "result_files/timeline.png").status_code == 200
         # no token on loopback: a foreign Host header (DNS rebinding) is refused
         assert c.get(f"/v1/analyses/{job_id}", headers={"Host": "attacker.example"}).status_code == 421
@@ -363,8 +364,19 @@ def test_path_traversal_is_refused(
                 r = c.get(f"/v1/analyses/{bad_id}{suffix}")
                 assert r.status_code == 404, (bad_id, suffix, r.status_code)
             assert c.delete(f"/v1/analyses/{bad_id}").status_code in (404, 405)
-        # a hostile client file name is display-only: the upload lands under a random name
-        r = upload(c, restarted["clip"], name="../../../evil<script>.mp4", asr="none", transcript=TEXT)
+        # the report folder itself a symlink (to a copy elsewhere): refused like a symlinked file
+        aside = tmp_path / "elsewhere"
+        assets.rename(aside)
+        assets.symlink_to(aside)
+        try:
+            assert c.get(base + "result_files/timeline.png").status_code == 404
+        finally:
+            assets.unlink()
+            aside.rename(assets)
+        assert c.get(base + "result_files/timeline.png").status_code == 200
+        # a hostile client file name is display-only: the upload lands under a random name, and control
+        # and bidi characters (a right-to-left override) are dropped from the name shown
+        r = upload(c, restarted["clip"], name="../../../evil\u202e<script>.mp4", asr="none", transcript=TEXT)
         assert r.status_code == 202, r.text
         job = r.json()
         assert job["filename"] == "evil<script>.mp4"
@@ -407,7 +419,7 @@ def test_auth_and_bind_rules(tmp_path: Path, media: MediaFactory) -> None:
     srv = Server(tmp_path / "data", token=TOKEN)
     try:
         srv.start()
-        with httpx.Client(base_url=srv.url, timeout=30) as anon:
+        with httpx.Client(base_url=srv.url, timeout=30, headers={CLIENT_HEADER: "tests"}) as anon:
             for method, path in (("GET", "/v1/analyses"), ("GET", "/v1/models"), ("POST", "/v1/analyses"),
                                  ("GET", "/v1/analyses/" + "a" * 24), ("DELETE", "/v1/analyses/" + "a" * 24)):  # fmt: skip
                 r = anon.request(method, path)
@@ -444,8 +456,15 @@ def test_auth_and_bind_rules(tmp_path: Path, media: MediaFactory) -> None:
     assert p.returncode == 2 and "--insecure" in p.stderr
     short = tmp_path / "short.txt"
     short.write_text("abc\n")
+    short.chmod(0o600)
     p = subprocess.run(cmd + ["--token-file", str(short)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "shorter than 16" in p.stderr
+    # a token file every user can read is refused (the token would not be a secret)
+    open_file = tmp_path / "open.txt"
+    open_file.write_text(TOKEN + "\n")
+    open_file.chmod(0o644)
+    p = subprocess.run(cmd + ["--token-file", str(open_file)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "readable by every user" in p.stderr and "chmod 600" in p.stderr
 
 
 def test_job_store_expires_finished_jobs_and_keeps_others(tmp_path: Path) -> None:

@@ -1,18 +1,24 @@
 """The ``dmd serve`` page in a real browser: headless Chromium driven by Selenium (Debian ``chromium`` and
 ``chromium-driver``). With a token configured, the page asks for it; the test types it, chooses a clip,
 waits for the report and checks that the headline, the score table, the timeline image and the report
-frame are shown. A screenshot is saved under the test's tmp dir. Only 127.0.0.1 is contacted.
+frame are shown, and that no script can read a cookie. A screenshot is saved under the test's tmp dir.
+A page of another origin (another local port) that POSTs a clip to the server, as any web page could, is
+refused. Only loopback addresses are contacted.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from media_factory import MediaFactory, session_factory
-from test_serve import HAVE_SERVE, TEXT, TOKEN, Server
+from test_serve import HAVE_SERVE, TEXT, TOKEN, Server, free_port
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -111,9 +117,61 @@ def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_facto
         shot = tmp_path / "serve_page.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+        # the token never sits in a cookie a script can read; the report cookie is HttpOnly
+        assert driver.execute_script("return document.cookie;") == ""
+        assert TOKEN not in driver.execute_script("return document.documentElement.outerHTML;")
         logs = driver.get_log("browser") if hasattr(driver, "get_log") else []
         assert not [e for e in logs if e.get("level") == "SEVERE"], [e["message"] for e in logs]
     finally:
         if driver is not None:
             driver.quit()
         srv.stop()
+
+
+_ATTACK = """<!DOCTYPE html><html><head><title>attack</title></head><body><script>
+const fd = new FormData();
+// one second of 16 kHz mono silence as a WAV file: real media, which the server would analyse
+const n = 16000, buf = new ArrayBuffer(44 + 2 * n), v = new DataView(buf);
+const str = (o, t) => { for (let i = 0; i < t.length; i++) v.setUint8(o + i, t.charCodeAt(i)); };
+str(0, "RIFF"); v.setUint32(4, 36 + 2 * n, true); str(8, "WAVEfmt "); v.setUint32(16, 16, true);
+v.setUint16(20, 1, true); v.setUint16(22, 1, true); v.setUint32(24, 16000, true); v.setUint32(28, 32000, true);
+v.setUint16(32, 2, true); v.setUint16(34, 16, true); str(36, "data"); v.setUint32(40, 2 * n, true);
+fd.append("file", new Blob([buf], {type: "audio/wav"}), "clip.wav");
+fd.append("asr", "none");
+const done = () => { document.title = "sent"; };
+fetch("TARGET/v1/analyses", {method: "POST", mode: "no-cors", body: fd}).then(done, done);
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_cannot_post_a_job(tmp_path: Path) -> None:
+    import httpx
+
+    srv = Server(tmp_path / "data")  # no token (the loopback default): the request is refused anyway
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "attack.html").write_text(_ATTACK.replace("TARGET", "URL"), encoding="utf-8")
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    driver = None
+    try:
+        srv.start()
+        (site / "attack.html").write_text(_ATTACK.replace("TARGET", srv.url), encoding="utf-8")
+        driver = _driver(tmp_path)
+        driver.set_page_load_timeout(30)
+        driver.get(f"http://localhost:{port}/attack.html")  # another origin (and another site)
+        deadline = time.monotonic() + 30
+        while driver.title != "sent" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert driver.title == "sent"
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            health = c.get("/healthz").json()
+            assert health["refused_cross_site"] == 1, health  # the request arrived and was refused
+            assert c.get("/v1/analyses").json()["jobs"] == []
+    finally:
+        if driver is not None:
+            driver.quit()
+        httpd.shutdown()
+        srv.stop()
+    assert list((tmp_path / "data" / "jobs").iterdir()) == []

@@ -131,6 +131,7 @@ class BatchOptions:
     stream_window_s: float = 60.0  # longer files (x1.5) are analysed in windows of about this length
     engine: str = "local"  # "local" (worker processes, ``workers``) | "ray" (Ray actors, ``cluster``)
     cluster: Any = None  # a dmd_pipeline.ray_executor.RayOptions for engine "ray" (None: its defaults)
+    allow_playlists: bool = False  # read HLS/concat playlists (media.playlists_allowed); never for uploads
 
 
 @dataclass
@@ -551,9 +552,12 @@ def process_file(
 
 
 def _process_in_worker(path: Path, name: str, opts: BatchOptions) -> FileOutcome:
+    from dmd_pipeline import media
+
     if "load_error" in _WORKER:
         raise _WORKER["load_error"]
-    return process_file(path, name, opts, write=False)
+    with media.playlists_allowed(opts.allow_playlists):  # the driver runs under the caller's policy
+        return process_file(path, name, opts, write=False)
 
 
 def _worker_task(task: tuple[Path, str, BatchOptions]) -> FileOutcome:

@@ -134,6 +134,12 @@ def analyze(
         help="MiB of memory one worker may use (default 80% of RAM shared by the workers; 0 = no limit); "
         "a file over it fails and the rest go on.",
     ),
+    allow_playlists: bool = typer.Option(
+        False,
+        "--allow-playlists",
+        help="Also read HLS playlists and ffconcat lists (ffmpeg then reads the local files they name); "
+        "refused by default.",
+    ),
     engine: Engine = engine_option(),
     address: str | None = address_option(),
     actors: int | None = actors_option(),
@@ -216,12 +222,17 @@ def analyze(
         max_rss_mb=max_rss,
         engine=engine.value,
         cluster=cluster,
+        allow_playlists=allow_playlists,
     )
+    from dmd_pipeline import media
     from dmd_pipeline.ray_executor import ClusterError
 
     counts = {"done": 0, "total": len(files)}
     try:
-        with terminate_as_interrupt() if cluster is not None else contextlib.nullcontext():
+        with (
+            terminate_as_interrupt() if cluster is not None else contextlib.nullcontext(),
+            media.playlists_allowed(allow_playlists),
+        ):
             outcome = _run(files, opts, None, err, quiet, verbose, counts)
     except KeyboardInterrupt:  # Ctrl-C (SIGTERM too with --engine ray): finished results are kept
         left = counts["total"] - counts["done"]

@@ -9,15 +9,21 @@ images in ``result_files/``. The worker pool is :class:`dmd_pipeline.executor.Lo
 the report); this store writes every job file.
 
 On start, every job that was queued or running is queued again (a restart loses no accepted work), and
-finished jobs older than ``ttl_hours`` are removed (also hourly-ish while running). This module imports
-no web framework: the HTTP layer is :mod:`dmd_pipeline.serve.app`.
+finished jobs older than ``ttl_hours`` are removed (also hourly-ish while running). A ``job.json`` that
+cannot be read is moved aside to ``<data_dir>/corrupt/`` and logged, never deleted. Folders are 0700 and
+files 0600. Each job runs under a wall-clock limit proportional to its media's duration
+(:meth:`JobStore.time_limit`). When the disk is full, the job's partial results are removed and it is
+marked failed with that reason. This module imports no web framework: the HTTP layer is
+:mod:`dmd_pipeline.serve.app`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import html
 import json
+import logging
 import os
 import re
 import secrets
@@ -38,6 +44,8 @@ RESULT_NAME = "result"  # -> result.json, result.html, result_files/
 REPORT_ASSETS = f"{RESULT_NAME}_files"
 PENDING = ("queued", "running")
 FINISHED = ("done", "failed")
+JOB_BASE_S = 120.0  # the wall-clock limit of a job: this plus ``time_factor`` x its media duration
+log = logging.getLogger("dmd_pipeline.serve")
 
 
 class QueueFull(Exception):
@@ -66,6 +74,7 @@ class Job:
     headline: str | None = None
     error: dict[str, str] | None = None  # {"stage", "reason"} when failed
     warnings: list[str] = field(default_factory=list)
+    duration: float | None = None  # the media's duration (s), from the upload's probe
 
     def public(self) -> dict[str, Any]:
         """The job as the API shows it (no server paths)."""
@@ -95,7 +104,10 @@ class JobStore:
         max_queue: int = 16,
         ttl_hours: float = 24.0,
         file_timeout: float | None = None,
+        time_factor: float = 10.0,
     ) -> None:
+        """``file_timeout``: seconds any job may run (None: :meth:`time_limit` alone);
+        ``time_factor``: a job may run ``JOB_BASE_S`` + this x its media duration."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.jobs_dir = self.data_dir / "jobs"
         self.incoming_dir = self.data_dir / "incoming"
@@ -104,6 +116,7 @@ class JobStore:
         self.max_queue = max(0, int(max_queue))
         self.ttl_s = max(0.0, float(ttl_hours)) * 3600.0
         self.file_timeout = file_timeout
+        self.time_factor = max(0.0, float(time_factor))
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._futures: dict[str, Future] = {}
@@ -120,7 +133,7 @@ class JobStore:
         """Create the folders, start the worker pool, re-queue unfinished jobs, expire old ones."""
         from dmd_pipeline.analysis.batch import _init_worker, _worker_task
         from dmd_pipeline.analysis.registry import default_model_names, resolve_model_dir, split_model_refs
-        from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, LocalExecutor, default_max_rss_mb
+        from dmd_pipeline.executor import LocalExecutor, default_max_rss_mb
 
         refs = split_model_refs(self.model) or default_model_names()
         for ref in refs:
@@ -129,16 +142,18 @@ class JobStore:
             with contextlib.suppress(OSError):
                 self._model_paths.append((str(d.resolve()), name))
         self._model_paths.sort(key=lambda t: -len(t[0]))
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         shutil.rmtree(self.incoming_dir, ignore_errors=True)  # half-received uploads of a killed server
-        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.incoming_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (self.data_dir, self.jobs_dir, self.incoming_dir):  # made earlier with looser modes, maybe
+            d.chmod(0o700)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._executor = LocalExecutor(
             _worker_task,
             self.workers,
             initializer=_init_worker,
             initargs=(self.model, threads),
-            file_timeout=self.file_timeout if self.file_timeout is not None else DEFAULT_FILE_TIMEOUT_S,
+            file_timeout=self.file_timeout,
             max_rss_mb=default_max_rss_mb(self.workers),
         )
         for job in sorted(self._load_all(), key=lambda j: j.created):
@@ -196,17 +211,29 @@ class JobStore:
             mean = sum(self._durations) / len(self._durations) if self._durations else 10.0
         return max(1, int(round(mean)))
 
-    @contextlib.contextmanager
-    def reservation(self) -> Iterator[None]:
-        """Hold a queue slot while an upload arrives; raises :class:`QueueFull` when none is free.
-
-        The slot is released on leaving the block; :meth:`add` counts the job itself from then on.
-        """
+    def _pending(self) -> int:
         with self._lock:
-            pending = (
+            return (
                 sum(j.status in PENDING for j in self._jobs.values()) + self._reserved + len(self._draining)
             )
-            if pending >= self.workers + self.max_queue:
+
+    def has_room(self) -> bool:
+        """True when a job could be queued now (an upload is refused early otherwise)."""
+        return self._pending() < self.workers + self.max_queue
+
+    def time_limit(self, job: Job) -> float:
+        """The seconds ``job`` may run: ``JOB_BASE_S`` + ``time_factor`` x its duration, at most
+        ``file_timeout`` when set."""
+        limit = JOB_BASE_S + self.time_factor * float(job.duration or 0.0)
+        return min(limit, self.file_timeout) if self.file_timeout else limit
+
+    @contextlib.contextmanager
+    def reservation(self) -> Iterator[None]:
+        """Hold a queue slot while a received upload is registered; raises :class:`QueueFull` when none is
+        free. The slot is released on leaving the block; :meth:`add` counts the job itself from then on.
+        """
+        with self._lock:
+            if self._pending() >= self.workers + self.max_queue:
                 raise QueueFull(self.retry_after_s())
             self._reserved += 1
         try:
@@ -215,11 +242,19 @@ class JobStore:
             with self._lock:
                 self._reserved -= 1
 
-    def add(self, job: Job) -> None:
-        """Register a job whose folder is complete, persist it and queue it."""
+    def add(self, job: Job, folder: Path | None = None, transcript: str = "") -> None:
+        """Register a job and queue it. ``folder`` (the received upload, inside this store's data dir) gets
+        the transcript and ``job.json`` and then becomes the job's folder in one rename, so that a job
+        folder never lacks its state."""
+        if folder is not None:
+            if transcript:
+                atomic_write_text(folder / "transcript.txt", transcript + "\n")
+            atomic_write_json(folder / "job.json", asdict(job))
+            os.replace(folder, self.jobs_dir / job.id)
         with self._lock:
             self._jobs[job.id] = job
-        self._save(job)
+        if folder is None:
+            self._save(job)
         self._submit(job)
 
     def _submit(self, job: Job) -> None:
@@ -234,7 +269,7 @@ class JobStore:
             report=True,
         )
         job.attempts += 1
-        fut = self._executor.submit((d / job.upload, RESULT_NAME, opts))
+        fut = self._executor.submit((d / job.upload, RESULT_NAME, opts), timeout=self.time_limit(job))
         with self._lock:
             self._futures[job.id] = fut
         fut.add_done_callback(lambda f, jid=job.id: self._finish(jid, f))
@@ -300,25 +335,46 @@ class JobStore:
         return sum(self.delete(jid) for jid in old)
 
     # ---- internals ----------------------------------------------------------------------------------
-    def _save(self, job: Job) -> None:
+    def _save(self, job: Job) -> bool:
+        """Write ``job.json``; False (logged) when it cannot be written (e.g. the disk is full)."""
         d = self.jobs_dir / job.id
-        if d.is_dir():
-            atomic_write_json(d / "job.json", asdict(job))
+        try:
+            if d.is_dir():
+                atomic_write_json(d / "job.json", asdict(job))
+            return True
+        except OSError as exc:
+            log.error("cannot write the state of job %s (%s is %s): %s", job.id, "job.json", job.status, exc)
+            return False
 
     def _load_all(self) -> list[Job]:
         jobs = []
         for d in self.jobs_dir.iterdir():
             if not (d.is_dir() and valid_job_id(d.name)):
                 continue
-            try:
-                raw = json.loads((d / "job.json").read_text(encoding="utf-8"))
-                job = Job(**raw)
-            except (OSError, ValueError, TypeError):
-                shutil.rmtree(d, ignore_errors=True)  # a folder whose job never got registered
+            state = d / "job.json"
+            if not state.exists():  # a folder of an older version whose job never got registered
+                shutil.rmtree(d, ignore_errors=True)
                 continue
-            if job.id == d.name:
-                jobs.append(job)
+            try:
+                job = Job(**json.loads(state.read_text(encoding="utf-8")))
+                if job.id != d.name:
+                    raise ValueError(f"its id {job.id!r} is not the folder's name")
+            except (OSError, ValueError, TypeError) as exc:
+                self._set_aside(d, exc)
+                continue
+            jobs.append(job)
         return jobs
+
+    def _set_aside(self, d: Path, exc: Exception) -> None:
+        """Move a job folder whose ``job.json`` cannot be read to ``<data_dir>/corrupt/`` and log it."""
+        aside = self.data_dir / "corrupt" / f"{d.name}-{int(time.time())}"
+        try:
+            aside.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(d, aside)
+            log.warning("job %s: job.json cannot be read (%s); moved its folder to %s", d.name, exc, aside)
+        except OSError as err:
+            log.warning("job %s: job.json cannot be read (%s) and the folder cannot be moved (%s); "
+                        "left in place", d.name, exc, err)  # fmt: skip
 
     def _watch(self) -> None:
         """Mark jobs running when a worker takes them; expire old jobs every minute."""
@@ -375,7 +431,21 @@ class JobStore:
                 job.error = {"stage": oc.stage, "reason": self.scrub(_first_line(oc.reason), job)}
         except WorkerLost as exc:
             job.status, job.error = "failed", {"stage": "worker", "reason": self.scrub(exc.reason, job)}
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.error("job %s: cannot write its results", job_id, exc_info=exc)
+            else:
+                log.error("job %s: the disk is full; its partial results are removed", job_id)
+            self._remove_results(d)
+            job.status, job.headline = "failed", None
+            reason = (
+                "the server's disk is full"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "cannot write the results"
+            )
+            job.error = {"stage": "server", "reason": reason}
         except Exception as exc:  # the model failed to load, an unwritable folder...
+            log.error("job %s failed on the server", job_id, exc_info=exc)
             job.status = "failed"
             job.error = {
                 "stage": "server",
@@ -386,7 +456,19 @@ class JobStore:
             job.started = job.created
         with self._lock:
             self._durations = (self._durations + [job.finished - job.started])[-20:]
-        self._save(job)
+        if not self._save(job) and job.status == "done":  # never "done" in memory while the disk says not
+            self._remove_results(d)
+            job.status, job.headline = "failed", None
+            job.error = {"stage": "server", "reason": "cannot write the results (is the disk full?)"}
+            self._save(job)  # if this fails too, the job runs again after a restart
+
+    @staticmethod
+    def _remove_results(d: Path) -> None:
+        """Remove what a job's result writing left (nothing claims it is done without all of it)."""
+        for name in (f"{RESULT_NAME}.json", f"{RESULT_NAME}.html"):
+            with contextlib.suppress(OSError):
+                (d / name).unlink()
+        shutil.rmtree(d / REPORT_ASSETS, ignore_errors=True)
 
     def _public_text(self, fname: str, text: str, job: Job) -> str:
         if not fname.endswith(".json"):

@@ -87,3 +87,14 @@ def test_workers_die_with_their_parent(tmp_path: Path) -> None:
         wait_for(lambda: not any(alive(p) for p in pids), 10, "the orphaned workers to exit")
     finally:
         kill_tree(proc)
+
+
+def test_an_item_s_own_time_limit_replaces_the_file_timeout() -> None:
+    # dmd serve gives each job a limit proportional to its media's duration
+    with LocalExecutor(fault_tasks.work, 2, file_timeout=None, max_rss_mb=None) as ex:
+        hang = ex.submit(("hang", 0), timeout=1.0)
+        ok = ex.submit(("ok", 1), timeout=60.0)
+        with pytest.raises(WorkerLost) as info:
+            hang.result(timeout=60)
+        assert ok.result(timeout=60)[0] == "ok:1"
+    assert info.value.kind == "timeout" and str(info.value) == "timed out after 1 s (the item's time limit)"
