@@ -3,16 +3,26 @@
 Starts its own server (``--model mosi-text-minilm``, given transcripts, ``asr none``) on a free port of
 127.0.0.1 with a temporary data dir, and stops it in a ``finally``. Bounded in count (``--n``) and time
 (``--max-seconds``: what has not finished by then is counted as unfinished). Prints the upload latency
-(POST -> 202), the end-to-end latency (POST -> done) p50/p95, and the throughput (jobs per second over the
-whole run). The clip is a short generated speech wav unless ``--clip`` is given.
+(POST -> 202), the end-to-end latency (POST -> done) p50/p95, the throughput (jobs per second over the
+whole run) and the server's RSS after the warm-up job and at the end. The clip is a short generated speech
+wav unless ``--clip`` is given.
+
+``--stalled K`` first opens K connections that send their headers and 100 bytes of a body and then nothing
+(each from its own loopback address, 127.0.1.x, so that no per-client bound applies), keeps them open
+during the run, and reports what the server answered them and when (a server that counted them against
+its queue would refuse the real uploads with 429).
 
     .venv/bin/python benchmarks/bench_serve.py --n 40 --concurrency 8 --workers 2
+    .venv/bin/python benchmarks/bench_serve.py --n 100 --concurrency 1 --workers 1      # the soak
+    .venv/bin/python benchmarks/bench_serve.py --n 10 --concurrency 2 --stalled 40     # slow clients
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -42,6 +52,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="server worker processes")
     ap.add_argument("--max-seconds", type=float, default=600.0, help="stop waiting after this long")
     ap.add_argument("--clip", type=Path, default=None, help="the clip to upload (default: generated speech)")
+    ap.add_argument("--stalled", type=int, default=0, help="stalled uploads held open during the run")
     args = ap.parse_args()
 
     import httpx
@@ -50,9 +61,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     clip = args.clip or MediaFactory(tmp / "media").speech_wav(TEXT)
-    srv = Server(
-        tmp / "data", "--workers", str(args.workers), "--max-queue", str(args.n), "--max-upload-mb", "50"
-    )
+    queue = str(args.n) if not args.stalled else str(args.concurrency)  # stalled uploads must not fill it
+    srv = Server(tmp / "data", "--workers", str(args.workers), "--max-queue", queue, "--max-upload-mb", "50")
     deadline = time.monotonic() + args.max_seconds
     up_lat: list[float] = []
     e2e: list[float] = []
@@ -91,11 +101,20 @@ def main() -> int:
         one(-1)
         up_lat.clear()
         e2e.clear()
+        rss0 = srv.rss_mb()
+        stalled = _stall(srv.port, args.stalled)
+        answers: list[tuple[float, bytes]] = []
+        collector = threading.Thread(target=_collect, args=(stalled, answers), daemon=True)
+        collector.start()
+        if stalled:
+            time.sleep(1.0)
+            in_progress = httpx.get(srv.url + "/healthz").json().get("uploads_in_progress")
         t_run = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             list(pool.map(one, range(args.n)))
         wall = time.perf_counter() - t_run
         rss = srv.rss_mb()
+        collector.join(timeout=120)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -106,12 +125,48 @@ def main() -> int:
     )
     print(f"end to end (POST -> done) p50 {_pct(e2e, 0.5):.2f} s  p95 {_pct(e2e, 0.95):.2f} s  "
           f"mean {statistics.fmean(e2e) if e2e else float('nan'):.2f} s")  # fmt: skip
-    print(
-        f"throughput: {len(e2e) / wall:.2f} jobs/s ({len(e2e)} done in {wall:.1f} s); server RSS {rss:.0f} MiB"
-    )
+    print(f"throughput: {len(e2e) / wall:.2f} jobs/s ({len(e2e)} done in {wall:.1f} s); "
+          f"server RSS {rss0:.0f} MiB after the warm-up, {rss:.0f} MiB at the end")  # fmt: skip
+    if stalled:
+        codes: dict[str, int] = {}
+        for _, head in answers:
+            key = head.split(b"\r\n", 1)[0].decode("latin-1", "replace") or "(closed, no answer)"
+            codes[key] = codes.get(key, 0) + 1
+        when = sorted(t for t, _ in answers)
+        print(f"stalled uploads: {len(stalled)} held open; uploads_in_progress {in_progress} with them; "
+              f"answers {codes}; answered after {_pct(when, 0.0):.1f}-{_pct(when, 1.0):.1f} s")  # fmt: skip
     for f in failures[:10]:
         print("FAILED", f)
     return 1 if failures or len(e2e) < args.n else 0
+
+
+def _stall(port: int, k: int) -> list[tuple[socket.socket, float]]:
+    """``k`` connections, each from its own loopback address, that send headers and 100 bytes, then stop."""
+    head = (
+        (
+            f"POST /v1/analyses HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-DMD-Client: bench\r\n"
+            "Content-Type: multipart/form-data; boundary=bNdRy\r\nContent-Length: 1048576\r\n\r\n"
+        ).encode()
+        + b"--bNdRy\r\n"
+        + b"x" * 91
+    )
+    out = []
+    for i in range(k):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.1.{i + 1}", 0))
+        s.sendall(head)
+        out.append((s, time.monotonic()))
+    return out
+
+
+def _collect(stalled: list[tuple[socket.socket, float]], answers: list[tuple[float, bytes]]) -> None:
+    """Wait (up to 90 s each) for the server's answer on every stalled connection, then close it."""
+    for s, t0 in stalled:
+        s.settimeout(max(1.0, 90 - (time.monotonic() - t0)))
+        data = b""
+        with contextlib.suppress(OSError):
+            data = s.recv(4096)
+        answers.append((time.monotonic() - t0, data))
+        s.close()
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ __all__ = [
 
 #: Demuxers never used on an input (unless allowed, the first group): they read other files or URLs named
 #: inside the input (playlists, manifests, concat lists, image sequences, stream descriptions), or they are
-#: input devices, filter graphs, scripts or text renderers. Single still images (``*_pipe``, ``image2``)
-#: are refused too: they are not clips.
+#: input devices, filter graphs, scripts or text renderers. (A single image read by a ``*_pipe`` demuxer
+#: passes: it reads only itself; ``analysis.batch.still_image`` says why it is not a clip.)
 INDIRECT_DEMUXERS = frozenset({"hls", "dash", "concat", "imf", "image2", "image2pipe", "webm_dash_manifest"})
 REFUSED_DEMUXERS = INDIRECT_DEMUXERS | frozenset({
     "sdp", "rtp", "rtsp", "ffmetadata", "lavfi", "avisynth", "vapoursynth", "tty", "bin", "xbin", "idf", "adf",
@@ -111,16 +111,14 @@ def playlists_allowed(allow: bool = True) -> Iterator[None]:
 def _refused(names: str, allow_indirect: bool) -> str | None:
     """The refused demuxer among ffprobe's comma-joined ``names``, or None."""
     for name in names.split(","):
-        if name.endswith("_pipe") or (
-            name in REFUSED_DEMUXERS and not (allow_indirect and name in INDIRECT_DEMUXERS)
-        ):
+        if name in REFUSED_DEMUXERS and not (allow_indirect and name in INDIRECT_DEMUXERS):
             return name
     return None
 
 
 def _refusal(p: Path, demuxer: str) -> MediaError:
-    if demuxer.endswith("_pipe") or demuxer in ("image2", "image2pipe"):
-        return MediaError(p, f"a still image or an image sequence ({demuxer}), not a video or audio clip")
+    if demuxer in ("image2", "image2pipe"):  # may read a numbered sequence of other files
+        return MediaError(p, f"a still image or an image sequence ({demuxer}), not a video or audio file")
     if demuxer in INDIRECT_DEMUXERS:
         return MediaError(
             p,
@@ -306,7 +304,7 @@ def _probe(p: Path, exe: str, allow: bool = False) -> MediaInfo:
         vcodec = str(v.get("codec_name", ""))
         if duration <= 0 and n_frames and fps:
             duration = n_frames / fps
-    if not duration > 0:
+    if not duration > 0 and not str(fmt.get("format_name", "")).endswith("_pipe"):  # a single image: 0
         raise MediaError(p, "has no duration (a live stream or an empty container), so it cannot be analysed")
     sr = channels = 0
     if audios:

@@ -40,10 +40,15 @@ def test_probe_refuses_every_playlist_trick_quickly(factory: MediaFactory, trick
     assert str(factory.ts_segment()) not in info.value.reason
 
 
-def test_the_segment_itself_is_fine_and_images_are_not_clips(factory: MediaFactory) -> None:
+def test_the_segment_itself_is_fine_and_images_are_not_clips(factory: MediaFactory, tmp_path: Path) -> None:
+    from dmd_pipeline.analysis.batch import still_image
+
     assert media.probe(factory.ts_segment()).duration > 1.5
-    with pytest.raises(MediaError, match="still image"):
-        media.probe(factory.astronaut_png())
+    assert still_image(media.probe(factory.astronaut_png())) is not None  # one file: probed, then refused
+    jpg = tmp_path / "photo.jpg"  # the image2 demuxer, which also reads numbered sequences of other files
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(factory.astronaut_png()), str(jpg)], check=True)
+    with pytest.raises(MediaError, match="still image or an image sequence"):
+        media.probe(jpg)
 
 
 def test_allowed_playlists_still_open_only_local_files(factory: MediaFactory) -> None:

@@ -402,3 +402,9 @@ def test_start_line_brackets_ipv6_and_insecure_warns(monkeypatch: pytest.MonkeyP
         assert (tmp_path / "b").stat().st_mode & 0o777 == 0o700
     finally:
         os.umask(mask)
+
+
+def test_a_still_image_upload_is_refused(server: Server, media: MediaFactory) -> None:
+    with server.client() as c:
+        r = upload(c, media.astronaut_png(), name="photo.png")
+        assert r.status_code == 422 and "still image" in r.json()["detail"], r.text

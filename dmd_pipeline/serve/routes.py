@@ -185,6 +185,7 @@ async def _accept(
     """Receive, check and register one upload; returns the 202 body."""
     from python_multipart.exceptions import MultipartParseError
 
+    from dmd_pipeline.analysis.batch import still_image
     from dmd_pipeline.errors import InputError
     from dmd_pipeline.media import probe
 
@@ -200,6 +201,9 @@ async def _accept(
             info = await asyncio.to_thread(probe, tmp / up.stored)  # the upload's own media checks
         except InputError as exc:
             raise ApiError(422, f"not a media file we can analyse: {store.scrub(exc.reason)}") from None
+        image = still_image(info)
+        if image is not None:
+            raise ApiError(422, f"not a media file we can analyse: {image}")
         job = Job(id=job_id, filename=up.filename or "upload", upload=up.stored or "", size=up.size, asr=asr,
                   has_transcript=bool(transcript), duration=round(info.duration, 3))  # fmt: skip
         try:
