@@ -169,9 +169,9 @@ def test_warnings_are_deduplicated_and_ranked() -> None:
         ]
     )
     assert got == [
-        "decoding stopped early: the file says 4.00 s but only 1.73 s of audio could be decoded (2 times)",
+        "decoding stopped early: the file says 4.00 s but only 1.73 s of audio could be decoded (the first of 2 such notes)",
         "low speech-recognition confidence (Whisper mean word probability 0.41, average log-probability -1.02)",
-        align.format(1, 41) + " (19 times)",
+        align.format(1, 41) + " (the first of 19 such notes)",
         "analysed in 20 streaming windows of about 60 s (cut in pauses); features and scores are per window",
     ]
 

@@ -2,10 +2,10 @@
 
 The analysis collects notes from every stage and every streaming window; a 20-minute file gave 22, 19 of
 them the same alignment note with other numbers. :func:`rank_warnings` keeps one line per kind (the first,
-with how many times it came), then orders them: what makes the result unreliable first (input damaged or
+with how many such notes came), then orders them: what makes the result unreliable first (input damaged or
 silent, no speech, speech that is probably not English, implausible timings), then timing fallbacks, then
-notes about how the file was processed. The JSON keeps all of them in this order; ``dmd analyze`` prints the
-first three.
+notes about how the file was processed. The result's ``warnings`` hold these lines in this order; ``dmd
+analyze`` prints the first three.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _rank(message: str) -> int:
 
 
 def rank_warnings(warnings: Iterable[str]) -> list[str]:
-    """One line per kind of warning (the first one, ``(N times)`` added when it came more than once),
+    """One line per kind of warning (the first one, ``(the first of N such notes)`` added when it came more
+    than once: the numbers in it are the first one's),
     most important first; the order within a rank is the order they came in."""
     first: dict[str, str] = {}
     counts: dict[str, int] = {}
@@ -50,5 +51,5 @@ def rank_warnings(warnings: Iterable[str]) -> list[str]:
         k = _kind(w)
         first.setdefault(k, w)
         counts[k] = counts.get(k, 0) + 1
-    lines = [first[k] + (f" ({counts[k]} times)" if counts[k] > 1 else "") for k in first]
+    lines = [first[k] + (f" (the first of {counts[k]} such notes)" if counts[k] > 1 else "") for k in first]
     return sorted(lines, key=_rank)  # stable: arrival order within a rank
