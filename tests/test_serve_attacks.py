@@ -408,3 +408,14 @@ def test_a_still_image_upload_is_refused(server: Server, media: MediaFactory) ->
     with server.client() as c:
         r = upload(c, media.astronaut_png(), name="photo.png")
         assert r.status_code == 422 and "still image" in r.json()["detail"], r.text
+
+
+def test_a_job_may_run_in_proportion_to_its_duration(tmp_path: Path) -> None:
+    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S
+    from dmd_pipeline.serve.jobs import JOB_BASE_S, Job, JobStore
+
+    store = JobStore(tmp_path, time_factor=10)
+    assert store.time_limit(Job("a" * 24, "a.mp4", "u.mp4", 1, duration=30.0)) == JOB_BASE_S + 300
+    assert store.time_limit(Job("a" * 24, "a.mp4", "u.mp4", 1)) == DEFAULT_FILE_TIMEOUT_S  # older job.json
+    capped = JobStore(tmp_path, time_factor=10, file_timeout=200)
+    assert capped.time_limit(Job("a" * 24, "a.mp4", "u.mp4", 1, duration=3600.0)) == 200

@@ -222,9 +222,14 @@ class JobStore:
         return self._pending() < self.workers + self.max_queue
 
     def time_limit(self, job: Job) -> float:
-        """The seconds ``job`` may run: ``JOB_BASE_S`` + ``time_factor`` x its duration, at most
-        ``file_timeout`` when set."""
-        limit = JOB_BASE_S + self.time_factor * float(job.duration or 0.0)
+        """The seconds ``job`` may run: ``JOB_BASE_S`` + ``time_factor`` x its duration (a live or endless
+        input never reaches a worker, and a stuck job frees its worker), at most ``file_timeout`` when set."""
+        if job.duration is None:  # a job accepted by an older version: the executor's default
+            from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S
+
+            limit = DEFAULT_FILE_TIMEOUT_S
+        else:
+            limit = JOB_BASE_S + self.time_factor * float(job.duration)
         return min(limit, self.file_timeout) if self.file_timeout else limit
 
     @contextlib.contextmanager
