@@ -186,7 +186,7 @@ def test_no_speech_gives_one_whole_clip_segment(
     seg = doc["segments"][0]
     assert seg["start"] == 0 and seg["end"] == pytest.approx(doc["duration"], abs=0.05) and seg["text"] == ""
     assert "text" not in doc["modalities"]["used"]
-    assert any("no score is given" in w for w in doc["warnings"])
+    assert any("has nothing to score (its predictions are null" in w for w in doc["warnings"])
     # A text-only model with no words has nothing to score: null score and labels, not a made-up number.
     for pred in (doc["overall"], seg["prediction"]):
         assert pred["score"] is None and pred["label7"] is None and pred["label2"] is None

@@ -183,3 +183,14 @@ def test_a_window_that_decodes_short_names_the_window_not_the_file() -> None:
     note = _early_note("audio", 20.0, 78.43, (600.0, 678.43))
     assert note.startswith("decoding stopped early in the window 600.00-678.43 s: only 20.00 of its 78.43 s")
     assert "the file says" not in note
+
+
+def test_a_silent_clip_gets_few_distinct_warnings(media, voice_model, text_model) -> None:
+    """Before: 6 warnings per silent clip, several saying the same thing."""
+    r = _analyze(media.silence(duration=2.0), text_model, voice_model)
+    assert r.headline == "words: n/a (no words) · voice: n/a (no audio)"
+    assert len(r.warnings) <= 3, r.warnings
+    assert sum("audio track is silent" in w for w in r.warnings) == 1
+    assert r.warnings[0].startswith("tiny_words: no words") or r.warnings[0].startswith(
+        "tiny_voice: the audio"
+    )

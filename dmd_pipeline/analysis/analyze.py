@@ -1082,11 +1082,14 @@ def _assemble(
         if p.silent_peak is None and p.speech_s is not None and p.speech_s < MIN_VOICE_SPEECH_S
     ]
     headline_why: dict[str, str] = {}
+    # said once per model that uses audio (below); a line of its own only when no model does
+    audio_line = not any("audio" in m.modalities for m in models)
     if with_audio and len(silent) == len(with_audio):
         peak = max(float(p.silent_peak) for p in silent)  # type: ignore[arg-type]
         scorable.remove("audio")
         absent["audio"] = f"the audio track is silent (peak {peak:.0f} dBFS)"
-        warnings.append(f"{absent['audio']}: treated as no audio by the models (cues still measured)")
+        if audio_line:
+            warnings.append(f"{absent['audio']}: treated as no audio by the models (cues still measured)")
     elif with_audio and len(silent) + len(quiet) == len(with_audio):
         speech = sum(float(p.speech_s or 0.0) for p in quiet)
         scorable.remove("audio")
@@ -1094,7 +1097,8 @@ def _assemble(
         absent["audio"] = (
             f"no speech detected ({speech:.2f} s; a voice needs at least {MIN_VOICE_SPEECH_S:g} s)"
         )
-        warnings.append(f"{absent['audio']}: the voice is not scored (cues still measured)")
+        if audio_line:
+            warnings.append(f"{absent['audio']}: the voice is not scored (cues still measured)")
     elif silent or quiet:
         warnings.append(
             f"no speech (digital silence or under {MIN_VOICE_SPEECH_S:g} s of detected speech) in "
@@ -1127,17 +1131,10 @@ def _assemble(
             run.windows.extend(replace(w, segment=w.segment + base) for w in p.scores[k].windows)
             base += len(p.segments)
         runs.append(run)
-        if k == 0:
-            primary_notes = (
-                notes  # how the model was built: in models[].note and modalities.note, not warnings
-            )
-            if nothing:
-                warnings.append(
-                    "no modality the model uses is present: no score is given (score and labels are null); "
-                    "the descriptive cues are still measured"
-                )
-        elif nothing:
-            warnings.append(f"{name}: {nothing} (its predictions are null)")
+        if k == 0:  # how the model was built: in models[].note and modalities.note, not in the warnings
+            primary_notes = notes
+        if nothing:
+            warnings.append(f"{name}: {nothing} (its predictions are null; the cues are still measured)")
 
     seg_results = [replace(s, index=i) for i, s in enumerate(s for p in parts for s in p.segments)]
     t0 = time.perf_counter()

@@ -38,15 +38,25 @@ def _rank(message: str) -> int:
     return next((rank for rank, pat in _RANKS if pat.search(message)), 2)
 
 
+#: A warning made redundant by another one (pattern of the redundant one, pattern of what says it better).
+_COVERED: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        re.compile(r"^no words \(no transcript, or none recognised\): text missing$"),
+        re.compile(r"heard no speech|^no transcript: |^\S+: no words .*nothing to score"),
+    ),
+)
+
+
 def rank_warnings(warnings: Iterable[str]) -> list[str]:
     """One line per kind of warning (the first one, ``(the first of N such notes)`` added when it came more
-    than once: the numbers in it are the first one's),
-    most important first; the order within a rank is the order they came in."""
+    than once: the numbers in it are the first one's), most important first; the order within a rank is the
+    order they came in. A note that another one already says better is left out ("no words: text missing"
+    beside "whisper heard no speech" or a words model's "no words: nothing to score")."""
+    warnings = [str(w).strip() for w in warnings]
     first: dict[str, str] = {}
     counts: dict[str, int] = {}
     for w in warnings:
-        w = str(w).strip()
-        if not w:
+        if not w or any(red.search(w) and any(by.search(x) for x in warnings) for red, by in _COVERED):
             continue
         k = _kind(w)
         first.setdefault(k, w)
