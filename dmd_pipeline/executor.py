@@ -21,10 +21,10 @@ pool:
 
 ``fn``, ``initializer`` and the items must be picklable (top-level functions; the ``spawn`` start method).
 
-:func:`make_executor` picks the engine (``"local"``: this class; ``"ray"``:
+:func:`dmd_pipeline.runner.make_executor` picks the engine (``"local"``: this class; ``"ray"``:
 :class:`dmd_pipeline.ray_executor.RayExecutor`, the same interface on Ray actors) and
-:func:`bounded_completion` is how the drivers submit: a bounded number of items in flight (back-pressure),
-results handed out as they complete.
+:func:`dmd_pipeline.runner.bounded_completion` is how the drivers submit: a bounded number of items in
+flight (back-pressure), results handed out as they complete.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -595,83 +595,3 @@ class LocalExecutor(SupervisedExecutor):
                 w.conn.close()
         with self._lock:
             self._workers.clear()
-
-
-# ---- what the drivers use ---------------------------------------------------------------------------------
-ENGINES = ("local", "ray")
-
-
-def make_executor(
-    engine: str,
-    fn: Callable[[Any], Any],
-    workers: int | None,
-    *,
-    initializer: Callable | None = None,
-    initargs: Sequence[Any] = (),
-    file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S,
-    max_rss_mb: float | None = None,
-    cluster: Any = None,
-    at_most: int | None = None,
-) -> Any:
-    """The executor of ``engine``: :class:`LocalExecutor` (``"local"``, ``workers`` processes) or
-    :class:`~dmd_pipeline.ray_executor.RayExecutor` (``"ray"``, ``workers`` actors, None: one per CPU of
-    the cluster; ``cluster`` a :class:`~dmd_pipeline.ray_executor.RayOptions`), with at most ``at_most``
-    workers (the number of items). Ray is imported only here, for ``"ray"``."""
-    if engine == "local":
-        n = workers or 1
-        return LocalExecutor(
-            fn,
-            min(n, at_most) if at_most else n,
-            initializer=initializer,
-            initargs=initargs,
-            file_timeout=file_timeout,
-            max_rss_mb=max_rss_mb,
-        )
-    if engine == "ray":
-        from dmd_pipeline.ray_executor import RayExecutor
-
-        return RayExecutor(
-            fn,
-            workers,
-            initializer=initializer,
-            initargs=initargs,
-            file_timeout=file_timeout,
-            max_rss_mb=max_rss_mb,
-            options=cluster,
-            at_most=at_most,
-        )
-    raise ValueError(f"unknown engine {engine!r} (choose one of {', '.join(ENGINES)})")
-
-
-def bounded_completion(
-    executor: Any, items: Iterable[Any], to_task: Callable[[Any], Any], limit: int
-) -> Iterator[tuple[Any, Future]]:
-    """Submit ``to_task(item)`` for each item, keeping at most ``limit`` submitted and not yet yielded,
-    and yield ``(item, future)`` as each future completes (back-pressure: the driver's memory stays flat
-    however many items there are; a new item is submitted as each one is handed out)."""
-    import queue
-
-    it = iter(items)
-    done: queue.SimpleQueue[Future] = queue.SimpleQueue()  # filled by the futures' done callbacks: O(1)
-    pending: dict[Future, Any] = {}
-    limit = max(1, int(limit))
-
-    def top_up() -> None:
-        while len(pending) < limit:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            fut = executor.submit(to_task(item))
-            pending[fut] = item
-            fut.add_done_callback(done.put)
-
-    top_up()
-    while pending:
-        try:
-            fut = done.get(timeout=1.0)  # a timeout keeps Ctrl-C responsive on every platform
-        except queue.Empty:
-            continue
-        item = pending.pop(fut)
-        top_up()
-        yield item, fut

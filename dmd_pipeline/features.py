@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import DataError
-from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
+from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe
 
 BUNDLE_FORMAT = 1
 _EPS = 1e-6  # seconds; time comparisons tolerate float noise
@@ -77,7 +77,7 @@ class FeatureBundle:
             meta[key] = None if obj is None else _encode_dataclass(obj, key, arrays)
         meta["words"] = [dataclasses.asdict(w) for w in self.words]
         meta["segments"] = [dataclasses.asdict(s) for s in self.segments]
-        meta["metadata"] = _jsonable(self.metadata)
+        meta["metadata"] = json_safe(self.metadata)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(base.with_suffix(".npz"), buf.getvalue())
@@ -144,11 +144,11 @@ def _encode_dataclass(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> d
                     arrays[f"{prefix}.{f.name}.{k}"] = v
                     arr_keys.append(k)
                 else:
-                    plain[k] = _jsonable(v)
+                    plain[k] = json_safe(v)
             out["__dicts__"][f.name] = arr_keys
             out[f.name] = plain
         else:
-            out[f.name] = _jsonable(value)
+            out[f.name] = json_safe(value)
     return out
 
 
@@ -170,23 +170,6 @@ def _decode_dataclass(cls: type, meta: dict | None, arrays: dict[str, np.ndarray
             d[k] = arrays[f"{prefix}.{name}.{k}"]
         kwargs[name] = d
     return cls(**kwargs)
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and tuples to plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------

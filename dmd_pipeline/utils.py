@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -292,3 +294,28 @@ def json_depth(obj: Any, limit: int) -> int:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
     return deepest
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON values, recursively: the one sanitiser for everything the package writes as JSON.
+
+    Mappings get string keys, tuples become lists, paths strings, dataclasses dicts, numpy/torch scalars and
+    arrays Python numbers and lists, and non-finite floats None (JSON has no NaN or infinity).
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    if getattr(obj, "ndim", None) == 0 and hasattr(obj, "item"):  # numpy or torch scalar
+        return json_safe(obj.item())
+    if hasattr(obj, "tolist"):  # numpy array or torch tensor
+        return json_safe(obj.tolist())
+    return obj

@@ -31,8 +31,8 @@ def main() -> None:
 
     from export_common import record_shipped_metrics, report_summary
 
+    from dmd_pipeline.cli.common import quiet_transformers
     from dmd_pipeline.cli.evaluate import run_evaluation
-    from dmd_pipeline.cli.train import quiet_transformers
     from dmd_pipeline.models.checkpoint import export_checkpoint, read_checkpoint_meta
 
     quiet_transformers()

@@ -352,7 +352,7 @@ def test_default_log_shows_loading_and_warnings_but_not_every_stage(capsys) -> N
 def test_metric_tables_use_percentages_like_the_docs() -> None:
     from rich.console import Console
 
-    from dmd_pipeline.cli.evaluate import print_metrics
+    from dmd_pipeline.cli.tables import print_metrics
 
     console = Console(record=True, width=120)
     print_metrics({"test": {"Non0_acc_2": 0.8532, "Mult_acc_7": 0.4, "MAE": 0.71234, "Corr": 0.8}}, console)

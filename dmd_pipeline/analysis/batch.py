@@ -6,7 +6,7 @@ media content and transcript, same options: :mod:`dmd_pipeline.analysis.options`
 unless ``force``; ``summary.csv`` is regenerated from the JSONs, ``errors.csv`` lists this run's failures
 (both as files finish, taking at most ~10% of the driver's time: a folder of 10k results is rewritten
 every few seconds, a small one after every file; and at the end). The engine (``--engine local|ray``,
-:func:`dmd_pipeline.executor.make_executor`) only decides where files run; with either, at most two
+:func:`dmd_pipeline.runner.make_executor`) only decides where files run; with either, at most two
 files per worker are in flight and this driver writes every file.
 Workers are spawned processes that load the models once, supervised by
 :class:`dmd_pipeline.executor.LocalExecutor`: a worker that dies (a signal, out of memory) fails only the
@@ -731,7 +731,8 @@ def _probe_all(files: Sequence[Path]) -> list[tuple[str, str] | None]:
 def _executor(opts: BatchOptions, n_todo: int) -> Any:
     """The executor of ``opts.engine`` for ``n_todo`` files: local worker processes (``opts.workers``) or
     Ray actors (``opts.cluster``); each worker loads the models once (:func:`_init_worker`)."""
-    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, default_max_rss_mb, make_executor
+    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, default_max_rss_mb
+    from dmd_pipeline.runner import make_executor
     from dmd_pipeline.utils import choose_threads
 
     timeout = opts.file_timeout if opts.file_timeout is not None else DEFAULT_FILE_TIMEOUT_S
@@ -907,7 +908,8 @@ def _run_batch_locked(
                 logger.info("%s: analysing", f.name)
                 _record(f, process_file(f, names[f], opts, model))
         elif todo:
-            from dmd_pipeline.executor import WorkerLost, bounded_completion
+            from dmd_pipeline.executor import WorkerLost
+            from dmd_pipeline.runner import bounded_completion
 
             with _executor(opts, len(todo)) as ex:
                 # back-pressure: at most two items per worker are in flight, however many files there are

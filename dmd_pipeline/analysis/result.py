@@ -57,7 +57,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.utils import OUTPUT_MARKER
+from dmd_pipeline.utils import OUTPUT_MARKER, json_safe
 
 SCHEMA_VERSION = "1.2"
 #: Older versions :meth:`AnalysisResult.from_dict` still reads.
@@ -419,7 +419,7 @@ class AnalysisResult:
         d = asdict(self)
         out = {"schema_version": d.pop("schema_version"), "headline": d.pop("headline")}
         out.update(d)
-        return _clean(out)
+        return json_safe(out)
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict` (strict: raises on NaN/inf)."""
@@ -526,17 +526,6 @@ class AnalysisResult:
     @classmethod
     def from_json(cls, text: str) -> AnalysisResult:
         return cls.from_dict(json.loads(text))
-
-
-def _clean(obj: Any) -> Any:
-    """Recursively replace non-finite floats with None and tuples with lists."""
-    if isinstance(obj, float):
-        return _finite(obj)
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 # ---- schema and validation ------------------------------------------------------------------------

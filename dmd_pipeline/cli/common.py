@@ -15,6 +15,9 @@ from typing import Any
 
 import typer
 
+from dmd_pipeline.device import resolve_device as resolve
+from dmd_pipeline.errors import ConfigError
+
 #: How to install ffmpeg, per platform (shown when it is missing).
 FFMPEG_INSTALL = (
     "sudo apt-get install ffmpeg  (macOS: brew install ffmpeg; conda: conda install -c conda-forge ffmpeg)"
@@ -148,17 +151,13 @@ def require_ffmpeg() -> None:
 
 
 def resolve_device(name: str | Device) -> str:
-    """``auto`` -> cuda, mps or cpu (what is available); an unavailable explicit device is a usage error."""
-    import torch
-
+    """``auto`` -> cuda, mps or cpu (what is available; :func:`dmd_pipeline.device.resolve_device`); an
+    unavailable explicit device is a usage error."""
     name = name.value if isinstance(name, Device) else str(name)
-    cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if name == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise usage_error(f"--device {name}: not available on this machine (use auto or cpu)")
-    return name
+    try:
+        return str(resolve(name))
+    except ConfigError:
+        raise usage_error(f"--device {name}: not available on this machine (use auto or cpu)") from None
 
 
 def is_terminal(stream: Any = None) -> bool:
@@ -221,3 +220,10 @@ class LineProgress:
             self.console.print(
                 f"{self.label}: {self.done}/{self.total} ({now - self.t0:.0f} s)", highlight=False
             )
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' weight-loading progress bars (noise on stderr, unreadable in logs)."""
+    from transformers.utils import logging as hf_logging  # here: transformers is slow to import
+
+    hf_logging.disable_progress_bar()

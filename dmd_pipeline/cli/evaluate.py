@@ -18,118 +18,14 @@ the confusion matrix; regression models the MMSA metrics. Exit codes: 0 ok, 1 so
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import Device, device_option
-
-
-def print_metrics(tables: dict[str, dict[str, float]], console: Any = None) -> None:
-    """One rich table: a row per metric, a column per named result (e.g. valid / test)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    table = Table(title="DMD metrics", title_justify="left")
-    table.add_column("metric")
-    for name in tables:
-        table.add_column(name, justify="right")
-    keys: list[str] = []
-    for values in tables.values():
-        keys += [k for k in values if k not in keys]
-    for key in keys:
-        cells = []
-        for values in tables.values():
-            v = values.get(key)
-            cells.append(metric_cell(key, v))
-        table.add_row(key, *cells)
-    console.print(table)
-
-
-def is_percentage_metric(key: str) -> bool:
-    """Accuracies and F1 scores are shown as percentages (as README/MODEL_CARD write them)."""
-    k = key.lower()
-    return "acc" in k or "f1" in k or k in ("uar", "recall", "precision")
-
-
-def metric_cell(key: str, v: Any) -> str:
-    """A metric for a table: ``85.3 %`` for accuracies/F1s, 4 decimals for MAE, Corr and losses."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return _pct(v) if is_percentage_metric(key) else f"{float(v):.4f}"
-
-
-def _pct(v: Any) -> str:
-    return (
-        "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100.0 * float(v):.1f} %"
-    )
-
-
-def print_classification(info: dict[str, Any], console: Any = None) -> None:
-    """Rich tables of a classification report: the summary, per-class figures, the confusion matrix."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = console or Console()
-    report = info["report"]
-    names = list(info.get("class_names") or [f"class_{i}" for i in range(len(report["confusion_matrix"]))])
-    names = [escape(str(n)) for n in names]
-    failed = f", {info['n_failed']} failed" if info.get("n_failed") else ""
-    title = escape(f"{info.get('model_name') or info['model']} on {info['split']} (n={info['n']}{failed})")
-    summary = Table(title=title, title_justify="left")
-    summary.add_column("metric")
-    summary.add_column("value", justify="right")
-    for key, label in (
-        ("accuracy", "accuracy"),
-        ("uar", "UAR (unweighted average recall)"),
-        ("macro_f1", "macro-F1"),
-        ("weighted_f1", "weighted-F1"),
-    ):
-        summary.add_row(label, _pct(report.get(key)))
-    console.print(summary)
-
-    per = report["per_class"]
-    classes = Table(title="per class", title_justify="left")
-    for col in ("class", "recall", "precision", "F1", "support"):
-        classes.add_column(col, justify="left" if col == "class" else "right")
-    for i, name in enumerate(names):
-        classes.add_row(
-            name,
-            _pct(per["recall"][i]),
-            _pct(per["precision"][i]),
-            _pct(per["f1"][i]),
-            str(per["support"][i]),
-        )
-    console.print(classes)
-
-    cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
-    cm.add_column("true \\ predicted")
-    for name in names:
-        cm.add_column(name, justify="right")
-    for name, row in zip(names, report["confusion_matrix"], strict=True):
-        cm.add_row(name, *(str(int(c)) for c in row))
-    console.print(cm)
-
-
-def _jsonable(v: Any) -> Any:
-    """NaN/inf -> None, numpy scalars/arrays -> Python, recursively."""
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "tolist"):
-        return _jsonable(v.tolist())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _json_value(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+from dmd_pipeline.cli.common import Device, device_option, quiet_transformers
+from dmd_pipeline.cli.tables import print_classification, print_metrics
+from dmd_pipeline.utils import json_safe
 
 
 def evaluate(
@@ -195,7 +91,7 @@ def evaluate(
         raise typer.Exit(2) from exc
     failed = info.get("failed") or []
     if as_json:
-        typer.echo(json.dumps(_jsonable({**info, "metrics": metrics}), indent=2))
+        typer.echo(json.dumps(json_safe({**info, "metrics": metrics}), indent=2))
     elif info["n"] == 0:
         pass
     elif info.get("report") is not None:
@@ -219,11 +115,7 @@ def resolve_model(model: str | Path) -> Path:
     p = Path(model).expanduser()
     if p.exists():
         return p
-    try:
-        from dmd_pipeline.analysis.registry import resolve_model_dir
-    except ImportError:  # the registry is optional here
-        bundled = Path(__file__).resolve().parent.parent / "assets" / "models" / str(model)
-        return bundled if bundled.is_dir() else p
+    from dmd_pipeline.analysis.registry import resolve_model_dir
     from dmd_pipeline.errors import ModelFileError
 
     try:
@@ -330,10 +222,9 @@ def run_evaluation(
     (:func:`~dmd_pipeline.training.metrics.classification_report`). ``progress`` shows a rich progress bar
     (on ``console``, default stderr) while media are extracted.
     """
-    from dmd_pipeline.cli.train import quiet_transformers
+    from dmd_pipeline.device import resolve_device
     from dmd_pipeline.errors import ConfigError, DataError
     from dmd_pipeline.evaluation import label_file_kind
-    from dmd_pipeline.training.trainer import resolve_device
 
     if (data is None) == (labels is None):
         raise ConfigError("give exactly one of --data FILE.pkl or --labels FILE.csv")
@@ -441,7 +332,7 @@ def _run_arrays(
     info: dict[str, Any],
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """An MMSA pickle or a transcript CSV: arrays in memory, scored split by split."""
-    from dmd_pipeline.cli.train import load_training_data
+    from dmd_pipeline.data.datasets import load_data_source
     from dmd_pipeline.data.text_only import read_label_csv
     from dmd_pipeline.errors import DataError
     from dmd_pipeline.evaluation import SPLITS, check_split, remap_pickle_labels, score_outputs
@@ -460,7 +351,7 @@ def _run_arrays(
         source = label_source_for_model(labels, loaded.system, loaded.meta, key)
     else:
         assert data is not None
-        source = load_training_data(data)
+        source = load_data_source(data)
         key = check_split(split, {k: _split_size(v) for k, v in source.splits.items()}, data)
     names = [s for s in SPLITS if s in source.splits] + [s for s in source.splits if s not in SPLITS]
     names = names if key == "all" else [key]

@@ -227,13 +227,8 @@ def run_items(
             if on_done:
                 on_done(res)
         return results
-    from dmd_pipeline.executor import (
-        DEFAULT_FILE_TIMEOUT_S,
-        WorkerLost,
-        bounded_completion,
-        default_max_rss_mb,
-        make_executor,
-    )
+    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, WorkerLost, default_max_rss_mb
+    from dmd_pipeline.runner import bounded_completion, make_executor
     from dmd_pipeline.utils import choose_threads
 
     timeout = file_timeout if file_timeout is not None else DEFAULT_FILE_TIMEOUT_S

@@ -1,6 +1,6 @@
 """``dmd train``: train DMD on an MMSA feature pickle or a label CSV and write a checkpoint folder.
 
-Data loading goes through :func:`load_training_data` (``--data FILE.pkl``) or :func:`load_label_data`
+Data loading goes through :func:`~dmd_pipeline.data.datasets.load_data_source` (``--data FILE.pkl``) or :func:`load_label_data`
 (``--labels FILE.csv``: transcripts only, see :mod:`dmd_pipeline.data.text_only`; the text goes through the
 encoder either as token ids fine-tuned inside DMD, ``--text-input tokens``, or as frozen features,
 ``--text-input features``; audio and vision are zeros and the model records ``"modalities": ["text"]``).
@@ -18,7 +18,8 @@ from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import Device, device_option
+from dmd_pipeline.cli.common import Device, device_option, quiet_transformers
+from dmd_pipeline.cli.tables import print_metrics
 
 
 def parse_overrides(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -40,22 +41,6 @@ def parse_overrides(items: list[str] | None) -> tuple[dict[str, Any], dict[str, 
         else:
             model[key] = value
     return model, train
-
-
-def load_training_data(data: Path) -> Any:
-    """Load the data file into a :class:`~dmd_pipeline.data.datasets.DataSource` (splits + provenance)."""
-    from dmd_pipeline.data.datasets import load_data_source
-
-    return load_data_source(data)
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' weight-loading progress bars (noise on stderr, unreadable in logs)."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a pinned dependency
-        return
-    hf_logging.disable_progress_bar()
 
 
 def encoder_folder(text_encoder: str | None) -> Path:
@@ -542,8 +527,9 @@ def _run(
 
     from rich.console import Console
 
-    from dmd_pipeline.data.datasets import dataset_from_split
+    from dmd_pipeline.data.datasets import dataset_from_split, load_data_source
     from dmd_pipeline.data.mmsa import describe_splits
+    from dmd_pipeline.device import resolve_device
     from dmd_pipeline.errors import ConfigError
     from dmd_pipeline.models import DMDSystem
     from dmd_pipeline.models.checkpoint import (
@@ -552,7 +538,7 @@ def _run(
         text_encoder_ref,
         text_encoder_sha256,
     )
-    from dmd_pipeline.training.trainer import TrainConfig, Trainer, evaluate, resolve_device, set_seed
+    from dmd_pipeline.training.trainer import TrainConfig, Trainer, evaluate, set_seed
 
     console = Console(stderr=True, quiet=quiet)
     model_kw, train_kw = parse_overrides(overrides)
@@ -560,7 +546,7 @@ def _run(
     if labels is not None:
         source, text_encoder, extra_meta = load_label_data(labels, preset, model_kw, text_encoder, text_input)
     else:
-        source = load_training_data(data)  # type: ignore[arg-type]
+        source = load_data_source(data)  # type: ignore[arg-type]
     config, notes = build_config(preset, source.splits, text_encoder, num_classes, model_kw, train_kw)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -664,8 +650,6 @@ def _run(
     meta.update(metrics=metrics, train_config=tcfg.to_dict(), best_epoch=result.best_epoch)
     meta["stopped_early"], meta["epochs_run"] = result.stopped_early, result.epochs_run
     save_checkpoint(out, system, meta)
-    from dmd_pipeline.cli.evaluate import print_metrics
-
     if not quiet:
         print_metrics({f"{k} (best epoch {result.best_epoch})": v for k, v in metrics.items()}, console)
     console.print(f"saved {out}")

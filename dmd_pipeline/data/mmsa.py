@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import DataError
-from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
+from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ def save_mmsa_pickle(path: str | Path, splits: dict[str, dict[str, Any]], meta: 
     sidecar = {"format": "mmsa-pickle", "file": path.name, **describe_splits(splits)}
     if meta:
         sidecar["meta"] = meta
-    atomic_write_json(sidecar_path(path), _jsonable(sidecar))
+    atomic_write_json(sidecar_path(path), json_safe(sidecar))
 
 
 def read_sidecar(path: str | Path) -> dict | None:
@@ -413,16 +413,3 @@ def read_sidecar(path: str | Path) -> dict | None:
         raise DataError(sc, f"invalid JSON sidecar: {exc}") from exc
 
 
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays and non-finite floats into plain JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from dmd_pipeline.extractors.transcribe import (
+from dmd_pipeline.extractors.words import (
     Segment,
     Transcript,
     Word,

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from dmd_pipeline.errors import ConfigError, ModelConfigError, ModelFileError
-from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
+from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe
 
 WEIGHTS_NAME = "model.safetensors"
 BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
@@ -59,27 +59,6 @@ def versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "safetensors": safetensors.__version__,
     }
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make metadata JSON-safe: numpy/torch scalars -> numbers, tuples -> lists, NaN/inf -> None."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.generic, torch.Tensor)) and getattr(obj, "ndim", 0) == 0:
-        obj = obj.item()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def text_encoder_ref(path_or_ref: str | Path | None) -> str | None:
@@ -197,15 +176,15 @@ def save_checkpoint(
         raise ConfigError(f"weights_dtype must be one of {sorted(_DTYPES)}, got {dtype_name!r}")
     tensors = {k: v.to(_DTYPES[dtype_name]) if v.is_floating_point() else v for k, v in tensors.items()}
     meta["weights_dtype"] = dtype_name
-    header = {"format": "pt", "dmd_format": FORMAT, "dmd_config": json.dumps(_jsonable(config_dict))}
+    header = {"format": "pt", "dmd_format": FORMAT, "dmd_config": json.dumps(json_safe(config_dict))}
     blob = save(tensors, metadata=header)
     atomic_write_bytes(out / WEIGHTS_NAME, blob)
     payload = {
-        **_jsonable(meta),
+        **json_safe(meta),
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": _jsonable(config_dict),
+        "config": json_safe(config_dict),
         "versions": versions(),
         "n_tensors": len(tensors),
     }

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
+from dmd_pipeline.device import resolve_device
 from dmd_pipeline.errors import ConfigError
 
 #: Output keys whose batch axis is 1: time-major (T', B, d) representations and the (6, B) edge weights.
@@ -113,8 +114,6 @@ def rank_device(device: str, info: DistInfo) -> torch.device:
 
     ConfigError for MPS (no torch.distributed backend) or too few GPUs for the local processes.
     """
-    from dmd_pipeline.training.trainer import resolve_device
-
     dev = resolve_device(device)
     if dev.type == "mps":
         raise ConfigError("training on several processes needs --device cpu or cuda (MPS has no DDP backend)")

@@ -46,8 +46,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dmd_pipeline.device import resolve_device
 from dmd_pipeline.errors import ConfigError
+from dmd_pipeline.training import distributed
 from dmd_pipeline.training.metrics import compute_metrics
+from dmd_pipeline.utils import json_safe
 
 MINIMISE_KEYS = {"Loss", "MAE"}
 RESUME_DIR = "resume"
@@ -132,25 +135,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``cpu``/``cuda``/``mps``, or ``auto`` = the first available of cuda, mps, cpu."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, mps or auto")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA GPU")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' requested but it is not available")
-    return torch.device(name)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -346,8 +330,6 @@ class Trainer:
         )
         self.console = console
         self.minimise = config.key_eval in MINIMISE_KEYS
-        from dmd_pipeline.training import distributed
-
         self.dist = distributed.current()
         if self.dist.distributed and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -425,8 +407,6 @@ class Trainer:
         On several processes every rank calls this (``on_epoch_end`` runs on every rank, with the same
         record); only rank 0 writes into ``checkpoint_dir``, all ranks read it to resume.
         """
-        from dmd_pipeline.training import distributed
-
         cfg, info = self.cfg, self.dist
         if cfg.update_epochs < 1 or cfg.batch_size < 1 or cfg.early_stop < 1:
             raise ConfigError("update_epochs, batch_size and early_stop must be >= 1")
@@ -491,8 +471,6 @@ class Trainer:
         stopped_early: bool,
     ) -> TrainResult:
         """The epochs of :meth:`fit` (``checkpoint_dir`` None on the ranks that do not write)."""
-        from dmd_pipeline.training import distributed
-
         cfg, info = self.cfg, self.dist
         with display:
             while (cfg.max_epochs is None or epoch < cfg.max_epochs) and not stopped_early:
@@ -536,7 +514,7 @@ class Trainer:
                     from dmd_pipeline.utils import atomic_write_json
 
                     atomic_write_json(
-                        Path(checkpoint_dir) / "history.json", _json_safe([asdict(h) for h in history])
+                        Path(checkpoint_dir) / "history.json", json_safe([asdict(h) for h in history])
                     )
                     save_train_state(
                         self, Path(checkpoint_dir), train_loader, epoch, best, best_epoch, best_metrics,
@@ -726,9 +704,7 @@ def load_train_state(
     elif f"rng.torch.rank{rank}" in tensors:
         torch.set_rng_state(tensors[f"rng.torch.rank{rank}"])
     else:  # resumed on more processes than the run had: a fresh, still deterministic, dropout stream
-        from dmd_pipeline.training.distributed import rank_seed
-
-        torch.manual_seed(rank_seed(trainer.cfg.seed + int(state["epoch"]), rank))
+        torch.manual_seed(distributed.rank_seed(trainer.cfg.seed + int(state["epoch"]), rank))
     gen = getattr(train_loader, "generator", None)
     if gen is not None and "rng.loader" in tensors:
         gen.set_state(tensors["rng.loader"])
@@ -743,11 +719,3 @@ def load_train_state(
     )
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
