@@ -2,7 +2,7 @@
 
 The goldens were written by the code before a behaviour-preserving refactor (``tests/golden/regenerate.py``;
 a change that means to alter the output regenerates them in a commit of its own). Timings, ``created_at``,
-``mtime_ns`` and absolute path prefixes are normalised away (see the script's docstring); everything else must match to
+``mtime_ns``, model ``digest`` and absolute path prefixes are normalised away (see the script's docstring); everything else must match to
 the byte. The demo clip is always covered; the real clips and RAVDESS videos need ../shared.
 ``dmd evaluate`` of both bundled models (about 2 minutes of extraction on 2 cores) runs only with
 ``DMD_GOLDEN_EVALUATE=1``.

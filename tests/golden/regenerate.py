@@ -8,8 +8,9 @@ A change that *means* to alter the output regenerates them in a commit of its ow
     .venv/bin/python tests/golden/regenerate.py --evaluate # also `dmd evaluate --json` of both bundled models
 
 Normalised away before comparing (they depend on the run or the machine, not on the analysis):
-- `timings` (wall-clock seconds of each stage), `created_at` (the time of the run) and `mtime_ns` (the input
-  file's modification time, part of its identity for resume), at any depth;
+- `timings` (wall-clock seconds of each stage), `created_at` (the time of the run), `mtime_ns` (the input
+  file's modification time) and a model's `digest` (it covers the weights file's modification time), both
+  identities for resume, at any depth;
 - absolute paths: the repository root becomes `$REPO` and the shared data folder `$SHARED` in every string.
 Everything else, floats included, is compared as JSON text (Python's shortest round-trip float repr).
 Exact float equality assumes the same CPU class and library builds as the run that wrote the goldens.
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent
 ANALYZE_DIR = GOLDEN / "analyze"
 EVALUATE_DIR = GOLDEN / "evaluate"
-DROP_KEYS = frozenset({"timings", "created_at", "mtime_ns"})
+DROP_KEYS = frozenset({"timings", "created_at", "mtime_ns", "digest"})
 # Both bundled models on a split each; the label files are the ones the model card measures with.
 EVALUATIONS = {
     "mosi-text-minilm": ("data/mosi/label.csv", "test"),
