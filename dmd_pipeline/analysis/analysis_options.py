@@ -1,0 +1,24 @@
+"""How to analyse one file: :class:`AnalyzeOptions` (the models are passed separately; what a result records
+of its options is :mod:`dmd_pipeline.analysis.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class AnalyzeOptions:
+    """How to analyse a clip (the model is passed separately)."""
+
+    asr: str = "whisper"  # whisper | pocketsphinx | none (used when no transcript/sidecar)
+    transcript: str | Path | None = None  # transcript file (.txt/.srt/.vtt/.json) or literal text
+    cue_rate_hz: float = 2.0
+    max_segment_s: float = 10.0  # utterances longer than this are cut at pauses
+    min_segment_s: float = 1.0  # shorter ones are merged into a close neighbour
+    key_frames: int = 3
+    batch_size: int = 16
+    fps: float | None = None  # visual sampling rate; None: the model's feature spec, else 10 (4 if unused)
+    # files longer than 1.5x this are extracted and scored in windows of about this length (memory bounded
+    # by the window, not the file); 0 = always whole
+    stream_window_s: float = 60.0
