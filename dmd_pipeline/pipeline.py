@@ -11,7 +11,9 @@ a failing stage raises :class:`~dmd_pipeline.errors.InputError` with ``stage`` s
 
 Missing modalities: a file without a video stream gives ``visual=None``; a file without an audio stream gives
 ``acoustic=None`` and, unless a transcript was given, ``text=None`` (a given transcript is still encoded,
-with proportional word times). :func:`to_model_inputs` turns a missing modality into zeros with length 0.
+with proportional word times). :func:`~dmd_pipeline.model_input.to_model_inputs` turns a missing modality into zeros with length 0.
+The settings live in :mod:`dmd_pipeline.feature_config` and the model-input layout in
+:mod:`dmd_pipeline.model_input` (both importable from here as before).
 
 :class:`Extractor` loads each model once, lazily, and keeps it for every later clip. With a
 :class:`~dmd_pipeline.features.FeatureCache` a clip already extracted with the same configuration is read
@@ -28,7 +30,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,24 @@ import numpy as np
 from dmd_pipeline.errors import DMDError, InputError
 from dmd_pipeline.extractors.transcribe import to_16k
 from dmd_pipeline.extractors.vad import speech_seconds
+from dmd_pipeline.feature_config import (  # noqa: F401 - re-exported: the pipeline API
+    ALIGNED_SEQ_LENS,
+    ASR_ENGINES,
+    UNALIGNED_SEQ_LENS,
+    ExtractionConfig,
+)
 from dmd_pipeline.features import (
     FeatureBundle,
     FeatureCache,
     package_versions,
-    pad_or_truncate,
-    pool_to_words,
-    resample_to_length,
     word_source_counts,
+)
+from dmd_pipeline.model_input import select_columns, to_model_inputs  # noqa: F401 - re-exported
+from dmd_pipeline.streaming import (  # noqa: F401 - spans_in re-exported
+    FrameQueue,
+    cut_point,
+    spans_in,
+    trim_frames,
 )
 from dmd_pipeline.utils import config_hash, path_problem, sha256_file
 
@@ -52,101 +63,9 @@ from dmd_pipeline.utils import config_hash, path_problem, sha256_file
 logger = logging.getLogger("dmd_pipeline.pipeline")
 
 STAGES = ("probe", "audio", "transcript", "align", "acoustic", "visual", "text")
-ASR_ENGINES = ("whisper", "pocketsphinx", "none")
-ALIGNED_SEQ_LENS = (50, 50, 50)  # MMSA aligned_50
-UNALIGNED_SEQ_LENS = (50, 375, 500)  # MMSA CMU-MOSI unaligned_50 (text, audio, vision)
 
 #: Stage messages ("clip.mp4: transcribe", "loading the text encoder") at INFO; the CLI shows them live.
 logger = logging.getLogger("dmd_pipeline.pipeline")
-
-
-@dataclass
-class ExtractionConfig:
-    """Everything that decides what the extractor produces.
-
-    ``aligned``/``seq_lens`` only shape :func:`to_model_inputs` (bundles hold full-rate frames), except
-    ``seq_lens[0]``, the text token length, which the text encoder uses.
-    """
-
-    fps: float = 10.0  # visual sampling rate (frames/s)
-    asr: str = "whisper"  # whisper | pocketsphinx | none (used only without given/sidecar transcript)
-    text_model: str | None = None  # local BERT-family folder; None = bundled all-MiniLM-L6-v2
-    face_model: str | None = None  # face_landmarker.task; None = bundled
-    whisper_model: str | None = None  # CTranslate2 Whisper folder; None = bundled tiny.en
-    aligned: bool = True
-    seq_lens: tuple[int, int, int] = ALIGNED_SEQ_LENS
-    keep_landmarks: bool = False  # add the raw 478x3 face landmarks to the visual features
-    max_side: int | None = 640  # frames are scaled so the long side is at most this
-    sample_rate: int = 16000
-    device: str = "cpu"
-    # acoustic feature set: librosa (25-d, 100 Hz) | whisper (384-d encoder states, 50 Hz) | whisper+librosa
-    acoustic: str = "librosa"
-
-    def __post_init__(self) -> None:
-        from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
-
-        if self.acoustic not in ACOUSTIC_SETTINGS:
-            raise ValueError(
-                f"unknown acoustic setting {self.acoustic!r}; choose one of {', '.join(ACOUSTIC_SETTINGS)}"
-            )
-        if self.asr not in ASR_ENGINES:
-            raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
-        if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        self.seq_lens = tuple(int(x) for x in self.seq_lens)  # type: ignore[assignment]
-
-    @classmethod
-    def for_setting(cls, aligned: bool, **kw: Any) -> ExtractionConfig:
-        """A config with the MMSA sequence lengths of the aligned (50,50,50) or unaligned (50,375,500) setting."""
-        kw.setdefault("seq_lens", ALIGNED_SEQ_LENS if aligned else UNALIGNED_SEQ_LENS)
-        return cls(aligned=aligned, **kw)
-
-    def to_dict(self) -> dict:
-        """JSON-able dict of the fields."""
-        d = dataclasses.asdict(self)
-        d["seq_lens"] = list(self.seq_lens)
-        return d
-
-    def feature_hash(self) -> str:
-        """Hash of everything that changes a bundle's content (not aligned/unaligned, not audio/vision lengths).
-
-        Covers the settings, the package versions and the identity of the model files (bundled: recorded
-        sha256; user path: resolved path, size and mtime), so a changed model or library invalidates the cache.
-        """
-        from dmd_pipeline.model_files import bundled_file_hashes
-
-        relevant = {
-            "fps": self.fps,
-            # the decoding changed: new key (greedy; then implausible segment timings from alignment)
-            "asr": self.asr if self.asr != "whisper" else "whisper/greedy/rate-checked",
-            "speech_measure": "silero-vad-v6",  # metadata["speech_s"]: bundles cached before lack it
-            "text_len": self.seq_lens[0],
-            "keep_landmarks": self.keep_landmarks,
-            "max_side": self.max_side,
-            "sample_rate": self.sample_rate,
-            "models": {
-                "text": _model_identity(self.text_model),
-                "face": _model_identity(self.face_model),
-                "whisper": _model_identity(self.whisper_model) if self.asr == "whisper" else None,
-            },
-            "bundled": bundled_file_hashes(),
-            "versions": package_versions(),
-        }
-        if self.acoustic != "librosa":  # the default adds nothing, so caches of earlier versions stay valid
-            relevant["acoustic"] = self.acoustic
-            relevant["models"]["whisper"] = _model_identity(self.whisper_model)
-        return config_hash(relevant)
-
-
-def _model_identity(path: str | None) -> Any:
-    if path is None:
-        return "bundled"
-    p = Path(path).expanduser().resolve()
-    try:
-        st = p.stat()
-        return [str(p), st.st_size, int(st.st_mtime)]
-    except OSError:
-        return [str(p), None, None]
 
 
 class Extractor:
@@ -415,7 +334,7 @@ class Extractor:
                         "acoustic",
                         path,
                         timings,
-                        lambda: _trim_frames(aco.extract(wide, sr), lead_s, np.inf if open_end else duration),
+                        lambda: trim_frames(aco.extract(wide, sr), lead_s, np.inf if open_end else duration),
                     )
                 else:
                     acoustic_job = self._start("acoustic", path, timings, lambda: aco.extract(audio, sr))
@@ -534,7 +453,7 @@ class Extractor:
             with self._stage("audio", path, timings):
                 stream = media.AudioStream(path, sr=sr, info=info) if info.has_audio else None
             if info.has_video:
-                frames = _FrameQueue(media.iter_frames(path, fps=cfg.fps, max_side=cfg.max_side, info=info))
+                frames = FrameQueue(media.iter_frames(path, fps=cfg.fps, max_side=cfg.max_side, info=info))
             buf = np.zeros(0, np.float32)
             buf_start = 0  # file sample index of buf[0]
             ended = stream is None
@@ -552,7 +471,7 @@ class Extractor:
                         more = stream.read(need) if need > 0 else np.zeros(0, np.float32)
                         ended = len(more) < need
                         buf = np.concatenate([buf, more]) if more.size else buf
-                cut = duration if last else _cut_point(buf, buf_start, sr, nominal, search_s, spans)
+                cut = duration if last else cut_point(buf, buf_start, sr, nominal, search_s, spans)
                 i0 = int(round(t0 * sr)) - buf_start
                 i1 = int(round(cut * sr)) - buf_start if not last else len(buf)
                 audio = buf[i0:i1] if stream is not None else None
@@ -794,36 +713,6 @@ def _until(
             close()
 
 
-def _cut_point(
-    buf: np.ndarray, buf_start: int, sr: int, nominal: float, search_s: float, spans: Sequence[Any] | None
-) -> float:
-    """A window boundary near ``nominal`` on the 0.2 s grid: the middle of the pause between transcript
-    segments closest to it, else the point whose surrounding 0.2 s of audio is quietest."""
-    grid = 0.2
-    lo, hi = nominal - search_s, nominal + search_s
-    if spans:
-        ordered = sorted(spans, key=lambda x: (x.start, x.end))
-        gaps = [
-            0.5 * (a.end + b.start)
-            for a, b in zip(ordered[:-1], ordered[1:], strict=True)
-            if b.start > a.end and lo <= 0.5 * (a.end + b.start) <= hi
-        ]
-        if gaps:
-            best = min(gaps, key=lambda g: abs(g - nominal))
-            return round(round(best / grid) * grid, 6)
-    cands = [round(c * grid, 6) for c in range(int(np.ceil(lo / grid)), int(np.floor(hi / grid)) + 1)]
-    if buf.size == 0 or not cands:
-        return round(round(nominal / grid) * grid, 6)
-    half = int(0.1 * sr)
-
-    def energy(c: float) -> float:
-        i = int(round(c * sr)) - buf_start
-        seg = buf[max(0, i - half) : max(0, i + half)]
-        return float(np.mean(seg.astype(np.float64) ** 2)) if seg.size else float("inf")
-
-    return min(cands, key=lambda c: (energy(c), abs(c - nominal)))
-
-
 def release_memory() -> None:
     """Collect garbage and hand freed heap memory back to the system (glibc ``malloc_trim``; a no-op
     elsewhere): between streaming windows, so that the peak stays that of one window."""
@@ -833,53 +722,6 @@ def release_memory() -> None:
     gc.collect()
     with suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def spans_in(spans: Sequence[Any] | None, start: float, end: float) -> list[Any]:
-    """The transcript segments whose centre lies in ``[start, end)``: what a streaming window transcribes."""
-    return [x for x in spans or [] if start <= 0.5 * (float(x.start) + float(x.end)) < end]
-
-
-class _FrameQueue:
-    """One frame stream (file times) handed out window by window: :meth:`until` yields the frames before a
-    time and keeps the first later one for the next window."""
-
-    def __init__(self, frames: Iterator[tuple[float, np.ndarray]]) -> None:
-        self._frames = frames
-        self._held: tuple[float, np.ndarray] | None = None
-        self._done = False
-
-    def until(self, end: float) -> Iterator[tuple[float, np.ndarray]]:
-        """Frames with time < ``end``."""
-        while True:
-            if self._held is None:
-                if self._done:
-                    return
-                try:
-                    self._held = next(self._frames)
-                except StopIteration:
-                    self._done = True
-                    return
-            if self._held[0] >= end - 1e-9:
-                return
-            item, self._held = self._held, None
-            yield item
-
-    def close(self) -> None:
-        """End the frame decoder (ffmpeg)."""
-        close = getattr(self._frames, "close", None)
-        if callable(close):
-            close()
-
-
-def _trim_frames(frames: Any, lead_s: float, duration: float) -> Any:
-    """Frames computed over audio that starts ``lead_s`` before a window, cut to the window
-    ``[0, duration)`` with times relative to its start."""
-    from dmd_pipeline.extractors.base import FrameFeatures
-
-    t = np.asarray(frames.times, dtype=np.float64) - lead_s
-    keep = (t >= -1e-9) & (t < duration - 1e-9)
-    return FrameFeatures(frames.values[keep], t[keep], list(frames.names), dict(frames.extras))
 
 
 def _shift(frames: Iterable[tuple[float, np.ndarray]], offset: float) -> Iterator[tuple[float, np.ndarray]]:
@@ -912,91 +754,3 @@ def extract_clip(
     if key not in _DEFAULT_EXTRACTORS:
         _DEFAULT_EXTRACTORS[key] = Extractor(config, cache=cache)
     return _DEFAULT_EXTRACTORS[key].extract_clip(path, start=start, end=end, transcript=transcript)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Model input (MMSA layout)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def to_model_inputs(
-    bundle: FeatureBundle,
-    aligned: bool = True,
-    seq_lens: tuple[int, int, int] = ALIGNED_SEQ_LENS,
-    dims: dict[str, int] | None = None,
-) -> dict[str, np.ndarray]:
-    """One clip's model input in the MMSA layout: ``text`` (Lt, Dt) float32, ``text_bert`` (3, Lt) int64,
-    ``audio`` (La, Da), ``vision`` (Lv, Dv) float32, ``audio_lengths``/``vision_lengths`` int64 scalars.
-
-    Aligned: audio/vision pooled over each word's span onto the text tokens (see
-    :func:`~dmd_pipeline.features.pool_to_words`); lengths = number of real tokens. When a clip has no words
-    (no speech) the aligned audio/vision fall back to uniform average pooling onto ``La``/``Lv`` steps, so
-    the signal is not lost. Unaligned: :func:`~dmd_pipeline.features.resample_to_length`.
-    A missing modality becomes zeros with length 0; its dim comes from ``dims`` or ``bundle.metadata["dims"]``.
-    """
-    lt, la, lv = (int(x) for x in seq_lens)
-    dims = {**bundle.metadata.get("dims", {}), **(dims or {})}
-    out: dict[str, np.ndarray] = {}
-
-    tf = bundle.text
-    if tf is not None:
-        out["text"] = pad_or_truncate(np.asarray(tf.features, dtype=np.float32), lt)
-        bert = np.stack(
-            [np.asarray(tf.input_ids), np.asarray(tf.attention_mask), np.asarray(tf.token_type_ids)]
-        )
-        out["text_bert"] = pad_or_truncate(bert.astype(np.int64), lt, axis=1)
-        word_index = pad_or_truncate(np.asarray(tf.word_index, dtype=np.int64), lt)
-        if len(tf.word_index) < lt:
-            word_index[len(tf.word_index) :] = -1
-        n_tokens = int(min(lt, np.asarray(tf.attention_mask).sum()))
-    else:
-        out["text"] = np.zeros((lt, _dim(dims, "text")), dtype=np.float32)
-        out["text_bert"] = np.zeros((3, lt), dtype=np.int64)
-        word_index = np.full(lt, -1, dtype=np.int64)
-        n_tokens = 0
-    has_words = bool(bundle.words) and bool((word_index >= 0).any())
-
-    for key, frames, length in (("audio", bundle.acoustic, la), ("vision", bundle.visual, lv)):
-        if frames is None:
-            out[key] = np.zeros((length, _dim(dims, key)), dtype=np.float32)
-            n = 0
-        elif aligned and has_words:
-            out[key] = pool_to_words(frames, bundle.words, word_index[:length], max_len=length)
-            n = min(n_tokens, length)
-        else:
-            out[key], n = resample_to_length(frames, length)
-        out[f"{key}_lengths"] = np.int64(n)
-    for key in ("text", "audio", "vision"):
-        np.nan_to_num(out[key], copy=False)
-    return out
-
-
-def select_columns(frames: Any, names: list[str] | None, what: str = "features") -> Any:
-    """``frames`` (FrameFeatures) restricted to the columns ``names``, in that order.
-
-    Lets one extraction serve several models: a bundle of ``whisper+librosa`` frames gives a model trained
-    on ``whisper`` its 384 columns. ``names=None`` or names equal to the frames' returns ``frames`` as is;
-    a name the frames lack raises ConfigError (the model needs features this extraction did not make).
-    """
-    if frames is None or names is None or list(frames.names) == list(names):
-        return frames
-    from dmd_pipeline.errors import ConfigError
-    from dmd_pipeline.extractors.base import FrameFeatures
-
-    index = {n: i for i, n in enumerate(frames.names)}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise ConfigError(
-            f"the model needs {what} columns that this extraction does not produce ({len(missing)} missing, "
-            f"e.g. {', '.join(missing[:3])}); it was trained on other feature settings"
-        )
-    cols = np.array([index[n] for n in names], dtype=np.int64)
-    return FrameFeatures(frames.values[:, cols], frames.times, list(names), dict(frames.extras))
-
-
-def _dim(dims: dict[str, int], key: str) -> int:
-    if key not in dims:
-        raise ValueError(
-            f"the {key} modality is missing and its dimension is unknown; pass dims={{'{key}': D}}"
-        )
-    return int(dims[key])

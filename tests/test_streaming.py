@@ -9,7 +9,8 @@ import pytest
 from media_factory import DEFAULT_TEXT, MediaFactory, require_tools, session_factory
 
 from dmd_pipeline import media
-from dmd_pipeline.pipeline import ExtractionConfig, Extractor, _cut_point, spans_in
+from dmd_pipeline.pipeline import ExtractionConfig, Extractor
+from dmd_pipeline.streaming import cut_point, spans_in
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +37,14 @@ def test_window_cut_lies_in_a_pause_on_the_grid() -> None:
     rng = np.random.default_rng(0)
     buf = rng.normal(0, 0.3, 20 * sr).astype(np.float32)
     buf[int(10.3 * sr) : int(10.5 * sr)] = 0.0  # the only pause near 11 s
-    assert _cut_point(buf, 0, sr, 11.0, 2.0, None) == pytest.approx(10.4)
+    assert cut_point(buf, 0, sr, 11.0, 2.0, None) == pytest.approx(10.4)
 
     class Seg:
         def __init__(self, a: float, b: float) -> None:
             self.start, self.end = a, b
 
     spans = [Seg(0, 9.0), Seg(9.9, 12.0), Seg(12.5, 20.0)]  # pauses at 9.45 and 12.25
-    assert _cut_point(buf, 0, sr, 11.5, 2.0, spans) == pytest.approx(12.2)  # the closer pause, on the grid
+    assert cut_point(buf, 0, sr, 11.5, 2.0, spans) == pytest.approx(12.2)  # the closer pause, on the grid
     assert [s.start for s in spans_in(spans, 9.0, 12.2)] == [9.9]
 
 

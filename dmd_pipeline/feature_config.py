@@ -1,0 +1,103 @@
+"""What decides the features: :class:`ExtractionConfig` (every extractor setting, and the hash of all that
+changes a bundle's content, the feature cache key) and the MMSA sequence-length presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
+from dmd_pipeline.features import package_versions
+from dmd_pipeline.model_files import bundled_file_hashes
+from dmd_pipeline.utils import config_hash
+
+ASR_ENGINES = ("whisper", "pocketsphinx", "none")
+ALIGNED_SEQ_LENS = (50, 50, 50)  # MMSA aligned_50
+UNALIGNED_SEQ_LENS = (50, 375, 500)  # MMSA CMU-MOSI unaligned_50 (text, audio, vision)
+
+
+@dataclass
+class ExtractionConfig:
+    """Everything that decides what the extractor produces.
+
+    ``aligned``/``seq_lens`` only shape :func:`to_model_inputs` (bundles hold full-rate frames), except
+    ``seq_lens[0]``, the text token length, which the text encoder uses.
+    """
+
+    fps: float = 10.0  # visual sampling rate (frames/s)
+    asr: str = "whisper"  # whisper | pocketsphinx | none (used only without given/sidecar transcript)
+    text_model: str | None = None  # local BERT-family folder; None = bundled all-MiniLM-L6-v2
+    face_model: str | None = None  # face_landmarker.task; None = bundled
+    whisper_model: str | None = None  # CTranslate2 Whisper folder; None = bundled tiny.en
+    aligned: bool = True
+    seq_lens: tuple[int, int, int] = ALIGNED_SEQ_LENS
+    keep_landmarks: bool = False  # add the raw 478x3 face landmarks to the visual features
+    max_side: int | None = 640  # frames are scaled so the long side is at most this
+    sample_rate: int = 16000
+    device: str = "cpu"
+    # acoustic feature set: librosa (25-d, 100 Hz) | whisper (384-d encoder states, 50 Hz) | whisper+librosa
+    acoustic: str = "librosa"
+
+    def __post_init__(self) -> None:
+        if self.acoustic not in ACOUSTIC_SETTINGS:
+            raise ValueError(
+                f"unknown acoustic setting {self.acoustic!r}; choose one of {', '.join(ACOUSTIC_SETTINGS)}"
+            )
+        if self.asr not in ASR_ENGINES:
+            raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        self.seq_lens = tuple(int(x) for x in self.seq_lens)  # type: ignore[assignment]
+
+    @classmethod
+    def for_setting(cls, aligned: bool, **kw: Any) -> ExtractionConfig:
+        """A config with the MMSA sequence lengths of the aligned (50,50,50) or unaligned (50,375,500) setting."""
+        kw.setdefault("seq_lens", ALIGNED_SEQ_LENS if aligned else UNALIGNED_SEQ_LENS)
+        return cls(aligned=aligned, **kw)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the fields."""
+        d = dataclasses.asdict(self)
+        d["seq_lens"] = list(self.seq_lens)
+        return d
+
+    def feature_hash(self) -> str:
+        """Hash of everything that changes a bundle's content (not aligned/unaligned, not audio/vision lengths).
+
+        Covers the settings, the package versions and the identity of the model files (bundled: recorded
+        sha256; user path: resolved path, size and mtime), so a changed model or library invalidates the cache.
+        """
+        relevant = {
+            "fps": self.fps,
+            # the decoding changed: new key (greedy; then implausible segment timings from alignment)
+            "asr": self.asr if self.asr != "whisper" else "whisper/greedy/rate-checked",
+            "speech_measure": "silero-vad-v6",  # metadata["speech_s"]: bundles cached before lack it
+            "text_len": self.seq_lens[0],
+            "keep_landmarks": self.keep_landmarks,
+            "max_side": self.max_side,
+            "sample_rate": self.sample_rate,
+            "models": {
+                "text": _model_identity(self.text_model),
+                "face": _model_identity(self.face_model),
+                "whisper": _model_identity(self.whisper_model) if self.asr == "whisper" else None,
+            },
+            "bundled": bundled_file_hashes(),
+            "versions": package_versions(),
+        }
+        if self.acoustic != "librosa":  # the default adds nothing, so caches of earlier versions stay valid
+            relevant["acoustic"] = self.acoustic
+            relevant["models"]["whisper"] = _model_identity(self.whisper_model)
+        return config_hash(relevant)
+
+
+def _model_identity(path: str | None) -> Any:
+    if path is None:
+        return "bundled"
+    p = Path(path).expanduser().resolve()
+    try:
+        st = p.stat()
+        return [str(p), st.st_size, int(st.st_mtime)]
+    except OSError:
+        return [str(p), None, None]
