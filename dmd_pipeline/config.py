@@ -171,7 +171,6 @@ def check_config_dict(d: Any) -> None:
 
 #: Text feature widths for ``get_preset(..., feature_dims=(TEXT_DIM_MINILM, d_audio, d_vision))``.
 TEXT_DIM_MINILM = 384  # bundled all-MiniLM-L6-v2
-TEXT_DIM_BERT_BASE = 768  # bert-base-uncased, the official text features
 
 #: Keys of :attr:`DMDConfig.train` (what the trainer reads) and what each means.
 TRAIN_KEYS: dict[str, str] = {

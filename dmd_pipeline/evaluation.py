@@ -2,10 +2,10 @@
 
 Media (:func:`evaluate_media`): the label file is read with :func:`dmd_pipeline.data.labels.read_labels`
 (any layout it understands); each item goes through the extractor the model was trained with
-(:func:`extraction_config`, built from the settings recorded in the model's meta), through the feature
-cache, into the model input exactly as ``dmd extract`` builds it (:func:`media_model_inputs`:
-``pipeline.to_model_inputs``, then the modalities the model does not use replaced by zeros, as its training
-data had them), and the model runs in batches. Items that fail extraction are listed and left out.
+(:meth:`~dmd_pipeline.model.LoadedModel.extraction_config`, built from the settings recorded in the model's
+meta), through the feature cache, into the model input exactly as ``dmd extract`` builds it
+(:meth:`~dmd_pipeline.model.LoadedModel.inputs`: ``to_model_inputs``, then the modalities the model does not
+use replaced by zeros, as its training data had them), and the model runs in batches. Items that fail extraction are listed and left out.
 
 Labels: a classification model's class names are matched to the label strings case-insensitively
 (:func:`class_index_map`); the label file's own (sorted) order plays no part. Regression labels are the
@@ -18,7 +18,6 @@ matrix (:func:`~dmd_pipeline.training.metrics.classification_report`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,7 @@ import numpy as np
 
 from dmd_pipeline.errors import ConfigError, DataError, InputError
 
-MODALITIES = ("text", "audio", "vision")
 SPLITS = ("train", "valid", "test")
-#: What ``--split`` accepts (plus the aliases of :data:`dmd_pipeline.data.labels.SPLIT_ALIASES`).
-SPLIT_CHOICES = ("test", "valid", "train", "all")
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -171,125 +167,6 @@ def select_media_items(csv_path: str | Path, model: Any, split: str) -> LabelSel
 # ------------------------------------------------------------------------------------------- extraction
 
 
-def extraction_config(model: Any, device: str = "cpu") -> Any:
-    """The :class:`~dmd_pipeline.pipeline.ExtractionConfig` ``model`` was trained with.
-
-    The known keys of the recorded ``model.extraction["config"]`` (defaults where nothing is recorded, e.g.
-    the bundled text model), ``acoustic`` from the spec when the config predates it, ``aligned`` and
-    ``seq_lens`` from the model; the text encoder of a ``use_bert`` / frozen-feature text model when the
-    config does not name one. ``device`` is where the text encoder runs (it does not change the features).
-    """
-    from dmd_pipeline.models.checkpoint import BUNDLED_TEXT_ENCODER, resolve_text_encoder
-    from dmd_pipeline.pipeline import ExtractionConfig
-
-    spec = model.extraction or {}
-    recorded = dict(spec.get("config") or {})
-    known = {f.name for f in dataclasses.fields(ExtractionConfig)}
-    kw: dict[str, Any] = {k: v for k, v in recorded.items() if k in known}
-    if "acoustic" not in kw and isinstance(spec.get("acoustic"), str):
-        kw["acoustic"] = spec["acoustic"]
-    cfg = model.config
-    aligned = model.aligned
-    kw["aligned"] = bool(kw.get("aligned", True) if aligned is None else aligned)
-    kw["seq_lens"] = tuple(int(x) for x in cfg.seq_lens)
-    if not kw.get("text_model"):
-        ref = cfg.text_encoder if getattr(cfg, "use_bert", False) else model.meta.get("text_features_encoder")
-        if ref and str(ref) != BUNDLED_TEXT_ENCODER:
-            kw["text_model"] = str(resolve_text_encoder(ref))
-    kw["device"] = "cuda" if str(device).startswith("cuda") else "cpu"
-    try:
-        return ExtractionConfig(**kw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"model {model.name!r}: its recorded extraction settings are unusable: {exc}"
-        ) from exc
-
-
-def model_dims(model: Any) -> dict[str, int]:
-    """The model's input feature dims by modality."""
-    return dict(zip(MODALITIES, (int(x) for x in model.config.feature_dims), strict=True))
-
-
-def media_model_inputs(bundle: Any, model: Any, aligned: bool) -> dict[str, np.ndarray]:
-    """One clip's model input (``text`` or ``text_bert`` as ``text``, ``audio``, ``vision``), as in training.
-
-    The frames are restricted to the columns the model was trained on (``pipeline.select_columns``), the
-    arrays built by ``pipeline.to_model_inputs`` exactly as ``dmd extract`` builds them, and the modalities
-    the model does not use replaced by zeros of the model's shapes. Raises InputError (stage
-    ``modalities``) when none of the model's modalities is in the clip, ConfigError when a used modality
-    has another dimension than the model expects.
-    """
-    from dmd_pipeline.pipeline import select_columns, to_model_inputs
-
-    cfg = model.config
-    use_bert = bool(getattr(cfg, "use_bert", False))
-    dims = model_dims(model)
-    lt, la, lv = (int(x) for x in cfg.seq_lens)
-    use = [m for m in MODALITIES if m in model.modalities]
-    present = list(bundle.modalities)
-    if not any(m in present for m in use):
-        path = bundle.metadata.get("source", {}).get("path")
-        raise InputError(
-            path,
-            f"none of the modalities the model uses ({', '.join(use)}) is in the file (it has "
-            f"{', '.join(present) or 'nothing usable'})",
-            stage="modalities",
-        )
-    sub = dataclasses.replace(
-        bundle,
-        acoustic=select_columns(bundle.acoustic, model.feature_names("audio"), "audio"),
-        visual=select_columns(bundle.visual, model.feature_names("vision"), "vision"),
-    )
-    got = {
-        "text": None if sub.text is None or use_bert else np.asarray(sub.text.features).shape[-1],
-        "audio": None if sub.acoustic is None else sub.acoustic.values.shape[-1],
-        "vision": None if sub.visual is None else sub.visual.values.shape[-1],
-    }
-    for m in use:
-        if got[m] is not None and int(got[m]) != dims[m]:
-            raise ConfigError(
-                f"model {model.name!r} expects {dims[m]}-d {m} features but the extraction gives {got[m]}-d; "
-                "it was trained on other feature settings (see the feature_spec in its config.json)"
-            )
-    arrays = to_model_inputs(sub, aligned=aligned, seq_lens=(lt, la, lv), dims=dims)
-    out = {
-        "text": arrays["text_bert"] if use_bert else arrays["text"],
-        "audio": arrays["audio"],
-        "vision": arrays["vision"],
-    }
-    zeros = {
-        "text": np.zeros((3, lt), np.int64) if use_bert else np.zeros((lt, dims["text"]), np.float32),
-        "audio": np.zeros((la, dims["audio"]), np.float32),
-        "vision": np.zeros((lv, dims["vision"]), np.float32),
-    }
-    for m in MODALITIES:
-        if m not in use:
-            out[m] = zeros[m]
-    return out
-
-
-def predict_inputs(model: Any, batch: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
-    """``output_logit`` (N, num_classes) of the model for a list of :func:`media_model_inputs`."""
-    import torch
-
-    system = model.system
-    device = next(system.parameters()).device
-    use_bert = bool(getattr(model.config, "use_bert", False))
-    tens = []
-    for k in MODALITIES:
-        arr = np.stack([b[k] for b in batch])
-        t = torch.from_numpy(arr)
-        t = t.long() if (k == "text" and use_bert) else t.float()
-        tens.append(t.to(device))
-    was_training = system.training
-    system.eval()
-    try:
-        out = system.predict(*tens)
-    finally:
-        system.train(was_training)
-    return out.float().cpu().numpy()
-
-
 @dataclass
 class MediaEvaluation:
     """What :func:`evaluate_media` produced: outputs and targets of the items that worked, the failures."""
@@ -329,7 +206,7 @@ def evaluate_media(
             bundle = extractor.extract_clip(
                 item.media, start=item.start, end=item.end, transcript=item.transcript, use_cache=use_cache
             )
-            x = media_model_inputs(bundle, model, aligned)
+            x = model.inputs(bundle, aligned=aligned)
         except InputError as exc:
             failure = {"id": item.id, "file": str(item.media), "stage": exc.stage, "reason": exc.reason}
             failures.append(failure)
@@ -339,12 +216,12 @@ def evaluate_media(
             ids.append(item.id)
             kept.append(float(target))
             if len(buf) >= batch_size:
-                outputs.append(predict_inputs(model, buf))
+                outputs.append(model.predict(buf))
                 buf = []
         if on_item is not None:
             on_item(item, failure)
     if buf:
-        outputs.append(predict_inputs(model, buf))
+        outputs.append(model.predict(buf))
     n_out = int(model.config.num_classes)
     out = np.concatenate(outputs) if outputs else np.zeros((0, n_out), np.float32)
     return MediaEvaluation(ids, out, np.asarray(kept, dtype=np.float64), failures, hits)

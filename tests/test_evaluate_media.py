@@ -212,15 +212,14 @@ def test_model_class_order_is_kept(tmp_path, clips, cache_dir) -> None:
 
 def test_unused_modalities_are_zeros_and_audio_matches_extract(model_dir, clips, cache_dir) -> None:
     from dmd_pipeline.analysis.registry import load_model
-    from dmd_pipeline.evaluation import extraction_config, media_model_inputs
     from dmd_pipeline.pipeline import Extractor, to_model_inputs
 
     model = load_model(model_dir)
-    config = extraction_config(model)
+    config = model.extraction_config()
     assert config.aligned is False and config.seq_lens == (8, 8, 8) and config.asr == "none"
     ex = Extractor(config, cache=cache_dir)
     bundle = ex.extract_clip(clips / "speech" / "clip1.wav")
-    x = media_model_inputs(bundle, model, aligned=False)
+    x = model.inputs(bundle, aligned=False)
     assert x["text"].shape == (8, 384) and x["vision"].shape == (8, 66) and x["audio"].shape == (8, 25)
     assert not x["text"].any() and not x["vision"].any() and x["audio"].any()
     ref = to_model_inputs(bundle, aligned=False, seq_lens=(8, 8, 8), dims={"text": 384, "vision": 66})

@@ -50,7 +50,6 @@ from dmd_pipeline.analysis.extraction import (  # noqa: F401 - re-exported: the 
     ACOUSTIC_RATES_HZ,
     acoustic_setting,
     as_model_list,
-    check_dims,
     get_extractor,
     model_columns,
 )
@@ -72,9 +71,7 @@ from dmd_pipeline.analysis.result import (
 from dmd_pipeline.analysis.scoring import (  # noqa: F401 - re-exported: the analysis API
     ModelScores,
     aggregate,
-    run_model,
     score_model,
-    segment_inputs,
     weighted_prediction,
 )
 from dmd_pipeline.analysis.utterances import (  # noqa: F401 - re-exported: the analysis API
@@ -100,9 +97,7 @@ __all__ = [
     "input_span",
     "model_columns",
     "model_notes",
-    "run_model",
     "score_model",
-    "segment_inputs",
     "utterances",
     "weighted_prediction",
 ]
@@ -214,7 +209,7 @@ def _score_part(
     speech = float(speech) if speech is not None and "audio" in present else None
     if peak is not None or (speech is not None and speech < MIN_VOICE_SPEECH_S):
         scorable.remove("audio")  # no voice to score: digital silence, or too little speech
-    columns = [check_dims(m, ext, scorable) for m in models]
+    columns = [m.check_dims(ext, scorable) for m in models]
 
     t0 = time.perf_counter()
     segs = utterances(bundle, duration, options, spans)

@@ -441,12 +441,6 @@ def prediction_cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str
     }
 
 
-def _segments_csv(doc: dict[str, Any]) -> str:
-    from dmd_pipeline.analysis.export import segments_csv
-
-    return segments_csv(doc)
-
-
 def write_output(path: Path, text: str) -> None:
     """Write one output file atomically; an OSError becomes an OutputError naming the file and the cause."""
     try:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.analysis.result import MODALITIES, ModelInfo
+from dmd_pipeline.analysis.result import MODALITIES
 from dmd_pipeline.errors import ModelFileError
+from dmd_pipeline.model import FeatureSpec, LoadedModel
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 #: Name tried first when no model is given (``$DMD_MODEL`` overrides it).
@@ -26,118 +26,6 @@ DEFAULT_MODEL = "mosi-text-minilm"
 #: The bundled models run by default, in this order (those bundled); ``$DMD_MODEL`` (comma list) overrides.
 DEFAULT_MODELS: tuple[str, ...] = (DEFAULT_MODEL, "ravdess-voice-emotion")
 _REQUIRED_FILES = ("config.json", "model.safetensors")
-
-
-@dataclass
-class LoadedModel:
-    """A DMD system in eval mode plus what the analysis needs to know about it."""
-
-    system: Any  # dmd_pipeline.models.DMDSystem
-    meta: dict[str, Any]
-    name: str
-    path: Path
-    modalities: list[str]
-    task: str
-    class_names: list[str] | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        """One line (the torch module inside would print hundreds)."""
-        classes = f", classes={self.class_names}" if self.class_names else ""
-        return (
-            f"LoadedModel(name={self.name!r}, task={self.task!r}, modalities={self.modalities}{classes}, "
-            f"path='{self.path}')"
-        )
-
-    @property
-    def config(self) -> Any:
-        """The model's DMDConfig."""
-        return self.system.config
-
-    @property
-    def aligned(self) -> bool | None:
-        """Whether the model was trained on word-aligned features (None when the meta does not say)."""
-        val = self.meta.get("aligned")
-        if val is None:
-            val = dataset_meta(self.meta).get("aligned")
-        if val is None:
-            preset = str(getattr(self.config, "name", "") or "")
-            if "unaligned" in preset:
-                return False
-            if "aligned" in preset:
-                return True
-            return None
-        return bool(val)
-
-    @property
-    def extraction(self) -> dict[str, Any]:
-        """:func:`extraction_spec` of this model (the extraction settings and feature names it was trained on)."""
-        return extraction_spec(self.meta)
-
-    def feature_names(self, modality: str) -> list[str] | None:
-        """Column names of a modality's input features at training time (``"audio"``/``"vision"``), if recorded."""
-        names = (self.extraction.get("names") or {}).get(modality)
-        return [str(n) for n in names] if isinstance(names, list) else None
-
-    @property
-    def role(self) -> str:
-        """``sentiment`` (regression) or ``emotion`` (classification)."""
-        return "sentiment" if self.task == "regression" else "emotion"
-
-    @property
-    def acoustic_setting(self) -> str:
-        """The acoustic feature setting the model was trained on (``librosa`` when not recorded)."""
-        cfg = self.extraction.get("config") or {}
-        return str(cfg.get("acoustic") or self.extraction.get("acoustic") or "librosa")
-
-    @property
-    def analysis_window_s(self) -> float | None:
-        """Length of the clips a short-clip model was trained on (``meta.analysis_window_s``), else None."""
-        val = self.meta.get("analysis_window_s", dataset_meta(self.meta).get("analysis_window_s"))
-        try:
-            win = float(val) if val is not None else None
-        except (TypeError, ValueError):
-            return None
-        return win if win is not None and win > 0 else None
-
-    def info(self) -> ModelInfo:
-        """The ``model`` block of an analysis result."""
-        cfg = self.config
-        return ModelInfo(
-            name=self.name,
-            path=str(self.path),
-            task=self.task,
-            num_classes=int(getattr(cfg, "num_classes", 1)),
-            class_names=self.class_names,
-            modalities=list(self.modalities),
-            preset=getattr(cfg, "name", None),
-            feature_dims=[int(x) for x in getattr(cfg, "feature_dims", ())] or None,
-            seq_lens=[int(x) for x in getattr(cfg, "seq_lens", ())] or None,
-            aligned=self.aligned,
-        )
-
-
-def dataset_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The training set's sidecar ``meta`` block, which ``dmd train --data`` records as ``feature_spec``.
-
-    A pickle made by ``dmd extract`` carries ``aligned``, ``class_names`` and the extraction settings
-    (``feature_spec.config``) there, one level below where a bundled model keeps them.
-    """
-    spec = meta.get("feature_spec")
-    return spec if isinstance(spec, dict) else {}
-
-
-def extraction_spec(meta: dict[str, Any]) -> dict[str, Any]:
-    """The extractor's own spec a model was trained on (``config``, ``names``, ``dims``, ``acoustic``...).
-
-    A model trained on a ``dmd extract`` pickle keeps it at ``meta.feature_spec.feature_spec``; a model whose
-    meta was written by hand (the bundled text model) at ``meta.feature_spec``. Empty when unknown.
-    """
-    spec = dataset_meta(meta)
-    inner = spec.get("feature_spec")
-    if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
-        return inner
-    return spec if isinstance(spec.get("config"), dict) else {}
 
 
 def available_models() -> list[str]:
@@ -267,8 +155,8 @@ def load_model(name_or_dir: str | os.PathLike[str] | None = None, device: str = 
     num_classes = int(getattr(cfg, "num_classes", 1))
     task = str(meta.get("task") or ("regression" if num_classes == 1 else "classification"))
     class_names = meta.get("class_names")
-    data_names = dataset_meta(meta).get("class_names")
-    if not class_names and isinstance(data_names, list) and len(data_names) == num_classes:
+    data_names = FeatureSpec.from_meta(meta).data_class_names
+    if not class_names and data_names is not None and len(data_names) == num_classes:
         class_names = data_names  # the label names of the `dmd extract` pickle the model was trained on
     if task == "classification":
         if not class_names:

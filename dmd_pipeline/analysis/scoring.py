@@ -1,5 +1,5 @@
-"""Scoring utterances with one model: each utterance's model input (:func:`segment_inputs`), one batched
-forward pass (:func:`run_model`), predictions from the logits, windows of a short-clip model averaged back
+"""Scoring utterances with one model: each utterance's model input (:meth:`LoadedModel.inputs`), one batched
+forward pass (:meth:`LoadedModel.forward`), predictions from the logits, windows of a short-clip model averaged back
 onto their utterance (:func:`score_model`) and the duration-weighted mean over a file
 (:func:`weighted_prediction`).
 """
@@ -16,7 +16,6 @@ import numpy as np
 from dmd_pipeline.analysis.registry import LoadedModel
 from dmd_pipeline.analysis.result import (
     EDGE_NAMES,
-    MODALITIES,
     GraphEdges,
     Prediction,
     SegmentResult,
@@ -27,92 +26,6 @@ from dmd_pipeline.analysis.result import (
     label7_index,
 )
 from dmd_pipeline.analysis.utterances import analysis_windows, input_span, window_segment
-from dmd_pipeline.extractors.base import FrameFeatures
-from dmd_pipeline.features import FeatureBundle
-from dmd_pipeline.pipeline import select_columns, to_model_inputs
-
-
-def _slice(frames: Any, start: float, end: float) -> Any:
-    """Frames whose time lies in [start, end); the nearest frame when none does; None stays None."""
-    if frames is None or frames.n_frames == 0:
-        return frames
-    t = frames.times
-    mask = (t >= start) & (t < end)
-    if not mask.any():
-        mask = np.zeros(len(t), bool)
-        mask[int(np.argmin(np.abs(t - 0.5 * (start + end))))] = True
-    return FrameFeatures(frames.values[mask], t[mask], list(frames.names), {})
-
-
-def segment_inputs(
-    bundle: Any,
-    seg: Any,
-    ext: Any,
-    model: LoadedModel,
-    present: Sequence[str],
-    columns: dict[str, list[str] | None] | None = None,
-) -> dict[str, np.ndarray]:
-    """One utterance's (or window's) model input (text or text_bert, audio, vision), unused modalities as
-    zeros. Audio/vision frames are restricted to the columns the model was trained on (``columns``, see
-    :func:`model_columns`; default: its recorded feature names) and shaped as it was trained (aligned or not).
-    """
-    cfg = model.config
-    lt = int(cfg.seq_lens[0])
-    dims = dict(zip(MODALITIES, (int(x) for x in cfg.feature_dims), strict=True))
-    use = set(model.modalities)
-
-    def cols(m: str) -> list[str] | None:
-        return columns[m] if columns is not None and m in columns else model.feature_names(m)
-
-    text = None
-    if "text" in use and "text" in present and seg.words:
-        text = ext.text_encoder.encode([w.text for w in seg.words], max_len=lt)
-    acoustic = visual = None
-    if "audio" in use and "audio" in present:  # a silent track is left out of present: zeros
-        acoustic = select_columns(_slice(bundle.acoustic, seg.start, seg.end), cols("audio"), "audio")
-    if "vision" in use and "vision" in present:
-        visual = select_columns(_slice(bundle.visual, seg.start, seg.end), cols("vision"), "vision")
-    sub = FeatureBundle(
-        text=text,
-        acoustic=acoustic,
-        visual=visual,
-        words=list(seg.words),
-        segments=[seg],
-        metadata={"dims": dims},
-    )
-    aligned = model.aligned if model.aligned is not None else bool(ext.config.aligned)
-    inputs = to_model_inputs(sub, aligned=bool(aligned), seq_lens=tuple(cfg.seq_lens), dims=dims)
-    key_text = "text_bert" if getattr(cfg, "use_bert", False) else "text"
-    return {"text": inputs[key_text], "audio": inputs["audio"], "vision": inputs["vision"]}
-
-
-def run_model(
-    model: LoadedModel, batch: list[dict[str, np.ndarray]], batch_size: int = 16
-) -> dict[str, np.ndarray]:
-    """Forward all utterances: ``logits`` (N, C), ``edges_homo``/``edges_hetero`` (N, 6)."""
-    import torch
-
-    system = model.system
-    device = next(system.parameters()).device
-    logits, homo, hetero = [], [], []
-    for i in range(0, len(batch), batch_size):
-        chunk = batch[i : i + batch_size]
-        tens = {}
-        for k in ("text", "audio", "vision"):
-            arr = np.stack([b[k] for b in chunk])
-            tens[k] = torch.from_numpy(arr).to(device)
-            if k != "text" or arr.dtype.kind == "f":
-                tens[k] = tens[k].float()
-        with torch.inference_mode():
-            out = system(tens["text"], tens["audio"], tens["vision"])
-        logits.append(out["output_logit"].float().cpu().numpy())
-        homo.append(out["edges_homo"].float().cpu().numpy().T)
-        hetero.append(out["edges_hetero"].float().cpu().numpy().T)
-    return {
-        "logits": np.concatenate(logits),
-        "edges_homo": np.concatenate(homo),
-        "edges_hetero": np.concatenate(hetero),
-    }
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -194,9 +107,9 @@ def score_model(
             wide = input_span(float(core.start), float(core.end), window, duration)
             fed.append(replace(core, start=wide[0], end=wide[1]))  # same words, wider span
     t0 = time.perf_counter()
-    inputs = [segment_inputs(bundle, sp, ext, model, present, columns) for sp in fed]
+    inputs = [model.inputs(bundle, sp, ext=ext, present=present, columns=columns) for sp in fed]
     t1 = time.perf_counter()
-    out = run_model(model, inputs, batch_size)
+    out = model.forward(inputs, batch_size)
     t2 = time.perf_counter()
     preds = [_prediction(model, out["logits"][k]) if predict else Prediction() for k in range(len(spans))]
     seg_preds: list[Prediction] = []

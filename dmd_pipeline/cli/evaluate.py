@@ -167,21 +167,6 @@ def _split_size(split: dict[str, Any]) -> int:
     return 0
 
 
-def _zero_unused(split: dict[str, Any], modalities: list[str]) -> dict[str, Any]:
-    """A split with the input arrays of the modalities the model does not use set to zeros."""
-    import numpy as np
-
-    out = dict(split)
-    keys = {"text": ("text", "text_bert"), "audio": ("audio",), "vision": ("vision",)}
-    for m, names in keys.items():
-        if m in modalities:
-            continue
-        for k in names:
-            if k in out:
-                out[k] = np.zeros_like(np.asarray(out[k]))
-    return out
-
-
 def _evaluate_splits(
     model: Any, splits: dict[str, dict], names: list[str], batch_size: int, dev: Any
 ) -> tuple[Any, Any, float]:
@@ -358,7 +343,7 @@ def _run_arrays(
     splits = {}
     data_names = ((source.sidecar or {}).get("meta") or {}).get("class_names")
     for name in names:
-        sp = _zero_unused(source.splits[name], list(loaded.modalities))
+        sp = loaded.zero_fill(source.splits[name])
         if loaded.task == "classification" and "classification_labels" in sp:
             sp["classification_labels"] = remap_pickle_labels(sp["classification_labels"], data_names, loaded)
         splits[name] = sp
@@ -408,14 +393,14 @@ def _run_media(
         TimeRemainingColumn,
     )
 
-    from dmd_pipeline.evaluation import evaluate_media, extraction_config, score_outputs, select_media_items
+    from dmd_pipeline.evaluation import evaluate_media, score_outputs, select_media_items
     from dmd_pipeline.features import FeatureCache, default_cache_dir
     from dmd_pipeline.pipeline import Extractor
     from dmd_pipeline.utils import sha256_file
 
     err = console or Console(stderr=True)
     sel = select_media_items(labels, loaded, split)
-    config = extraction_config(loaded, device=str(dev))
+    config = loaded.extraction_config(device=str(dev))
     cache = FeatureCache(cache_dir or default_cache_dir()) if use_cache else None
     if progress:
         if sel.skipped:

@@ -36,11 +36,6 @@ TEXT_ONLY_META: dict[str, Any] = {
 }
 
 
-def is_label_csv(path: str | Path) -> bool:
-    """True when ``path`` names a ``.csv`` file (a label CSV rather than a feature pickle)."""
-    return Path(path).suffix.lower() == ".csv"
-
-
 def read_label_csv(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     """Rows of a label CSV grouped by split: ``{"train": [{"id", "text", "label"}, ...], ...}``.
 

@@ -19,8 +19,6 @@ from torch import Tensor, nn
 from dmd_pipeline.config import DMDConfig
 from dmd_pipeline.models.dmd import DMDSystem
 
-MEMBER_PREFIX = "members."
-
 
 class DMDEnsemble(nn.Module):
     """K DMDSystems of one config; ``forward``/``predict`` combine them (see the module docstring)."""
