@@ -4,7 +4,7 @@ the same interface on Ray actors) and :func:`bounded_completion` submits with a 
 flight (back-pressure), handing results out as they complete.
 
 Above both executors, so that neither imports the other: the executors only move work and results; the
-drivers (``analysis/batch.py``, ``cli/extract.py``, the serve job store) own the output.
+drivers (``analysis/batch.py``, ``data/extract.py``, the serve job store) own the output.
 """
 
 from __future__ import annotations

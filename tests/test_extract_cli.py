@@ -333,7 +333,7 @@ def test_mosi_layout_cuts_segments_from_full_videos(shared_clips, cache_dir, tmp
 
 @pytest.mark.slow
 def test_worker_processes_produce_the_same_items(clips_run, shared_clips, cache_dir, tmp_path) -> None:
-    from dmd_pipeline.cli.extract import item_key, read_item
+    from dmd_pipeline.data.extract import item_key, read_item
 
     out, res = clips_run
     assert res.exit_code == 0, res.output

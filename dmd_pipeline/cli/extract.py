@@ -1,19 +1,15 @@
 """``dmd extract``: a labelled folder of media -> an MMSA-compatible feature pickle for training.
 
-Steps: read the label file (:mod:`dmd_pipeline.data.labels`) -> extract every item (in this process, or in
-``--workers`` spawned processes that each load their models once) -> store each finished item atomically as
-``OUT/items/<key>.npz`` -> assemble ``OUT/aligned_50.pkl`` (or ``unaligned_50.pkl``) with
-:func:`dmd_pipeline.data.mmsa.save_mmsa_pickle`, plus its JSON sidecar and ``OUT/errors.csv``.
-
-The run is resumable: an item whose ``items/*.npz`` exists with the same run hash (features, setting,
-lengths, media and span) is not extracted again, so a killed run restarts where it stopped. ``--force``
-ignores both the per-item files and the feature cache.
+The command parses its flags into an :class:`~dmd_pipeline.data.extract.ExtractRequest` and runs it with the
+library runner (:func:`~dmd_pipeline.data.extract.plan_extract`, :func:`~dmd_pipeline.data.extract.run_extract`:
+the steps, resume and item files are described there), showing a progress bar and one line per failed item.
 
 Workers run under :class:`dmd_pipeline.executor.LocalExecutor`: a worker that dies fails only the item it
 held (retried once on a fresh worker), ``--file-timeout``/``--max-rss`` bound each item, and the workers
-only compute: this driver writes every item file. With ``--engine ray`` the items run on Ray actors
-(:class:`dmd_pipeline.ray_executor.RayExecutor`, the same contract; docs/cluster.md). ``--out`` is locked for the run (a second run on it
-stops with exit 2), and an output folder that cannot be written is one clear line, exit 2.
+only compute: the driver writes every item file. With ``--engine ray`` the items run on Ray actors
+(:class:`dmd_pipeline.ray_executor.RayExecutor`, the same contract; docs/cluster.md). ``--out`` is locked for
+the run (a second run on it stops with exit 2), and an output folder that cannot be written is one clear
+line, exit 2.
 
 Exit codes: 0 all items ok, 1 some items failed (the rest are in the pickle), 2 usage error (including an
 unusable or locked ``--out`` and a label file naming media outside the input folder).
@@ -21,18 +17,15 @@ unusable or locked ``--out`` and a label file naming media outside the input fol
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import functools
-import hashlib
-import io
-import json
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from dmd_pipeline.cli.common import AcousticSetting, AsrEngine
 from dmd_pipeline.cli.engine import (
     Engine,
     actors_option,
@@ -43,316 +36,6 @@ from dmd_pipeline.cli.engine import (
     gpus_per_actor_option,
     terminate_as_interrupt,
 )
-
-ITEM_FORMAT = 1
-_WORKER: dict[str, Any] = {}  # per-process state of a worker: the Extractor and run settings
-
-
-# ------------------------------------------------------------------------------------------- item files
-
-
-def item_key(item_id: str) -> str:
-    """A file-system safe, unique file stem for an item id (readable prefix + short hash)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._")[:80] or "item"
-    return f"{safe}-{hashlib.sha256(item_id.encode('utf-8')).hexdigest()[:10]}"
-
-
-def run_hash(feature_hash: str, aligned: bool, seq_lens: tuple[int, int, int], item: Any) -> str:
-    """Hash of everything that determines one item's stored arrays."""
-    from dmd_pipeline.utils import config_hash
-
-    spec = {
-        "format": ITEM_FORMAT,
-        "features": feature_hash,
-        "aligned": aligned,
-        "seq_lens": list(seq_lens),
-        "media": str(item.media),
-        "start": item.start,
-        "end": item.end,
-        "transcript": item.transcript,
-    }
-    return config_hash(spec)
-
-
-def write_item(path: Path, arrays: dict, meta: dict) -> None:
-    """One item's model inputs (+ JSON meta as a unicode scalar), written atomically; no pickle."""
-    import numpy as np
-
-    from dmd_pipeline.utils import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays, __meta__=np.array(json.dumps(meta)))
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_item(path: Path, meta_only: bool = False) -> tuple[dict, dict] | None:
-    """(arrays, meta) of a stored item (arrays empty with ``meta_only``), or None when missing/unreadable."""
-    import numpy as np
-
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {} if meta_only else {k: z[k] for k in z.files if k != "__meta__"}
-            meta = json.loads(str(z["__meta__"]))
-    except (OSError, ValueError, KeyError):
-        return None
-    return arrays, meta
-
-
-# ----------------------------------------------------------------------------------------- processing
-
-
-def _init_worker(
-    config: Any, cache_dir: str | None, items_dir: str, aligned: bool, seq_lens: tuple, threads: int
-):
-    """Process-pool initializer: one Extractor per process, models loaded on first use and kept."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if threads > 0:
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:  # pragma: no cover
-            pass
-    from dmd_pipeline.features import FeatureCache
-    from dmd_pipeline.pipeline import Extractor
-
-    prev = _WORKER.get("extractor")
-    if prev is not None and prev.config == config:
-        extractor = prev  # same settings in the same process (repeated in-process runs): keep the models
-        extractor.cache = FeatureCache(cache_dir) if cache_dir else None
-    else:
-        if prev is not None:
-            prev.close()  # free mediapipe deterministically, not from a GC finaliser
-        extractor = Extractor(config, cache=cache_dir)
-    _WORKER.clear()
-    _WORKER.update(
-        extractor=extractor,
-        items_dir=Path(items_dir),
-        aligned=aligned,
-        seq_lens=tuple(seq_lens),
-        spec=None,
-    )
-
-
-def _process(item: Any, use_cache: bool = True, write: bool = True) -> dict:
-    """Extract one item in the current worker; store its arrays; return a small status dict.
-
-    With ``write=False`` (in a worker) the arrays and meta come back under ``"_item"`` for the driver to
-    store (:func:`write_item`). A bad input, or any unexpected failure of one item, is a failed status.
-    """
-    from dmd_pipeline.errors import DMDError, InputError
-    from dmd_pipeline.pipeline import to_model_inputs
-
-    ex = _WORKER["extractor"]
-    if _WORKER["spec"] is None:
-        _WORKER["spec"] = ex.feature_spec()  # loads every model once, and gives dims for missing modalities
-    dims = _WORKER["spec"]["dims"]
-    try:
-        bundle = ex.extract_clip(
-            item.media, start=item.start, end=item.end, transcript=item.transcript, use_cache=use_cache
-        )
-        arrays = to_model_inputs(bundle, aligned=_WORKER["aligned"], seq_lens=_WORKER["seq_lens"], dims=dims)
-    except InputError as exc:
-        return {"id": item.id, "ok": False, "file": str(item.media), "stage": exc.stage, "reason": exc.reason}
-    except DMDError:  # the installation or configuration: no item can succeed
-        raise
-    except Exception as exc:  # one item's unexpected failure never stops the run
-        reason = f"{type(exc).__name__}: {exc}"
-        return {"id": item.id, "ok": False, "file": str(item.media), "stage": "extract", "reason": reason}
-    meta = {
-        "format": ITEM_FORMAT,
-        "id": item.id,
-        "run_hash": run_hash(ex.feature_hash, _WORKER["aligned"], _WORKER["seq_lens"], item),
-        "raw_text": item.transcript if item.transcript else bundle.raw_text,
-        "modalities": bundle.modalities,
-        "word_sources": bundle.metadata.get("word_sources", {}),
-        "timings": bundle.metadata.get("timings", {}),
-        "cache_hit": bool(bundle.metadata.get("cache", {}).get("hit")),
-    }
-    status = {
-        "id": item.id,
-        "ok": True,
-        "timings": meta["timings"],
-        "cache_hit": meta["cache_hit"],
-        "spec": _WORKER["spec"],
-    }
-    if write:
-        write_item(_WORKER["items_dir"] / f"{item_key(item.id)}.npz", arrays, meta)
-    else:
-        status["_item"] = (arrays, meta)
-    return status
-
-
-def _worker_task(task: tuple[Any, bool]) -> dict:
-    """The executor's task function: (item, use_cache) -> status, the item's arrays returned, not written."""
-    item, use_cache = task
-    return _process(item, use_cache, write=False)
-
-
-def run_items(
-    items: list,
-    config: Any,
-    items_dir: Path,
-    cache_dir: str | None,
-    workers: int = 1,
-    use_cache: bool = True,
-    on_done: Any = None,
-    file_timeout: float | None = None,
-    max_rss_mb: float | None = None,
-    engine: str = "local",
-    cluster: Any = None,
-) -> list[dict]:
-    """Extract ``items`` (in-process when ``workers <= 1`` and no limit is set, else supervised worker
-    processes, :class:`~dmd_pipeline.executor.LocalExecutor`; with ``engine="ray"`` Ray actors,
-    :class:`~dmd_pipeline.ray_executor.RayExecutor`, ``cluster`` its
-    :class:`~dmd_pipeline.ray_executor.RayOptions`) and return statuses.
-
-    ``on_done(status)`` is called as each item completes. A worker that dies (signal, out of memory), runs
-    past ``file_timeout`` or over ``max_rss_mb`` fails only its item with stage ``"worker"``; the item is
-    retried once when the worker died unexplained; everything else keeps going. At most two items per
-    worker are in flight (back-pressure), and this driver writes every item file.
-    """
-    results: list[dict] = []
-    args = (config, cache_dir, str(items_dir), config.aligned, tuple(config.seq_lens))
-    if engine == "local" and workers <= 1 and file_timeout is None and max_rss_mb is None:
-        _init_worker(*args, 0)
-        for item in items:
-            res = _process(item, use_cache)
-            results.append(res)
-            if on_done:
-                on_done(res)
-        return results
-    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, WorkerLost, default_max_rss_mb
-    from dmd_pipeline.runner import bounded_completion, make_executor
-    from dmd_pipeline.utils import choose_threads
-
-    timeout = file_timeout if file_timeout is not None else DEFAULT_FILE_TIMEOUT_S
-    if engine == "ray":
-        from dmd_pipeline.ray_executor import RayOptions
-
-        cluster = cluster or RayOptions()
-        n: int | None = cluster.actors
-        threads = max(1, int(cluster.cpus_per_actor))  # the CPUs each actor reserves on its node
-        limit_mb = max_rss_mb  # None: no limit of ours (Ray's memory monitor still acts)
-    else:
-        n = max(1, workers)
-        threads = choose_threads(share=n)  # per worker; fewer when other processes hold the cores
-        limit_mb = max_rss_mb if max_rss_mb is not None else default_max_rss_mb(n)
-    with make_executor(
-        engine,
-        _worker_task,
-        n,
-        initializer=_init_worker,
-        initargs=(*args, threads),
-        file_timeout=timeout,
-        max_rss_mb=limit_mb,
-        cluster=cluster,
-        at_most=len(items),
-    ) as pool:
-        for item, fut in bounded_completion(pool, items, lambda it: (it, use_cache), 2 * pool.n_workers):
-            try:
-                res = fut.result()
-            except WorkerLost as exc:
-                res = {
-                    "id": item.id,
-                    "ok": False,
-                    "file": str(item.media),
-                    "stage": "worker",
-                    "reason": exc.reason,
-                }
-            stored = res.pop("_item", None)
-            if stored is not None:  # the driver writes: workers only compute
-                write_item(Path(items_dir) / f"{item_key(item.id)}.npz", *stored)
-            results.append(res)
-            if on_done:
-                on_done(res)
-    return results
-
-
-# ------------------------------------------------------------------------------------------- assembling
-
-
-def assemble(
-    label_set: Any, items_dir: Path, out_path: Path, spec: dict, aligned: bool, seq_lens: tuple
-) -> dict:
-    """Build the MMSA splits from the stored items (label-file order), save the pickle + sidecar.
-
-    Returns per-split counts. Items without a stored file (failed) are left out.
-    """
-    import numpy as np
-
-    from dmd_pipeline.data.mmsa import save_mmsa_pickle
-
-    lt, la, lv = seq_lens
-    dims = spec["dims"]
-    shapes = {
-        "text": (lt, dims["text"]),
-        "text_bert": (3, lt),
-        "audio": (la, dims["audio"]),
-        "vision": (lv, dims["vision"]),
-    }
-    classify = label_set.task == "classification"
-    splits: dict[str, dict[str, Any]] = {}
-    for split in ("train", "valid", "test"):
-        rows: dict[str, list] = {
-            k: [] for k in ("id", "raw_text", *shapes, "audio_lengths", "vision_lengths")
-        }
-        reg, cls = [], []
-        for item in label_set.items:
-            if item.split != split:
-                continue
-            got = read_item(items_dir / f"{item_key(item.id)}.npz")
-            if got is None:
-                continue
-            arrays, meta = got
-            rows["id"].append(item.id)
-            rows["raw_text"].append(meta.get("raw_text") or "")
-            for k in (*shapes, "audio_lengths", "vision_lengths"):
-                rows[k].append(arrays[k])
-            reg.append(label_set.regression_value(item.label))
-            if classify:
-                cls.append(label_set.class_index(item.label))
-        out: dict[str, Any] = {"id": rows["id"], "raw_text": rows["raw_text"]}
-        for k, shp in shapes.items():
-            dtype = np.int64 if k == "text_bert" else np.float32
-            out[k] = np.stack(rows[k]).astype(dtype) if rows[k] else np.zeros((0, *shp), dtype=dtype)
-        for k in ("audio_lengths", "vision_lengths"):
-            out[k] = np.asarray(rows[k], dtype=np.int64).reshape(-1)
-        out["regression_labels"] = np.asarray(reg, dtype=np.float32).reshape(-1)
-        if classify:
-            out["classification_labels"] = np.asarray(cls, dtype=np.int64).reshape(-1)
-        splits[split] = out
-    meta = {
-        "feature_spec": spec,
-        "aligned": aligned,
-        "seq_lens": list(seq_lens),
-        "task": label_set.task,
-        "class_names": list(label_set.class_names),
-        "class_to_index": {n: i for i, n in enumerate(label_set.class_names)},
-        "labels": {"file": str(label_set.source), "layout": label_set.layout},
-        "skipped": [{"id": i, "reason": r} for i, r in label_set.skipped],
-        "regression_labels_note": "NaN where a label is categorical" if classify else "label value",
-    }
-    save_mmsa_pickle(out_path, splits, meta=meta)
-    return {s: len(splits[s]["id"]) for s in splits}
-
-
-def write_errors(path: Path, failures: list[dict]) -> None:
-    """``errors.csv`` (id, file, stage, reason), always written (header only when nothing failed)."""
-    from dmd_pipeline.utils import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "file", "stage", "reason"])
-    for f in failures:
-        w.writerow([f["id"], f["file"], f["stage"], f["reason"]])
-    atomic_write_text(path, buf.getvalue())
-
 
 # ------------------------------------------------------------------------------------------------ command
 
@@ -429,12 +112,12 @@ def extract(
     workers: int = typer.Option(
         1, "--workers", "-j", "-w", min=1, help="Worker processes (each loads its models once)."
     ),
-    asr: str = typer.Option(
-        "whisper", "--asr", help="whisper | pocketsphinx | none (when no transcript is given)."
+    asr: AsrEngine = typer.Option(
+        AsrEngine.whisper, "--asr", help="Speech recognition when no transcript is given."
     ),
     fps: float = typer.Option(10.0, "--fps", min=0.1, help="Video frames per second for the face features."),
-    acoustic: str = typer.Option(
-        "librosa",
+    acoustic: AcousticSetting = typer.Option(
+        AcousticSetting.librosa,
         "--acoustic",
         help="Acoustic features: librosa (25-d, 100 Hz) | whisper (384-d Whisper encoder states, 50 Hz) | "
         "whisper+librosa (409-d, 50 Hz).",
@@ -483,19 +166,13 @@ def extract(
     setup_logging(verbose, not verbose)  # the progress bar is the feedback; -v adds every stage
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    from dmd_pipeline.data.labels import LAYOUTS, TASKS, read_labels
+    from dmd_pipeline.data.extract import ExtractRequest, plan_extract, run_extract
+    from dmd_pipeline.data.labels import LAYOUTS, TASKS
     from dmd_pipeline.errors import DataError
+    from dmd_pipeline.feature_config import ExtractionConfig
     from dmd_pipeline.features import default_cache_dir
-    from dmd_pipeline.pipeline import ASR_ENGINES, ExtractionConfig
+    from dmd_pipeline.ray_executor import ClusterError
 
     err = Console(stderr=True)
     info = Console(stderr=True, quiet=quiet)  # progress notes; errors always go to ``err``
@@ -503,12 +180,6 @@ def extract(
         raise typer.BadParameter(f"choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
     if task not in TASKS:
         raise typer.BadParameter(f"choose one of {', '.join(TASKS)}", param_hint="--task")
-    if asr not in ASR_ENGINES:
-        raise typer.BadParameter(f"choose one of {', '.join(ASR_ENGINES)}", param_hint="--asr")
-    from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
-
-    if acoustic not in ACOUSTIC_SETTINGS:
-        raise typer.BadParameter(f"choose one of {', '.join(ACOUSTIC_SETTINGS)}", param_hint="--acoustic")
     lens = _parse_seq_lens(seq_lens, aligned)
     cluster = cluster_options(
         engine,
@@ -519,11 +190,37 @@ def extract(
         cpus_per_actor=cpus_per_actor,
         verbose=verbose,
     )
+    config = ExtractionConfig(
+        fps=fps,
+        asr=asr.value,
+        acoustic=acoustic.value,
+        text_model=str(text_model) if text_model else None,
+        face_model=str(face_model) if face_model else None,
+        aligned=aligned,
+        seq_lens=lens,
+    )
+    request = ExtractRequest(
+        input_path=input_path,
+        out=out,
+        config=config,
+        labels=labels,
+        layout=layout,
+        task=task,
+        allow_outside=allow_outside,
+        cache_dir=None if no_cache else str(cache_dir or default_cache_dir()),
+        force=force,
+        workers=workers,
+        file_timeout=file_timeout,
+        max_rss_mb=max_rss,
+        engine=engine.value,
+        cluster=cluster,
+    )
     try:
-        label_set = read_labels(input_path, labels, layout, task, allow_outside=allow_outside)
+        plan = plan_extract(request)
     except DataError as exc:
         err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    label_set = plan.label_set
     if label_set.skipped:
         info.print(
             f"[yellow]note:[/yellow] {len(label_set.skipped)} rows left out ({label_set.skipped[0][1]}): "
@@ -531,60 +228,40 @@ def extract(
             + (" ..." if len(label_set.skipped) > 5 else "")
             + "; choose with --task"
         )
-
-    config = ExtractionConfig(
-        fps=fps,
-        asr=asr,
-        acoustic=acoustic,
-        text_model=str(text_model) if text_model else None,
-        face_model=str(face_model) if face_model else None,
-        aligned=aligned,
-        seq_lens=lens,
-    )
-    cache = None if no_cache else str(cache_dir or default_cache_dir())
-    items_dir = out / "items"
-    items_dir.mkdir(parents=True, exist_ok=True)
-    fhash = config.feature_hash()
-
-    todo = []
-    for item in label_set.items:
-        got = None if force else read_item(items_dir / f"{item_key(item.id)}.npz", meta_only=True)
-        if got is None or got[1].get("run_hash") != run_hash(fhash, aligned, lens, item):
-            todo.append(item)
-    n_done = len(label_set.items) - len(todo)
     info.print(
         f"{len(label_set.items)} items ({label_set.layout} layout, {label_set.task}); "
-        f"{n_done} already extracted, {len(todo)} to go; "
+        f"{plan.n_done} already extracted, {len(plan.todo)} to go; "
         + (f"workers={workers}" if cluster is None else f"Ray actors={actors or 'one per CPU'}")
     )
+    try:
+        with (
+            _progress(err, info, len(label_set.items), plan.n_done, quiet) as on_done,
+            terminate_as_interrupt() if cluster is not None else contextlib.nullcontext(),
+        ):
+            outcome = run_extract(plan, on_done)
+    except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
+        err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    _report(outcome, out, err, info)
 
-    failures: list[dict] = []
-    spec_path = out / "feature_spec.json"
-    stats: dict[str, Any] = {"timings": {}, "cache_hits": 0, "ok": 0}
 
-    def on_done(res: dict) -> None:
-        if res["ok"]:
-            stats["ok"] += 1
-            stats["cache_hits"] += int(res.get("cache_hit", False))
-            if res.get("spec") is not None and "spec" not in stats:
-                stats["spec"] = res["spec"]
-            if not res.get("cache_hit"):
-                for k, v in res.get("timings", {}).items():
-                    stats["timings"][k] = stats["timings"].get(k, 0.0) + float(v)
-        else:
-            failures.append(res)
-            err.print(  # escaped: "[audio]" and paths with brackets are text, not rich markup
-                f"[yellow]failed[/yellow] {escape(res['file'])} {escape('[' + res['stage'] + ']')}: "
-                f"{escape(res['reason'])}",
-                highlight=False,
-                soft_wrap=True,  # one line per failure, whatever the terminal width
-            )
-        progress.advance(task)
-        lines.advance()
+@contextlib.contextmanager
+def _progress(err: Any, info: Any, total: int, done: int, quiet: bool) -> Iterator[Callable[[dict], None]]:
+    """A progress bar (and, under a pipe, a plain line every 10 s) over the items; yields the callback that
+    advances it and prints each failure as one line."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from dmd_pipeline.cli.common import LineProgress
 
-    lines = LineProgress(info, "extract", len(label_set.items), done=n_done)
+    lines = LineProgress(info, "extract", total, done=done)
     with Progress(
         TextColumn("extracting"),
         BarColumn(),
@@ -595,64 +272,41 @@ def extract(
         transient=False,
         disable=quiet,
     ) as progress:
-        task = progress.add_task("extract", total=len(label_set.items), completed=n_done)
-        import contextlib
+        task = progress.add_task("extract", total=total, completed=done)
 
-        from dmd_pipeline.ray_executor import ClusterError
+        def on_done(res: dict) -> None:
+            if not res["ok"]:
+                err.print(  # escaped: "[audio]" and paths with brackets are text, not rich markup
+                    f"[yellow]failed[/yellow] {escape(res['file'])} {escape('[' + res['stage'] + ']')}: "
+                    f"{escape(res['reason'])}",
+                    highlight=False,
+                    soft_wrap=True,  # one line per failure, whatever the terminal width
+                )
+            progress.advance(task)
+            lines.advance()
 
-        try:
-            with terminate_as_interrupt() if cluster is not None else contextlib.nullcontext():
-                if todo:
-                    run_items(
-                        todo,
-                        config,
-                        items_dir,
-                        cache,
-                        workers=workers,
-                        use_cache=not force,
-                        on_done=on_done,
-                        file_timeout=file_timeout,
-                        max_rss_mb=max_rss,
-                        engine=engine.value,
-                        cluster=cluster,
-                    )
-        except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
-            err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        yield on_done
 
-    from dmd_pipeline.utils import atomic_write_json
 
-    spec = stats.get("spec")
-    if spec is not None:
-        atomic_write_json(spec_path, spec)
-    elif spec_path.is_file():
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    else:  # every item was done by an older run that left no spec: compute it here
-        from dmd_pipeline.pipeline import Extractor
-
-        spec = Extractor(config).feature_spec()
-        atomic_write_json(spec_path, spec)
-
-    write_errors(out / "errors.csv", failures)
-    n_items = n_done + stats["ok"]
-    if n_items == 0:
+def _report(outcome: Any, out: Path, err: Any, info: Any) -> None:
+    """The closing lines of a run, and its exit code (1 when an item failed or nothing was extracted)."""
+    if outcome.pickle is None:
         err.print(f"Error: no item could be extracted; see {out / 'errors.csv'}", highlight=False)
         raise typer.Exit(1)
-    name = f"{'aligned' if aligned else 'unaligned'}_{lens[0]}.pkl"
-    counts = assemble(label_set, items_dir, out / name, spec, aligned, lens)
-    timing = ", ".join(f"{k} {v:.2f}s" for k, v in stats["timings"].items())
+    counts = outcome.counts
+    timing = ", ".join(f"{k} {v:.2f}s" for k, v in outcome.timings.items())
     info.print(
-        f"wrote {out / name} (train {counts['train']}, valid {counts['valid']}, test {counts['test']}); "
-        f"{len(failures)} failed; cache hits {stats['cache_hits']}"
+        f"wrote {outcome.pickle} (train {counts['train']}, valid {counts['valid']}, test {counts['test']}); "
+        f"{len(outcome.failures)} failed; cache hits {outcome.cache_hits}"
         + (f"; stage totals: {timing}" if timing else "")
     )
     empty = [s for s in ("train", "valid") if counts[s] == 0]
     if empty:  # dmd train needs both; say so now rather than when training fails
         err.print(
             f"[yellow]warning:[/yellow] the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
-            f"empty ({n_items} item(s) in all): `dmd train` needs train and valid items; give the label file "
-            "a split column or more items"
+            f"empty ({outcome.n_items} item(s) in all): `dmd train` needs train and valid items; give the label "
+            "file a split column or more items"
         )
-    typer.echo(str(out / name))
-    if failures:
+    typer.echo(str(outcome.pickle))
+    if outcome.failures:
         raise typer.Exit(1)
