@@ -20,12 +20,12 @@ import logging
 import sys
 import threading
 import time
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from dmd_pipeline.cli.common import (
+    AsrEngine,
     Device,
     device_option,
     quiet_option,
@@ -47,12 +47,6 @@ from dmd_pipeline.cli.engine import (
     ray_device,
     terminate_as_interrupt,
 )
-
-
-class AsrEngine(str, Enum):
-    whisper = "whisper"
-    pocketsphinx = "pocketsphinx"
-    none = "none"
 
 
 def _check_formats(value: str) -> str:

@@ -33,6 +33,24 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class AsrEngine(str, Enum):
+    """``--asr``: speech recognition when no transcript is given (the values of
+    :data:`dmd_pipeline.feature_config.ASR_ENGINES`)."""
+
+    whisper = "whisper"
+    pocketsphinx = "pocketsphinx"
+    none = "none"
+
+
+class AcousticSetting(str, Enum):
+    """``--acoustic``: the acoustic feature set (the values of
+    :data:`dmd_pipeline.extractors.whisper_encoder.ACOUSTIC_SETTINGS`)."""
+
+    librosa = "librosa"
+    whisper = "whisper"
+    whisper_librosa = "whisper+librosa"
+
+
 def device_option(default: Device = Device.auto) -> Any:
     """The ``--device`` option (the same choices and default on every command)."""
     return typer.Option(default, "--device", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")
