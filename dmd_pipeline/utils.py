@@ -319,3 +319,10 @@ def json_safe(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy array or torch tensor
         return json_safe(obj.tolist())
     return obj
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' weight-loading progress bars (noise on stderr, unreadable in logs)."""
+    from transformers.utils import logging as hf_logging  # here: transformers is slow to import
+
+    hf_logging.disable_progress_bar()

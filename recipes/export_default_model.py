@@ -31,9 +31,9 @@ def main() -> None:
 
     from export_common import record_shipped_metrics, report_summary
 
-    from dmd_pipeline.cli.common import quiet_transformers
     from dmd_pipeline.cli.evaluate import run_evaluation
     from dmd_pipeline.models.checkpoint import export_checkpoint, read_checkpoint_meta
+    from dmd_pipeline.utils import quiet_transformers
 
     quiet_transformers()
     src_meta = read_checkpoint_meta(args.run)

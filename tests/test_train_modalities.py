@@ -13,9 +13,9 @@ from make_synthetic_mmsa import make_splits
 from typer.testing import CliRunner
 
 from dmd_pipeline.cli.app import app
-from dmd_pipeline.cli.train import _categorical_data, parse_modalities, zero_unused_modalities
 from dmd_pipeline.config import get_preset
 from dmd_pipeline.errors import ConfigError
+from dmd_pipeline.training.run import _categorical_data, parse_modalities, zero_unused_modalities
 
 torch.set_num_threads(1)
 runner = CliRunner()

@@ -238,10 +238,3 @@ class LineProgress:
             self.console.print(
                 f"{self.label}: {self.done}/{self.total} ({now - self.t0:.0f} s)", highlight=False
             )
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' weight-loading progress bars (noise on stderr, unreadable in logs)."""
-    from transformers.utils import logging as hf_logging  # here: transformers is slow to import
-
-    hf_logging.disable_progress_bar()

@@ -23,9 +23,9 @@ from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import Device, device_option, quiet_transformers
+from dmd_pipeline.cli.common import Device, device_option
 from dmd_pipeline.cli.tables import print_classification, print_metrics
-from dmd_pipeline.utils import json_safe
+from dmd_pipeline.utils import json_safe, quiet_transformers
 
 
 def evaluate(
