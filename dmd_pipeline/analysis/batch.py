@@ -6,7 +6,7 @@ media content and transcript, same options: :mod:`dmd_pipeline.analysis.options`
 unless ``force``; ``summary.csv`` is regenerated from the JSONs, ``errors.csv`` lists this run's failures
 (both as files finish, taking at most ~10% of the driver's time: a folder of 10k results is rewritten
 every few seconds, a small one after every file; and at the end). The engine (``--engine local|ray``,
-:func:`dmd_pipeline.runner.make_executor`) only decides where files run; with either, at most two
+:func:`dmd_pipeline.runner.run_supervised`) only decides where files run; with either, at most two
 files per worker are in flight and this driver writes every file.
 Workers are spawned processes that load the models once, supervised by
 :class:`dmd_pipeline.executor.LocalExecutor`: a worker that dies (a signal, out of memory) fails only the
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
+from dmd_pipeline.executor import WorkerLost
+from dmd_pipeline.runner import Limits, Workers, run_supervised
 from dmd_pipeline.utils import atomic_write_bytes, atomic_write_text, output_lock, path_problem
 
 #: Stage messages at INFO (probing, loading models, analysing a file); the CLI shows them live.
@@ -400,7 +402,7 @@ def _thread_lock_for_tqdm() -> None:
         tqdm.set_lock(threading.RLock())
 
 
-def _init_worker(model_ref: str | list[str] | None, threads: int, device: str = "cpu") -> None:
+def init_worker(model_ref: str | list[str] | None, threads: int, device: str = "cpu") -> None:
     """Process-pool initializer: limit threads and load the models once per worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -554,7 +556,7 @@ def _process_in_worker(path: Path, name: str, opts: BatchOptions) -> FileOutcome
         return process_file(path, name, opts, write=False)
 
 
-def _worker_task(task: tuple[Path, str, BatchOptions]) -> FileOutcome:
+def worker_task(task: tuple[Path, str, BatchOptions]) -> FileOutcome:
     """The executor's task function: one (path, name, options) item -> its outcome (files unwritten)."""
     return _process_in_worker(*task)
 
@@ -722,43 +724,9 @@ def _probe_all(files: Sequence[Path]) -> list[tuple[str, str] | None]:
         return list(pool.map(probe_problem, files))
 
 
-def _executor(opts: BatchOptions, n_todo: int) -> Any:
-    """The executor of ``opts.engine`` for ``n_todo`` files: local worker processes (``opts.workers``) or
-    Ray actors (``opts.cluster``); each worker loads the models once (:func:`_init_worker`)."""
-    from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, default_max_rss_mb
-    from dmd_pipeline.runner import make_executor
-    from dmd_pipeline.utils import choose_threads
-
-    timeout = opts.file_timeout if opts.file_timeout is not None else DEFAULT_FILE_TIMEOUT_S
-    if opts.engine == "ray":
-        from dmd_pipeline.ray_executor import RayOptions
-
-        cluster = opts.cluster or RayOptions()
-        threads = max(1, int(cluster.cpus_per_actor))  # the CPUs each actor reserves on its node
-        logger.info("starting Ray actors (each loads the models)")
-        return make_executor(
-            "ray",
-            _worker_task,
-            cluster.actors,
-            at_most=n_todo,
-            initializer=_init_worker,
-            initargs=(opts.model, threads, opts.device),
-            file_timeout=timeout,
-            max_rss_mb=opts.max_rss_mb,  # None: no limit of ours (Ray's memory monitor still acts)
-            cluster=cluster,
-        )
-    n = max(1, min(opts.workers, n_todo))
-    threads = choose_threads(share=n)  # per worker; fewer when other processes hold the cores
-    logger.info("starting %d worker(s) (each loads the models)", n)
-    return make_executor(
-        opts.engine,
-        _worker_task,
-        n,
-        initializer=_init_worker,
-        initargs=(opts.model, threads, opts.device),
-        file_timeout=timeout,
-        max_rss_mb=opts.max_rss_mb if opts.max_rss_mb is not None else default_max_rss_mb(n),
-    )
+def _limits(opts: BatchOptions) -> Limits:
+    """Where and how the files of ``opts`` run (engine, local workers, per-file limits, Ray options)."""
+    return Limits(opts.engine, opts.workers, opts.file_timeout, opts.max_rss_mb, opts.cluster)
 
 
 def run_batch(
@@ -902,23 +870,30 @@ def _run_batch_locked(
                 logger.info("%s: analysing", f.name)
                 _record(f, process_file(f, names[f], opts, model))
         elif todo:
-            from dmd_pipeline.executor import WorkerLost
-            from dmd_pipeline.runner import bounded_completion
 
-            with _executor(opts, len(todo)) as ex:
-                # back-pressure: at most two items per worker are in flight, however many files there are
-                for f, fu in bounded_completion(ex, todo, lambda f: (f, names[f], opts), 2 * ex.n_workers):
-                    try:
-                        oc = fu.result()
-                    except (ModelFileError, ConfigError):  # the model does not load: no file can succeed
-                        raise  # leaving the executor's block cancels the rest and stops the workers
-                    except WorkerLost as exc:  # died (signal, out of memory), timed out, over --max-rss
-                        oc = FileOutcome(str(f), names[f], "failed", "worker", exc.reason)
-                    except Exception as exc:
-                        oc = FileOutcome(str(f), names[f], "failed", "worker", f"{type(exc).__name__}: {exc}")
-                    if oc.status == "ok":
-                        commit_outputs(out_dir, oc)  # the driver writes; workers only compute
-                    _record(f, oc)
+            def commit(f: Path, oc: FileOutcome) -> None:
+                if oc.status == "ok":
+                    commit_outputs(out_dir, oc)  # the driver writes; workers only compute
+                _record(f, oc)
+
+            def fail(f: Path, exc: BaseException) -> None:
+                if isinstance(
+                    exc, (ModelFileError, ConfigError)
+                ):  # the model does not load: no file can succeed
+                    raise exc  # this cancels the rest and stops the workers
+                reason = exc.reason if isinstance(exc, WorkerLost) else f"{type(exc).__name__}: {exc}"
+                _record(
+                    f, FileOutcome(str(f), names[f], "failed", "worker", reason)
+                )  # died, timed out, too big
+
+            if opts.engine == "ray":
+                logger.info("starting Ray actors (each loads the models)")
+            else:
+                logger.info(
+                    "starting %d worker(s) (each loads the models)", max(1, min(opts.workers, len(todo)))
+                )
+            workers = Workers(worker_task, init_worker, lambda threads: (opts.model, threads, opts.device))
+            run_supervised(workers, _limits(opts), todo, lambda f: (f, names[f], opts), commit, fail)
     except BaseException:  # Ctrl-C, SIGTERM (--engine ray), an unwritable folder: tables as of now
         if tables["stale"]:
             with suppress(Exception):

@@ -30,17 +30,15 @@ import numpy as np
 from dmd_pipeline.data.labels import LabelSet, read_labels
 from dmd_pipeline.data.mmsa import save_mmsa_pickle
 from dmd_pipeline.errors import DMDError, InputError
-from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, WorkerLost, default_max_rss_mb
+from dmd_pipeline.executor import WorkerLost
 from dmd_pipeline.feature_config import ExtractionConfig
 from dmd_pipeline.features import FeatureCache
 from dmd_pipeline.pipeline import Extractor, to_model_inputs
-from dmd_pipeline.ray_executor import RayOptions
-from dmd_pipeline.runner import bounded_completion, make_executor
+from dmd_pipeline.runner import Limits, Workers, run_supervised
 from dmd_pipeline.utils import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    choose_threads,
     config_hash,
 )
 
@@ -185,72 +183,49 @@ def run_items(
     config: ExtractionConfig,
     items_dir: Path,
     cache_dir: str | None,
-    workers: int = 1,
+    limits: Limits,
     use_cache: bool = True,
     on_done: Callable[[dict], None] | None = None,
-    file_timeout: float | None = None,
-    max_rss_mb: float | None = None,
-    engine: str = "local",
-    cluster: Any = None,
 ) -> list[dict]:
-    """Extract ``items`` (in-process when ``workers <= 1`` and no limit is set, else supervised worker
-    processes, :class:`~dmd_pipeline.executor.LocalExecutor`; with ``engine="ray"`` Ray actors,
-    :class:`~dmd_pipeline.ray_executor.RayExecutor`, ``cluster`` its
-    :class:`~dmd_pipeline.ray_executor.RayOptions`) and return statuses.
+    """Extract ``items`` and return their statuses: in this process when one local worker without limits
+    would do, else on the supervised workers of ``limits`` (:func:`~dmd_pipeline.runner.run_supervised`).
 
     ``on_done(status)`` is called as each item completes. A worker that dies (signal, out of memory), runs
-    past ``file_timeout`` or over ``max_rss_mb`` fails only its item with stage ``"worker"``; the item is
-    retried once when the worker died unexplained; everything else keeps going. At most two items per
-    worker are in flight (back-pressure), and this driver writes every item file.
+    past its time or over its memory limit fails only its item with stage ``"worker"``; the item is retried
+    once when the worker died unexplained; everything else keeps going. This driver writes every item file.
     """
     results: list[dict] = []
     args = (config, cache_dir, str(items_dir), config.aligned, tuple(config.seq_lens))
-    if engine == "local" and workers <= 1 and file_timeout is None and max_rss_mb is None:
+
+    def done(res: dict) -> None:
+        results.append(res)
+        if on_done:
+            on_done(res)
+
+    if (
+        limits.engine == "local"
+        and limits.workers <= 1
+        and limits.file_timeout is None
+        and limits.max_rss_mb is None
+    ):
         init_worker(*args, 0)
         for item in items:
-            res = process_item(item, use_cache)
-            results.append(res)
-            if on_done:
-                on_done(res)
+            done(process_item(item, use_cache))
         return results
-    timeout = file_timeout if file_timeout is not None else DEFAULT_FILE_TIMEOUT_S
-    if engine == "ray":
-        cluster = cluster or RayOptions()
-        n: int | None = cluster.actors
-        threads = max(1, int(cluster.cpus_per_actor))  # the CPUs each actor reserves on its node
-        limit_mb = max_rss_mb  # None: no limit of ours (Ray's memory monitor still acts)
-    else:
-        n = max(1, workers)
-        threads = choose_threads(share=n)  # per worker; fewer when other processes hold the cores
-        limit_mb = max_rss_mb if max_rss_mb is not None else default_max_rss_mb(n)
-    with make_executor(
-        engine,
-        worker_task,
-        n,
-        initializer=init_worker,
-        initargs=(*args, threads),
-        file_timeout=timeout,
-        max_rss_mb=limit_mb,
-        cluster=cluster,
-        at_most=len(items),
-    ) as pool:
-        for item, fut in bounded_completion(pool, items, lambda it: (it, use_cache), 2 * pool.n_workers):
-            try:
-                res = fut.result()
-            except WorkerLost as exc:
-                res = {
-                    "id": item.id,
-                    "ok": False,
-                    "file": str(item.media),
-                    "stage": "worker",
-                    "reason": exc.reason,
-                }
-            stored = res.pop("_item", None)
-            if stored is not None:  # the driver writes: workers only compute
-                write_item(Path(items_dir) / f"{item_key(item.id)}.npz", *stored)
-            results.append(res)
-            if on_done:
-                on_done(res)
+
+    def commit(item: Any, res: dict) -> None:
+        stored = res.pop("_item", None)
+        if stored is not None:  # the driver writes: workers only compute
+            write_item(Path(items_dir) / f"{item_key(item.id)}.npz", *stored)
+        done(res)
+
+    def fail(item: Any, exc: BaseException) -> None:
+        if not isinstance(exc, WorkerLost):
+            raise exc  # the installation or configuration: no item can succeed
+        done({"id": item.id, "ok": False, "file": str(item.media), "stage": "worker", "reason": exc.reason})
+
+    workers = Workers(worker_task, init_worker, lambda threads: (*args, threads))
+    run_supervised(workers, limits, items, lambda it: (it, use_cache), commit, fail)
     return results
 
 
@@ -418,19 +393,8 @@ def run_extract(plan: ExtractPlan, on_done: Callable[[dict], None] | None = None
             on_done(res)
 
     if plan.todo:
-        run_items(
-            plan.todo,
-            cfg,
-            items_dir,
-            req.cache_dir,
-            workers=req.workers,
-            use_cache=not req.force,
-            on_done=done,
-            file_timeout=req.file_timeout,
-            max_rss_mb=req.max_rss_mb,
-            engine=req.engine,
-            cluster=req.cluster,
-        )
+        limits = Limits(req.engine, req.workers, req.file_timeout, req.max_rss_mb, req.cluster)
+        run_items(plan.todo, cfg, items_dir, req.cache_dir, limits, use_cache=not req.force, on_done=done)
     spec_path = req.out / "feature_spec.json"
     if spec is not None:
         atomic_write_json(spec_path, spec)

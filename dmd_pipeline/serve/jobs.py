@@ -4,7 +4,7 @@ One folder per job, ``<data_dir>/jobs/<id>/``, holding ``job.json`` (the job's s
 on every change), the upload under a random name, the given transcript (``transcript.txt``), and once
 done ``result.json`` (the analysis result, the same schema as ``dmd analyze``), ``result.html`` and its
 images in ``result_files/``. The worker pool is :class:`dmd_pipeline.executor.LocalExecutor` running
-:func:`dmd_pipeline.analysis.batch._worker_task` after :func:`~dmd_pipeline.analysis.batch._init_worker`
+:func:`dmd_pipeline.analysis.batch.worker_task` after :func:`~dmd_pipeline.analysis.batch.init_worker`
 (the models load once per worker): the same code as ``dmd analyze``. The workers only compute (and draw
 the report); this store writes every job file.
 
@@ -131,7 +131,7 @@ class JobStore:
     # ---- life cycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Create the folders, start the worker pool, re-queue unfinished jobs, expire old ones."""
-        from dmd_pipeline.analysis.batch import _init_worker, _worker_task
+        from dmd_pipeline.analysis.batch import init_worker, worker_task
         from dmd_pipeline.analysis.registry import default_model_names, resolve_model_dir, split_model_refs
         from dmd_pipeline.executor import LocalExecutor, default_max_rss_mb
 
@@ -149,9 +149,9 @@ class JobStore:
             d.chmod(0o700)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._executor = LocalExecutor(
-            _worker_task,
+            worker_task,
             self.workers,
-            initializer=_init_worker,
+            initializer=init_worker,
             initargs=(self.model, threads),
             file_timeout=self.file_timeout,
             max_rss_mb=default_max_rss_mb(self.workers),
