@@ -118,7 +118,8 @@ class BatchOptions:
     """Everything a worker needs besides the file: model reference and analysis/output options."""
 
     out_dir: Path
-    model: str | list[str] | None = None  # one reference, a comma list or a list; None: the defaults
+    # resolved models (registry.resolve_model_refs), or one reference, a comma list or a list; None: the defaults
+    model: Any = None
     asr: str = "whisper"
     transcript: str | None = None
     report: bool = False
@@ -269,13 +270,12 @@ def batch_record(opts: BatchOptions) -> dict[str, Any]:
     if opts.record is not None:
         return opts.record
     from dmd_pipeline.analysis.options import result_options
-    from dmd_pipeline.analysis.registry import default_model_names, resolve_model_dir, split_model_refs
+    from dmd_pipeline.analysis.registry import resolve_model_refs, split_model_refs
 
-    refs = split_model_refs(opts.model) if opts.model else []
     try:
-        dirs = [str(resolve_model_dir(r)[1]) for r in refs or default_model_names()]
+        dirs = [str(r.path) for r in resolve_model_refs(opts.model)]
     except (ModelFileError, ConfigError):
-        dirs = refs
+        dirs = split_model_refs(opts.model)
     return result_options(opts.asr, opts.transcript, dirs)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,46 @@ def resolve_model_dir(name_or_dir: str | os.PathLike[str] | None) -> tuple[str, 
         f"unknown model {str(name_or_dir)!r}: not a folder with config.json + model.safetensors "
         f"and not a bundled model name (available: {listing})"
     )
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model reference resolved once, at the edge (:func:`resolve_model_refs`): the model's name and its
+    folder, whose ``config.json`` was checked. Path-like, so whatever takes a model folder takes it; it
+    travels down (batch options, workers) without being split or resolved again."""
+
+    name: str
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def resolve_model_refs(
+    refs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+) -> list[ModelRef]:
+    """The models ``refs`` names (bundled names, folders, comma lists, or a list of them; None or empty:
+    :func:`default_model_names`) as resolved :class:`ModelRef`, order kept and repeats dropped; each new
+    reference's ``config.json`` is read and checked (:func:`read_model_meta`). A ModelRef is kept as it is.
+    ModelFileError/ConfigError name the reference and the problem."""
+    items = [refs] if refs is None or isinstance(refs, (str, os.PathLike)) else list(refs)
+    out: list[ModelRef] = []
+    for item in items:
+        if isinstance(item, ModelRef):
+            found = [item]
+        else:
+            found = []
+            for ref in split_model_refs(item):
+                name, path = resolve_model_dir(ref)
+                read_model_meta(path)
+                found.append(ModelRef(name, path))
+        out.extend(r for r in found if all(r.path != o.path for o in out))
+    if not out:
+        out = resolve_model_refs(default_model_names())
+    return out
 
 
 def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -152,12 +152,7 @@ def analyze(
     from rich.console import Console
 
     from dmd_pipeline.analysis.batch import BatchOptions, collect_media
-    from dmd_pipeline.analysis.registry import (
-        default_model_names,
-        read_model_meta,
-        resolve_model_dir,
-        split_model_refs,
-    )
+    from dmd_pipeline.analysis.registry import resolve_model_refs
     from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 
     err = Console(stderr=True)
@@ -180,24 +175,19 @@ def analyze(
         raise usage_error(f"--transcript applies to one file, but {len(files)} were given")
     require_ffmpeg()  # a missing system tool is a usage error, found before any model loads
 
-    try:  # cheap check here; the weights are loaded only when some file needs analysing
-        refs = split_model_refs(model) or default_model_names()
-        model_dirs = []
+    try:  # resolved once, here; the weights are loaded only when some file needs analysing
+        refs = resolve_model_refs(model or None)
         for ref in refs:
-            _, model_dir = resolve_model_dir(ref)
-            read_model_meta(model_dir)
-            weights = model_dir / "model.safetensors"
+            weights = ref.path / "model.safetensors"
             problem = safetensors_problem(weights)
             if problem is not None:  # checked from its header, before any model loads
                 raise ModelFileError(f"{weights} {problem}")
-            if str(model_dir) not in model_dirs:
-                model_dirs.append(str(model_dir))
     except (ModelFileError, ConfigError) as exc:
         raise usage_error(str(exc)) from None
 
     opts = BatchOptions(
         out_dir=out,
-        model=model_dirs,
+        model=refs,
         asr=asr.value,
         transcript=str(transcript) if transcript is not None else None,
         stream_window_s=float(stream_window),
@@ -237,7 +227,7 @@ def analyze(
     except OutputError as exc:  # read-only, full, missing or locked --out: one line, earlier results kept
         raise usage_error(str(exc)) from None
     except (ModelFileError, ConfigError) as exc:
-        raise usage_error(f"cannot analyse with {', '.join(map(str, model_dirs))}: {exc}") from None
+        raise usage_error(f"cannot analyse with {', '.join(map(str, refs))}: {exc}") from None
     except FileNotFoundError as exc:  # ffmpeg vanished between the check and the run
         raise usage_error(str(exc)) from None
     try:
