@@ -16,9 +16,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
+from dmd_pipeline.analysis.options import result_options
 from dmd_pipeline.analysis.registry import LoadedModel, available_models, load_models
 from dmd_pipeline.analysis.registry import load_model as _load_one
+from dmd_pipeline.analysis.report import write_report
 from dmd_pipeline.analysis.result import AnalysisResult
+from dmd_pipeline.utils import atomic_write_text
 
 __all__ = ["AnalysisResult", "LoadedModel", "analyze", "available_models", "load_model"]
 
@@ -62,8 +66,6 @@ def analyze(
     so memory stays flat however long it is (0: always whole).
     Raises InputError (naming the file, stage and reason) for unreadable media.
     """
-    from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
-
     loaded = load_models(model)
     opts = AnalyzeOptions(
         asr=asr,
@@ -72,17 +74,12 @@ def analyze(
         stream_window_s=stream_window_s,
     )
     result = analyze_clip(path, loaded, opts)
-    from dmd_pipeline.analysis.options import result_options
 
     result.options = result_options(asr, transcript, [m.path for m in loaded])
     if out_dir is not None:
-        from dmd_pipeline.utils import atomic_write_text
-
         out = Path(out_dir)
         stem = Path(path).stem
         if report:
-            from dmd_pipeline.analysis.report import write_report
-
             write_report(result, out, stem, media_path=path)
         atomic_write_text(out / f"{stem}.json", result.to_json() + "\n")
     return result

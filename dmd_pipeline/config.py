@@ -20,7 +20,8 @@ import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from dmd_pipeline.errors import ConfigError
+from dmd_pipeline.errors import ConfigError, ModelConfigError, ModelFileError, os_error_reason
+from dmd_pipeline.utils import TooLargeError, format_bytes, json_depth, read_bytes_bounded
 
 #: Inclusive ranges of the integer hyper-parameters (the official presets sit far inside them).
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -486,8 +487,6 @@ def read_model_config_json(path: Any) -> dict:
     import json
     from pathlib import Path
 
-    from dmd_pipeline.errors import ModelConfigError, ModelFileError, os_error_reason
-    from dmd_pipeline.utils import TooLargeError, format_bytes, json_depth, read_bytes_bounded
 
     p = Path(path)
     try:
@@ -520,8 +519,6 @@ def read_model_config_json(path: Any) -> dict:
 def validate_model_config(cfg: Any, where: Any) -> DMDConfig:
     """``DMDConfig.from_dict(cfg)`` with every problem (type, range, size) as a
     :class:`~dmd_pipeline.errors.ModelConfigError` naming ``where``; builds no tensor."""
-    from dmd_pipeline.errors import ModelConfigError
-
     if not isinstance(cfg, dict):
         raise ModelConfigError(f"{where}: the 'config' block must be an object, got {type(cfg).__name__}")
     try:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from dmd_pipeline.data.labels import FILE_COLUMNS, SPLIT_ALIASES, SPLIT_COLUMNS, _read_csv, read_labels
+from dmd_pipeline.data.text_only import REQUIRED_COLUMNS
 from dmd_pipeline.errors import ConfigError, DataError, InputError
 
 SPLITS = ("train", "valid", "test")
@@ -35,8 +37,6 @@ SPLITS = ("train", "valid", "test")
 
 def normalize_split(split: str) -> str | None:
     """``train``/``valid``/``test``/``all`` for a split name or alias (``val``, ``dev`` ...), else None."""
-    from dmd_pipeline.data.labels import SPLIT_ALIASES
-
     key = str(split).strip().lower()
     return "all" if key == "all" else SPLIT_ALIASES.get(key)
 
@@ -69,8 +69,6 @@ def check_split(split: str, counts: dict[str, int], where: Any, has_split: bool 
 
 def has_split_column(csv_path: str | Path) -> bool:
     """True when a label CSV has a split/mode/fold column with at least one value."""
-    from dmd_pipeline.data.labels import SPLIT_COLUMNS, _read_csv
-
     header, rows = _read_csv(Path(csv_path))
     cols = [c for c in SPLIT_COLUMNS if c in header]
     return any((row.get(c) or "").strip() for _, row in rows for c in cols)
@@ -86,9 +84,6 @@ def label_file_kind(csv_path: str | Path, modalities: Sequence[str]) -> str:
     Transcripts when the CSV has that layout and the model reads text only, or when it has that layout, no
     media column and none of its ``Raw/`` media exist (the shared CMU-MOSI file: transcripts, no videos).
     """
-    from dmd_pipeline.data.labels import FILE_COLUMNS, _read_csv, read_labels
-    from dmd_pipeline.data.text_only import REQUIRED_COLUMNS
-
     p = Path(csv_path)
     if not p.is_file():
         raise DataError(p, "label file not found")
@@ -139,8 +134,6 @@ class LabelSelection:
 
 def select_media_items(csv_path: str | Path, model: Any, split: str) -> LabelSelection:
     """Read a media label file for ``model`` (a LoadedModel), keep one split, map labels to targets."""
-    from dmd_pipeline.data.labels import read_labels
-
     p = Path(csv_path)
     task = "classification" if model.task == "classification" else "regression"
     label_set = read_labels(p.parent, p, layout="auto", task=task)

@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from dmd_pipeline import __version__
 from dmd_pipeline.errors import DataError
+from dmd_pipeline.extractors.base import FrameFeatures
+from dmd_pipeline.extractors.transcribe import Segment, Word
 from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe
 
 BUNDLE_FORMAT = 1
@@ -98,8 +101,6 @@ class FeatureBundle:
             raise DataError(base, f"cannot read feature bundle: {exc}") from exc
         if meta.get("format") != BUNDLE_FORMAT:
             raise DataError(json_path, f"unsupported bundle format {meta.get('format')!r}")
-        from dmd_pipeline.extractors.base import FrameFeatures
-        from dmd_pipeline.extractors.transcribe import Segment, Word
 
         if meta.get("text") is not None:
             from dmd_pipeline.extractors.text import TextFeatures
@@ -278,7 +279,6 @@ def package_versions(names: tuple[str, ...] | None = None) -> dict[str, str | No
     """Installed versions of the packages whose behaviour shapes the features."""
     from importlib import metadata
 
-    from dmd_pipeline import __version__
 
     names = names or (
         "numpy",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmd_pipeline.executor import DEFAULT_FILE_TIMEOUT_S, LocalExecutor, default_max_rss_mb
+from dmd_pipeline.ray_executor import RayExecutor, RayOptions
 from dmd_pipeline.utils import choose_threads
 
 ENGINES = ("local", "ray")
@@ -52,8 +53,6 @@ def make_executor(
             max_rss_mb=max_rss_mb,
         )
     if engine == "ray":
-        from dmd_pipeline.ray_executor import RayExecutor  # here: it is the module that imports ray
-
         return RayExecutor(
             fn,
             workers,
@@ -129,8 +128,6 @@ def open_executor(workers: Workers, limits: Limits, n_items: int) -> Any:
     reserves on its node."""
     timeout = limits.file_timeout if limits.file_timeout is not None else DEFAULT_FILE_TIMEOUT_S
     if limits.engine == "ray":
-        from dmd_pipeline.ray_executor import RayOptions  # here: the Ray engine's module, only for "ray"
-
         cluster = limits.cluster or RayOptions()
         n, threads, limit_mb = cluster.actors, max(1, int(cluster.cpus_per_actor)), limits.max_rss_mb
     else:

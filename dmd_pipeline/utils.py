@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import IO, Any
 
+from dmd_pipeline.errors import OutputError, os_error_reason
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -221,8 +223,6 @@ def output_lock(folder: str | Path, what: str = "dmd") -> Iterator[Path]:
     SIGKILL. Folders that cannot be written also raise OutputError, naming the cause. Without ``fcntl``
     (Windows) the block runs unlocked.
     """
-    from dmd_pipeline.errors import OutputError, os_error_reason
-
     folder = Path(folder)
     lock_path = folder / LOCK_NAME
     try:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.extractors.transcribe import find_sidecar
+
 #: Files of a model folder whose content identifies it (hashed: they are small).
 _HASHED = ("config.json", "meta.json")
 #: Large files identified by size and mtime.
@@ -101,8 +103,6 @@ def file_options(record: dict[str, Any], media: str | os.PathLike[str]) -> dict[
     media's identity, and the transcript actually read: without ``--transcript``, the sidecar beside the
     media (the analysis reads a given transcript first, then the sidecar, then runs ASR) is recorded with
     ``"sidecar": true``."""
-    from dmd_pipeline.extractors.transcribe import find_sidecar
-
     out = dict(record)
     out["media"] = media_identity(media)
     side = find_sidecar(media) if record.get("transcript") is None else None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.analysis.result import MODALITIES
+from dmd_pipeline.config import read_model_config_json, validate_model_config
 from dmd_pipeline.errors import ModelFileError
 from dmd_pipeline.model import FeatureSpec, LoadedModel
 
@@ -153,8 +154,6 @@ def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     estimated model size; :func:`dmd_pipeline.config.validate_model_config`): every problem is a
     ModelFileError naming the file, before anything is built.
     """
-    from dmd_pipeline.config import read_model_config_json, validate_model_config
-
     p = Path(model_dir) / "config.json"
     meta = read_model_config_json(p)
     if not isinstance(meta.get("config"), dict):

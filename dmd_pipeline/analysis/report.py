@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.analysis.result import EDGE_NAMES, AnalysisResult, KeyFrame, ModelRun
+from dmd_pipeline.media import iter_frames
 from dmd_pipeline.utils import atomic_open, atomic_write_text
 
 _CSS = """
@@ -250,8 +251,6 @@ def plot_edges(result: AnalysisResult, path: Path) -> Path | None:
 
 def save_key_frames(media_path: str | Path, faces: Sequence[KeyFrame], folder: Path) -> list[Path]:
     """Grab the frames at the given times (media.iter_frames) and save them with the face box drawn."""
-    from dmd_pipeline.media import iter_frames
-
     plt = _plt()
     from matplotlib.patches import Rectangle
 

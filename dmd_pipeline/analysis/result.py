@@ -57,6 +57,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.analysis.export import plot, segments_csv, srt, to_pandas, vtt
 from dmd_pipeline.utils import OUTPUT_MARKER, json_safe
 
 SCHEMA_VERSION = "1.2"
@@ -427,32 +428,22 @@ class AnalysisResult:
 
     def to_pandas(self, kind: str = "segments") -> Any:
         """A pandas DataFrame of the ``segments`` (default), ``words`` or ``cues`` (needs pandas)."""
-        from dmd_pipeline.analysis.export import to_pandas
-
         return to_pandas(self.to_dict(), kind)
 
     def to_csv(self) -> str:
         """The segment timeline as CSV (a ``file`` column, rounded numbers)."""
-        from dmd_pipeline.analysis.export import segments_csv
-
         return segments_csv(self.to_dict())
 
     def to_srt(self) -> str:
         """SubRip subtitles: each segment's text and every model's prediction."""
-        from dmd_pipeline.analysis.export import srt
-
         return srt(self.to_dict())
 
     def to_vtt(self) -> str:
         """WebVTT subtitles (as :meth:`to_srt`)."""
-        from dmd_pipeline.analysis.export import vtt
-
         return vtt(self.to_dict())
 
     def plot(self, path: str | Path | None = None) -> Any:
         """A matplotlib figure of each model's prediction over time (saved to ``path`` when given)."""
-        from dmd_pipeline.analysis.export import plot
-
         return plot(self.to_dict(), path)
 
     @classmethod

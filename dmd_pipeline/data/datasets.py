@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dmd_pipeline.config import DMDConfig
+from dmd_pipeline.data.mmsa import load_mmsa_pickle, read_sidecar
 from dmd_pipeline.errors import ConfigError, DataError
+from dmd_pipeline.utils import sha256_file
 
 
 class MMSADataset(Dataset):
@@ -203,9 +206,6 @@ class DataSource:
 
 def load_data_source(path: str | Path) -> DataSource:
     """Load the splits of a data file (today: an MMSA ``.pkl``); one entry point for train and evaluate."""
-    from dmd_pipeline.data.mmsa import load_mmsa_pickle, read_sidecar
-    from dmd_pipeline.utils import sha256_file
-
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "data file not found")
@@ -234,8 +234,6 @@ def fit_config_to_data(config: Any, splits: dict[str, dict[str, Any]]) -> tuple[
 
     The text dim is kept when ``use_bert`` (it is the encoder's hidden size, not a data shape).
     """
-    from dmd_pipeline.config import DMDConfig
-
     train = splits["train"]
     if config.use_bert and "text_bert" not in train:
         raise DataError(None, "use_bert needs 'text_bert' in the data, but the train split has none")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmd_pipeline.errors import DataError
+from dmd_pipeline.utils import format_bytes, path_problem
 
 MAX_LABEL_FILE_BYTES = 64 * 1024 * 1024  # CMU-MOSEI's label.csv is ~3 MB
 MAX_LABEL_ROWS = 1_000_000
@@ -357,8 +358,6 @@ def _find_csv(root: Path, labels: str | Path | None) -> Path:
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header (lower-cased, stripped) and (row number, row dict) pairs; row numbers are 1-based data rows."""
-    from dmd_pipeline.utils import format_bytes, path_problem
-
     problem = path_problem(path)  # never open a FIFO or a device
     if problem is not None:
         raise DataError(path, f"cannot read the label file: {problem}")

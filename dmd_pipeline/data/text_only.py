@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import DataError
+from dmd_pipeline.extractors.text import TextEncoder
+from dmd_pipeline.extractors.visual import VisualExtractor
+from dmd_pipeline.utils import sha256_file
 
 REQUIRED_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 SPLIT_NAMES = ("train", "valid", "test")
@@ -108,7 +111,6 @@ def tokenize_utterances(tokenizer: Any, texts: list[str], max_len: int = 50) -> 
 def default_side_dims() -> tuple[int, int]:
     """(audio dim, vision dim) of the project's default acoustic and visual extractors (25, 66 today)."""
     from dmd_pipeline.extractors.acoustic import AcousticExtractor
-    from dmd_pipeline.extractors.visual import VisualExtractor
 
     return AcousticExtractor().dim, VisualExtractor().dim
 
@@ -134,8 +136,6 @@ def build_text_only_splits(
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
     model = None
     if text_features:
-        from dmd_pipeline.extractors.text import TextEncoder
-
         model = TextEncoder(encoder_dir)
     splits: dict[str, dict[str, Any]] = {}
     for name, items in rows.items():
@@ -193,7 +193,6 @@ def load_label_source(
     ``only_splits`` limits the work to those splits (e.g. ``["test"]`` for evaluation).
     """
     from dmd_pipeline.data.datasets import DataSource
-    from dmd_pipeline.utils import sha256_file
 
     p = Path(path)
     rows = read_label_csv(p)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from dmd_pipeline import model_files
+from dmd_pipeline.model_files import text_encoder_dir
 from dmd_pipeline.utils import config_hash as _hash
 from dmd_pipeline.utils import sha256_file
 
@@ -82,8 +84,6 @@ def _load(folder: str, device: str) -> tuple[Any, Any]:
 
 def _weights_hash(folder: Path) -> str:
     """sha256 of the weight file (the recorded one for the bundled model), cached by size and mtime."""
-    from dmd_pipeline import model_files
-
     for name in _WEIGHT_FILES:
         p = folder / name
         if p.is_file():
@@ -103,8 +103,6 @@ def _weights_hash(folder: Path) -> str:
 
 def _is_bundled(folder: Path) -> bool:
     try:
-        from dmd_pipeline.model_files import text_encoder_dir
-
         return text_encoder_dir().resolve() == folder.resolve()
     except Exception:
         return False
@@ -114,8 +112,6 @@ class TextEncoder:
     """Encode word sequences with a local BERT-family model (loaded once per path and device)."""
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu") -> None:
-        from dmd_pipeline.model_files import text_encoder_dir
-
         self.model_dir: Path = Path(text_encoder_dir(model_path))
         self.device = device
         self.tokenizer, self.model = _load(str(self.model_dir), device)

@@ -61,7 +61,15 @@ from dmd_pipeline.extractors.words import (
     split_words_at_pauses,
     to_16k,
 )
-from dmd_pipeline.utils import OUTPUT_MARKER, json_depth
+from dmd_pipeline.model_files import whisper_model_dir
+from dmd_pipeline.utils import (
+    OUTPUT_MARKER,
+    TooLargeError,
+    format_bytes,
+    json_depth,
+    path_problem,
+    read_bytes_bounded,
+)
 
 __all__ = [
     "SIDECAR_SUFFIXES",
@@ -252,8 +260,6 @@ def read_transcript_file(path: str | Path, duration: float | None = None) -> Tra
     A .txt file becomes one segment over the whole media (``[0, duration]``) with no word times; it is
     meant for clips (one utterance). Raises :class:`InputError` naming the file and the problem.
     """
-    from dmd_pipeline.utils import TooLargeError, format_bytes, path_problem, read_bytes_bounded
-
     p = Path(path)
     problem = path_problem(p)
     if problem is not None:
@@ -371,8 +377,6 @@ def whisper_model(
 ):
     """The faster-whisper model for ``model_path`` (bundled tiny.en by default), loaded once per process
     (per thread count; ``None``: :func:`asr_threads`). ASR and the Whisper acoustic features share it."""
-    from dmd_pipeline.model_files import whisper_model_dir
-
     if cpu_threads is None:
         cpu_threads = asr_threads()
     folder = str(whisper_model_dir(model_path))

@@ -59,7 +59,9 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.extractors.base import FrameFeatures
+from dmd_pipeline.model_files import FACE_LANDMARKER_SHA256, face_landmarker_path
 from dmd_pipeline.utils import config_hash as _hash
+from dmd_pipeline.utils import sha256_file
 
 __all__ = ["BLENDSHAPE_NAMES", "VisualExtractor", "head_pose_from_matrix"]
 
@@ -178,8 +180,6 @@ class VisualExtractor:
         reacquire_frames: int = 5,
         face_crop: Any = None,
     ) -> None:
-        from dmd_pipeline.model_files import face_landmarker_path
-
         self.model_path = face_landmarker_path(model_path)
         self._user_model = model_path is not None
         self.num_faces = int(num_faces)
@@ -257,12 +257,8 @@ class VisualExtractor:
         """Short stable hash of the settings and the model file's sha256."""
         if self._model_sha is None:
             if self._user_model:
-                from dmd_pipeline.utils import sha256_file
-
                 self._model_sha = sha256_file(self.model_path)
             else:
-                from dmd_pipeline.model_files import FACE_LANDMARKER_SHA256
-
                 self._model_sha = FACE_LANDMARKER_SHA256["face_landmarker.task"]
         return _hash({**self.settings(), "model_sha256": self._model_sha})
 

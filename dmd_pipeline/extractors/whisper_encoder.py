@@ -34,6 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from dmd_pipeline.extractors.base import FrameFeatures
+from dmd_pipeline.extractors.transcribe import to_16k, whisper_model
+from dmd_pipeline.model_files import whisper_model_dir
 from dmd_pipeline.utils import config_hash as _hash
 
 __all__ = ["ACOUSTIC_SETTINGS", "AcousticFeatureSet", "WhisperEncoderExtractor", "make_acoustic_extractor"]
@@ -53,7 +55,6 @@ class WhisperEncoderExtractor:
     def __init__(self, model_path: str | None = None, chunk_s: float = 4.0) -> None:
         if not 0.5 <= float(chunk_s) <= _MAX_CHUNK_S:
             raise ValueError(f"chunk_s must be in [0.5, {_MAX_CHUNK_S}] s, got {chunk_s}")
-        from dmd_pipeline.extractors.transcribe import whisper_model
 
         self.model_path = model_path
         self.chunk_s = float(chunk_s)
@@ -71,8 +72,6 @@ class WhisperEncoderExtractor:
 
     def config_hash(self) -> str:
         """Short stable hash of the settings and the model identity."""
-        from dmd_pipeline.model_files import whisper_model_dir
-
         return _hash({**self.settings(), "model": str(whisper_model_dir(self.model_path).name)})
 
     def chunks(self, n_samples: int) -> list[tuple[int, int]]:
@@ -104,8 +103,6 @@ class WhisperEncoderExtractor:
 
     def extract(self, audio: np.ndarray, sr: int) -> FrameFeatures:
         """Encoder states of a mono signal (resampled to 16 kHz when ``sr`` differs)."""
-        from dmd_pipeline.extractors.transcribe import to_16k
-
         y = to_16k(np.asarray(audio, dtype=np.float32).reshape(-1), sr) if sr != _SR else audio
         y = np.nan_to_num(np.asarray(y, dtype=np.float32).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
         parts = [self._encode_chunk(y[a:b]) for a, b in self.chunks(len(y))]

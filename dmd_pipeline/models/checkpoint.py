@@ -30,8 +30,11 @@ from typing import Any
 
 import torch
 
+from dmd_pipeline import model_files
+from dmd_pipeline.config import DMDConfig, read_model_config_json, validate_model_config
 from dmd_pipeline.errors import ConfigError, ModelConfigError, ModelFileError
-from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe
+from dmd_pipeline.model_files import text_encoder_dir
+from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe, sha256_file
 
 WEIGHTS_NAME = "model.safetensors"
 BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
@@ -65,7 +68,6 @@ def text_encoder_ref(path_or_ref: str | Path | None) -> str | None:
     """What a checkpoint records for a text encoder: the bundled folder becomes :data:`BUNDLED_TEXT_ENCODER`."""
     if path_or_ref is None or str(path_or_ref).startswith("bundled:"):
         return None if path_or_ref is None else str(path_or_ref)
-    from dmd_pipeline.model_files import text_encoder_dir
 
     try:
         bundled = text_encoder_dir().resolve()
@@ -76,8 +78,6 @@ def text_encoder_ref(path_or_ref: str | Path | None) -> str | None:
 
 def resolve_text_encoder(ref: str | Path) -> Path:
     """The local folder of a recorded text encoder: ``bundled:all-MiniLM-L6-v2`` (sha256-checked) or a path."""
-    from dmd_pipeline.model_files import text_encoder_dir
-
     if str(ref).startswith("bundled:"):
         if str(ref) != BUNDLED_TEXT_ENCODER:
             raise ModelFileError(f"unknown bundled text encoder {str(ref)!r} (known: {BUNDLED_TEXT_ENCODER})")
@@ -96,9 +96,6 @@ def resolve_text_encoder(ref: str | Path) -> Path:
 
 def text_encoder_sha256(folder: str | Path) -> str:
     """sha256 of a text encoder's weight file (recorded so a checkpoint can check its frozen base)."""
-    from dmd_pipeline import model_files
-    from dmd_pipeline.utils import sha256_file
-
     folder = Path(folder)
     weights = folder / "model.safetensors"
     if not weights.is_file():
@@ -205,8 +202,6 @@ def read_checkpoint_meta(path_or_dir: str | Path) -> dict:
 
     Raises ModelFileError (ModelConfigError for a config that fails the schema) naming the file.
     """
-    from dmd_pipeline.config import read_model_config_json, validate_model_config
-
     _, cfg_path = _paths(path_or_dir)
     if not cfg_path.is_file():
         raise ModelFileError(f"{cfg_path}: checkpoint config not found")
@@ -259,7 +254,6 @@ def load_checkpoint(path_or_dir: str | Path, device: str | torch.device = "cpu")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from dmd_pipeline.config import DMDConfig, validate_model_config
     from dmd_pipeline.models import DMDSystem
 
     weights_path, cfg_path = _paths(path_or_dir)
@@ -313,8 +307,6 @@ def load_checkpoint(path_or_dir: str | Path, device: str | torch.device = "cpu")
         raise ModelConfigError(str(exc)) from None
     digest = meta.get("weights_sha256")
     if digest:
-        from dmd_pipeline.utils import sha256_file
-
         got = sha256_file(weights_path)
         if got != digest:
             raise ModelFileError(

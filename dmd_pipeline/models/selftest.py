@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmd_pipeline.config import get_preset
 from dmd_pipeline.errors import InputError
+from dmd_pipeline.utils import REPO_ROOT, shared_dir
 
 ZERO_GRAD_ATOL = 1e-7  # analytically-zero gradients (GD kernel biases cancel in the softmax)
 
 
 def default_references() -> list[Path]:
     """shared_dir()/fixtures/dmd_reference/*.npz, or an InputError saying where it looked."""
-    from dmd_pipeline.utils import REPO_ROOT, shared_dir
-
     base = shared_dir()
     folder = (base if base is not None else REPO_ROOT.parent / "shared") / "fixtures" / "dmd_reference"
     paths = sorted(folder.glob("*.npz")) if folder.is_dir() else []
@@ -83,7 +83,6 @@ def _named_params(system: Any) -> dict[str, torch.nn.Parameter]:
 
 def check_reference(path: Path) -> dict[str, Any]:
     """Run every check of one reference archive; returns {quantity: entry, ..., 'ok': bool}."""
-    from dmd_pipeline.config import get_preset
     from dmd_pipeline.models.dmd import DMDSystem
     from dmd_pipeline.models.official import load_official_state_dict
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from dmd_pipeline.errors import ConfigError
 from dmd_pipeline.training import distributed
 from dmd_pipeline.training.display import EpochRecord
+from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
 
 RESUME_DIR = "resume"
 STATE_FORMAT = "dmd-train-state"
@@ -65,7 +66,6 @@ def save_train_state(
 
     from safetensors.torch import save
 
-    from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
 
     tensors: dict[str, torch.Tensor] = {}
     for k, v in trainer.system.state_dict().items():

@@ -52,7 +52,7 @@ from dmd_pipeline.training import distributed
 from dmd_pipeline.training.display import EpochRecord, TrainingDisplay
 from dmd_pipeline.training.metrics import compute_metrics
 from dmd_pipeline.training.resume import RESUME_DIR, load_train_state, save_train_state
-from dmd_pipeline.utils import json_safe
+from dmd_pipeline.utils import atomic_write_json, json_safe
 
 MINIMISE_KEYS = {"Loss", "MAE"}
 
@@ -400,8 +400,6 @@ class Trainer:
                 display.end_epoch(record)
                 rank_rng = distributed.gather_rng_states() if info.distributed else None
                 if checkpoint_dir is not None:
-                    from dmd_pipeline.utils import atomic_write_json
-
                     atomic_write_json(
                         Path(checkpoint_dir) / "history.json", json_safe([asdict(h) for h in history])
                     )
