@@ -72,8 +72,8 @@ def save_face_model(
     """Write ``dest/model.safetensors`` and ``dest/config.json`` (weights first, both atomically)."""
     from safetensors.torch import save
 
-    from dmd_pipeline.models.checkpoint import _jsonable, versions
-    from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json
+    from dmd_pipeline.models.checkpoint import versions
+    from dmd_pipeline.utils import atomic_write_bytes, atomic_write_json, json_safe
 
     if weights_dtype not in _DTYPES:
         raise ValueError(f"weights_dtype must be one of {sorted(_DTYPES)}, got {weights_dtype!r}")
@@ -97,7 +97,7 @@ def save_face_model(
         "versions": versions(),
         **(meta or {}),
     }
-    atomic_write_json(out / "config.json", _jsonable(config))
+    atomic_write_json(out / "config.json", json_safe(config))
     return out
 
 
