@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -326,3 +327,23 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging  # here: transformers is slow to import
 
     hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a moment: mediapipe's C++ start-up notes (glog/absl, TFLite XNNPACK)
+    ignore Python's logging and GLOG_minloglevel. Python exceptions still propagate with their messages."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. captured by a test runner): nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -48,11 +48,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ import numpy as np
 from dmd_pipeline.extractors.base import FrameFeatures
 from dmd_pipeline.model_files import FACE_LANDMARKER_SHA256, face_landmarker_path
 from dmd_pipeline.utils import config_hash as _hash
-from dmd_pipeline.utils import sha256_file
+from dmd_pipeline.utils import quiet_native_stderr, sha256_file
 
 __all__ = ["BLENDSHAPE_NAMES", "VisualExtractor", "head_pose_from_matrix"]
 
@@ -145,26 +144,6 @@ def _geometry(pts: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.
     return geo, np.array([x0, y0, x1, y1])
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 for a moment: mediapipe's C++ start-up notes (glog/absl, TFLite XNNPACK)
-    ignore Python's logging and GLOG_minloglevel. Python exceptions still propagate with their messages."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (e.g. captured by a test runner): nothing to hide
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class VisualExtractor:
     """Face features per sampled frame (see the module docstring for every column)."""
 
@@ -218,7 +197,7 @@ class VisualExtractor:
                 output_face_blendshapes=True,
                 output_facial_transformation_matrixes=True,
             )
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 self._landmarker = vision.FaceLandmarker.create_from_options(opts)
             self._warm = False
             _LIVE.add(self)
@@ -306,7 +285,7 @@ class VisualExtractor:
             if self._warm:
                 result = landmarker.detect_for_video(mp_image, ts)
             else:  # the graph's first run logs TFLite/XNNPACK set-up notes from C++: not for the user
-                with _quiet_native_stderr():
+                with quiet_native_stderr():
                     result = landmarker.detect_for_video(mp_image, ts)
                 self._warm = True
             spent += time.perf_counter() - t0

@@ -190,7 +190,7 @@ class FaceFinder:
             from mediapipe.tasks.python import vision
             from mediapipe.tasks.python.core.base_options import BaseOptions
 
-            from dmd_pipeline.extractors.visual import _quiet_native_stderr
+            from dmd_pipeline.utils import quiet_native_stderr
 
             opts = vision.FaceLandmarkerOptions(
                 base_options=BaseOptions(model_asset_path=str(self.model_path)),
@@ -198,7 +198,7 @@ class FaceFinder:
                 num_faces=self.num_faces,
                 min_face_detection_confidence=self.min_detection_confidence,
             )
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 self._lm = vision.FaceLandmarker.create_from_options(opts)
         return self._lm
 
