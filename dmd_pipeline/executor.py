@@ -1,6 +1,6 @@
 """The local executor: a supervised pool of spawned worker processes, ``submit(item) -> Future``.
 
-DESIGN.md's "local executor": it only moves work and results between the driver and the workers and never
+It only moves work and results between the driver and the workers and never
 writes a file; the driver (``analysis/batch.py``, ``data/extract.py``) owns the output folder, resume and
 atomic writes. Unlike :class:`concurrent.futures.ProcessPoolExecutor`, one dying worker never breaks the
 pool:

@@ -1,6 +1,6 @@
 """The Ray executor: a pool of Ray actors with the local executor's interface, ``submit(item) -> Future``.
 
-DESIGN.md's "Ray executor (actors)": the same contract as :class:`dmd_pipeline.executor.LocalExecutor`, so
+The same contract as :class:`dmd_pipeline.executor.LocalExecutor`, so
 the drivers (``analysis/batch.py``, ``data/extract.py``) keep one code path for resume, atomic writes and
 the tables. It only moves work and results; it never writes a file.
 
