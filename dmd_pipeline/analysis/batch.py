@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.analysis.predictions import prediction_cells
 from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 from dmd_pipeline.executor import WorkerLost
 from dmd_pipeline.runner import Limits, Workers, run_supervised
@@ -423,24 +424,13 @@ def per_model_columns(doc: dict[str, Any]) -> list[str]:
     """The per-model columns of a result: ``<name>:score`` (regression) or ``<name>:label``, ``<name>:p``."""
     cols: list[str] = []
     for m in doc.get("models") or []:
-        if m["task"] == "regression":
-            cols.append(f"{m['name']}:score")
-        else:
-            cols.extend((f"{m['name']}:label", f"{m['name']}:p"))
+        cols.extend(summary_cells(m["name"], m["task"], None))
     return cols
 
 
-def prediction_cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str, str]:
-    """The per-model cells of one prediction (empty strings when it is null)."""
-    if task == "regression":
-        score = None if p is None else p.get("score")
-        return {f"{name}:score": "" if score is None else f"{score:.4f}"}
-    probs = (p or {}).get("probabilities") or {}
-    best = (p or {}).get("predicted_class") or (max(probs, key=probs.__getitem__) if probs else None)
-    return {
-        f"{name}:label": best or "",
-        f"{name}:p": f"{probs[best]:.4f}" if best in probs else "",
-    }
+def summary_cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str, str]:
+    """The per-model cells of one prediction in summary.csv (4 decimals; empty strings when it is null)."""
+    return prediction_cells(name, task, p, lambda x: f"{x:.4f}")
 
 
 def write_output(path: Path, text: str) -> None:
@@ -580,7 +570,7 @@ def summary_row(doc: dict[str, Any] | None, file: str, json_path: Path | None, s
             headline=doc.get("headline", ""),
         )
         for m in doc.get("models") or []:
-            row.update(prediction_cells(m["name"], m["task"], m.get("overall")))
+            row.update(summary_cells(m["name"], m["task"], m.get("overall")))
     return row
 
 

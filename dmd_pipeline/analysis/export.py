@@ -12,6 +12,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.analysis.predictions import prediction_cells
+
 #: ``--format`` values; ``all`` is every one of them.
 FORMATS = ("json", "csv", "tsv", "srt", "vtt")
 TIME_DECIMALS = 3
@@ -42,13 +44,8 @@ def _r(x: Any, n: int = VALUE_DECIMALS) -> Any:
 
 
 def _cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str, Any]:
-    """Per-model cells of one prediction: ``<name>:score`` or ``<name>:label``/``<name>:p``."""
-    p = p or {}
-    if task == "regression":
-        return {f"{name}:score": _r(p.get("score")) if p.get("score") is not None else ""}
-    probs = p.get("probabilities") or {}
-    best = p.get("predicted_class") or (max(probs, key=probs.__getitem__) if probs else None)
-    return {f"{name}:label": best or "", f"{name}:p": _r(probs[best]) if best in probs else ""}
+    """Per-model cells of one prediction: ``<name>:score`` or ``<name>:label``/``<name>:p`` (rounded)."""
+    return prediction_cells(name, task, p, _r)
 
 
 def segment_columns(doc: dict[str, Any]) -> list[str]:

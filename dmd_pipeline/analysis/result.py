@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.analysis.export import plot, segments_csv, srt, to_pandas, vtt
+from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.utils import OUTPUT_MARKER, json_safe
 
 SCHEMA_VERSION = "1.2"
@@ -324,7 +325,7 @@ def prediction_phrase(p: Prediction) -> str | None:
     if p.score is not None:
         return f"{p.label7 or ''} {p.score:+.2f}".strip()
     if p.probabilities:
-        best = p.predicted_class or max(p.probabilities, key=p.probabilities.__getitem__)
+        best = top_class(p.probabilities, p.predicted_class)
         return f"{best} {p.probabilities[best]:.2f}"
     return None
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import typer
 
+from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.cli.common import (
     AsrEngine,
     Device,
@@ -532,6 +533,6 @@ def _cell(p: object) -> str:
         return f"{p.score:+.2f}"
     probs = getattr(p, "probabilities", None)
     if probs:
-        best = p.predicted_class or max(probs, key=probs.__getitem__)
+        best = top_class(probs, p.predicted_class)
         return f"{best} {probs[best]:.2f}"
     return "–"

@@ -1,0 +1,32 @@
+"""How one prediction reads, wherever it is shown: the top class of a classification (:func:`top_class`),
+and the cells a prediction fills in a table of per-model columns (:func:`prediction_cells`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def top_class(probabilities: Mapping[str, float] | None, predicted: str | None = None) -> str | None:
+    """The predicted class (``predicted`` when given, else the most probable one); None without
+    probabilities."""
+    if predicted:
+        return predicted
+    if not probabilities:
+        return None
+    return max(probabilities, key=probabilities.__getitem__)
+
+
+def prediction_cells(
+    name: str, task: str, p: Mapping[str, Any] | None, number: Callable[[float], Any]
+) -> dict[str, Any]:
+    """Per-model cells of one prediction (a result's prediction dict, or None): ``<name>:score`` for a
+    regression model, ``<name>:label`` and ``<name>:p`` for a classifier; empty strings where there is no
+    value. ``number`` formats a value (a rounded float for data files, a fixed-decimals string for tables)."""
+    p = p or {}
+    if task == "regression":
+        score = p.get("score")
+        return {f"{name}:score": "" if score is None else number(score)}
+    probs = p.get("probabilities") or {}
+    best = top_class(probs, p.get("predicted_class"))
+    return {f"{name}:label": best or "", f"{name}:p": number(probs[best]) if best in probs else ""}
