@@ -70,7 +70,7 @@ def main() -> int:
     lock = threading.Lock()
 
     def one(i: int) -> None:
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
+        with httpx.Client(base_url=srv.url, timeout=60, headers={"X-DMD-Client": "bench"}) as c:
             t0 = time.perf_counter()
             r = upload(c, clip, name=f"clip{i:03d}{clip.suffix}", asr="none", transcript=TEXT)
             t1 = time.perf_counter()
@@ -128,13 +128,14 @@ def main() -> int:
     print(f"throughput: {len(e2e) / wall:.2f} jobs/s ({len(e2e)} done in {wall:.1f} s); "
           f"server RSS {rss0:.0f} MiB after the warm-up, {rss:.0f} MiB at the end")  # fmt: skip
     if stalled:
-        codes: dict[str, int] = {}
-        for _, head in answers:
-            key = head.split(b"\r\n", 1)[0].decode("latin-1", "replace") or "(closed, no answer)"
-            codes[key] = codes.get(key, 0) + 1
-        when = sorted(t for t, _ in answers)
-        print(f"stalled uploads: {len(stalled)} held open; uploads_in_progress {in_progress} with them; "
-              f"answers {codes}; answered after {_pct(when, 0.0):.1f}-{_pct(when, 1.0):.1f} s")  # fmt: skip
+        codes: dict[str, list[float]] = {}
+        for t, head in answers:
+            key = head.split(b"\r\n", 1)[0].decode("latin-1", "replace") or "(closed without an answer)"
+            codes.setdefault(key, []).append(t)
+        how = "; ".join(f"{k}: {len(v)} after {min(v):.1f}-{max(v):.1f} s" for k, v in sorted(codes.items()))
+        print(
+            f"stalled uploads: {len(stalled)} held open; uploads_in_progress {in_progress} with them; {how}"
+        )
     for f in failures[:10]:
         print("FAILED", f)
     return 1 if failures or len(e2e) < args.n else 0
@@ -159,14 +160,25 @@ def _stall(port: int, k: int) -> list[tuple[socket.socket, float]]:
 
 
 def _collect(stalled: list[tuple[socket.socket, float]], answers: list[tuple[float, bytes]]) -> None:
-    """Wait (up to 90 s each) for the server's answer on every stalled connection, then close it."""
+    """Wait (up to 90 s) for the server's answer on every stalled connection; (seconds, first bytes) each."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
     for s, t0 in stalled:
-        s.settimeout(max(1.0, 90 - (time.monotonic() - t0)))
-        data = b""
-        with contextlib.suppress(OSError):
-            data = s.recv(4096)
-        answers.append((time.monotonic() - t0, data))
-        s.close()
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, t0)
+    t_end = time.monotonic() + 90
+    while sel.get_map() and time.monotonic() < t_end:
+        for key, _ in sel.select(timeout=1.0):
+            data = b""
+            with contextlib.suppress(OSError):
+                data = key.fileobj.recv(4096)
+            answers.append((time.monotonic() - key.data, data))
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+    for key in list(sel.get_map().values()):  # never answered
+        answers.append((time.monotonic() - key.data, b"(no answer in 90 s)"))
+        key.fileobj.close()
 
 
 if __name__ == "__main__":

@@ -348,7 +348,7 @@ class JobStore:
                 atomic_write_json(d / "job.json", asdict(job))
             return True
         except OSError as exc:
-            log.error("cannot write the state of job %s (%s is %s): %s", job.id, "job.json", job.status, exc)
+            log.error("job %s: cannot write its job.json (status %s): %s", job.id, job.status, exc)
             return False
 
     def _load_all(self) -> list[Job]:
@@ -436,18 +436,13 @@ class JobStore:
                 job.error = {"stage": oc.stage, "reason": self.scrub(_first_line(oc.reason), job)}
         except WorkerLost as exc:
             job.status, job.error = "failed", {"stage": "worker", "reason": self.scrub(exc.reason, job)}
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                log.error("job %s: cannot write its results", job_id, exc_info=exc)
-            else:
-                log.error("job %s: the disk is full; its partial results are removed", job_id)
+        except OSError as exc:  # the results could not be written: none of them stays
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.error("job %s: cannot write its results (%s); the partial ones are removed", job_id, exc,
+                      exc_info=None if full else exc)  # fmt: skip
             self._remove_results(d)
             job.status, job.headline = "failed", None
-            reason = (
-                "the server's disk is full"
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else "cannot write the results"
-            )
+            reason = "the server's disk is full" if full else "cannot write the results"
             job.error = {"stage": "server", "reason": reason}
         except Exception as exc:  # the model failed to load, an unwritable folder...
             log.error("job %s failed on the server", job_id, exc_info=exc)
