@@ -153,6 +153,16 @@ def _send(conn: Any, msg: tuple) -> bool:
     return True
 
 
+def _thread_lock_for_tqdm() -> None:
+    """Give tqdm (used inside the ASR library) a thread lock before it makes its default one, a
+    multiprocessing semaphore: in a spawned worker that semaphore is registered with the resource tracker,
+    and a worker stopped on Ctrl-C leaves it behind, so the run ended with a "leaked semaphore" warning."""
+    with contextlib.suppress(ImportError):
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
+
+
 def _worker_main(
     conn: Any, fn: Callable[[Any], Any], initializer: Callable | None, initargs: tuple, parent_pid: int
 ) -> None:
@@ -160,6 +170,7 @@ def _worker_main(
     die_with_parent(parent_pid)
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _thread_lock_for_tqdm()
     try:
         if initializer is not None:
             initializer(*initargs)

@@ -193,7 +193,8 @@ def collect_media(paths: Iterable[str | os.PathLike[str]], out_dir: str | Path |
 
     Skips hidden files/folders, our own output folder and anything under it. Raises InputError when no
     given path exists; a missing path among others is returned as given (the batch reports it as a
-    failed file, ``file not found``) so the others are still analysed. The order is stable (given order, folders sorted), duplicates removed.
+    failed file, ``file not found``) so the others are still analysed. The order is stable (given order,
+    folders sorted), duplicates removed.
     Walking a folder never fails on what it finds: a symlink loop, a dangling link, a device, a FIFO or a
     socket with a media extension (and a sub-folder that cannot be read) is returned by its name in the
     folder, unresolved, and the batch reports it as a failed file (:func:`dmd_pipeline.utils.path_problem`).
@@ -390,24 +391,10 @@ def clean_stale_temps(out_dir: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _thread_lock_for_tqdm() -> None:
-    """Give tqdm (used inside the ASR library) a thread lock before it makes its default one, a
-    multiprocessing semaphore: in a spawned worker that semaphore is registered with the resource
-    tracker, and a worker stopped on Ctrl-C leaves it behind, so the run ended with a "leaked semaphore"
-    warning."""
-    import threading
-
-    with suppress(ImportError):
-        from tqdm import tqdm
-
-        tqdm.set_lock(threading.RLock())
-
-
 def init_worker(model_ref: str | list[str] | None, threads: int, device: str = "cpu") -> None:
     """Process-pool initializer: limit threads and load the models once per worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    _thread_lock_for_tqdm()
     import torch
 
     torch.set_num_threads(max(1, threads))
