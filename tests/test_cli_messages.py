@@ -183,3 +183,29 @@ def test_loaded_model_prints_in_one_line(tiny_model: Path) -> None:
 
     text = repr(load_model(str(tiny_model)))
     assert "\n" not in text and text.startswith("LoadedModel(name=") and "task='regression'" in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_extract_says_what_is_done_and_left(tmp_path: Path, media: MediaFactory) -> None:
+    """Before: ``dmd extract`` stopped on Ctrl-C with no line at all."""
+    src, out = tmp_path / "src", tmp_path / "o"
+    src.mkdir()
+    for i in range(6):
+        shutil.copy(media.speech_wav(TEXT), src / f"c{i}.wav")
+    (src / "labels.csv").write_text("file,label\n" + "".join(f"c{i}.wav,{i % 2}\n" for i in range(6)))
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as fh:
+        proc = _dmd("extract", str(src), "--labels", str(src / "labels.csv"), "--out", str(out), "-j", "2",
+                    "--asr", "none", "--cache-dir", str(tmp_path / "cache"),
+                    stdout=subprocess.DEVNULL, stderr=fh)  # fmt: skip
+        deadline = time.monotonic() + 240
+        while not any(out.glob("items/*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    text = log.read_text()
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and last.endswith("left (a re-run resumes)"), text
+    done = int(last.split()[1])
+    assert 1 <= done < 6 and f"{6 - done} left" in last
+    assert "Warning" not in text and "leaked" not in text and "Traceback" not in text, text

@@ -233,12 +233,17 @@ def extract(
         f"{plan.n_done} already extracted, {len(plan.todo)} to go; "
         + (f"workers={workers}" if cluster is None else f"Ray actors={actors or 'one per CPU'}")
     )
+    counts = {"done": plan.n_done}
     try:
         with (
-            _progress(err, info, len(label_set.items), plan.n_done, quiet) as on_done,
+            _progress(err, info, len(label_set.items), counts, quiet) as on_done,
             terminate_as_interrupt() if cluster is not None else contextlib.nullcontext(),
         ):
             outcome = run_extract(plan, on_done)
+    except KeyboardInterrupt:  # Ctrl-C (SIGTERM too with --engine ray): finished items are kept
+        left = len(label_set.items) - counts["done"]
+        typer.echo(f"interrupted: {counts['done']} done, {left} left (a re-run resumes)", err=True)
+        raise typer.Exit(130) from None
     except ClusterError as exc:  # Ray missing, the cluster unreachable or unable to host an actor
         err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -246,9 +251,13 @@ def extract(
 
 
 @contextlib.contextmanager
-def _progress(err: Any, info: Any, total: int, done: int, quiet: bool) -> Iterator[Callable[[dict], None]]:
+def _progress(
+    err: Any, info: Any, total: int, counts: dict[str, int], quiet: bool
+) -> Iterator[Callable[[dict], None]]:
     """A progress bar (and, under a pipe, a plain line every 10 s) over the items; yields the callback that
-    advances it and prints each failure as one line."""
+    advances it, counts the item in ``counts["done"]`` (which starts at the items done before) and prints
+    each failure as one line."""
+    done = counts["done"]
     from rich.markup import escape
     from rich.progress import (
         BarColumn,
@@ -282,6 +291,7 @@ def _progress(err: Any, info: Any, total: int, done: int, quiet: bool) -> Iterat
                     highlight=False,
                     soft_wrap=True,  # one line per failure, whatever the terminal width
                 )
+            counts["done"] += 1
             progress.advance(task)
             lines.advance()
 
