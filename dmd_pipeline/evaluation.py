@@ -13,7 +13,9 @@ numbers.
 
 Metrics: regression models get the MMSA metrics (:func:`~dmd_pipeline.training.metrics.regression_metrics`);
 classification models accuracy, UAR, macro-F1 and weighted-F1 plus the per-class figures and the confusion
-matrix (:func:`~dmd_pipeline.training.metrics.classification_report`).
+matrix (:func:`~dmd_pipeline.training.metrics.classification_report`), and their calibration
+(:func:`calibration_of`: ECE over 15 bins and NLL of the raw softmax and after the model's temperature).
+The outputs scored here are the network's raw logits; the model's calibration is applied on top of them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dmd_pipeline.calibration import calibration_figures
 from dmd_pipeline.data.labels import FILE_COLUMNS, SPLIT_ALIASES, SPLIT_COLUMNS, _read_csv, read_labels
 from dmd_pipeline.data.text_only import REQUIRED_COLUMNS
 from dmd_pipeline.errors import ConfigError, DataError, InputError
@@ -165,7 +168,7 @@ class MediaEvaluation:
     """What :func:`evaluate_media` produced: outputs and targets of the items that worked, the failures."""
 
     ids: list[str]
-    outputs: np.ndarray  # (N, num_classes)
+    outputs: np.ndarray  # (N, num_classes): raw logits (before the model's calibration) or regression scores
     targets: np.ndarray  # (N,)
     failures: list[dict[str, str]]  # {"id", "file", "stage", "reason"}
     cache_hits: int = 0
@@ -209,12 +212,12 @@ def evaluate_media(
             ids.append(item.id)
             kept.append(float(target))
             if len(buf) >= batch_size:
-                outputs.append(model.predict(buf))
+                outputs.append(model.predict(buf, calibrated=False))
                 buf = []
         if on_item is not None:
             on_item(item, failure)
     if buf:
-        outputs.append(model.predict(buf))
+        outputs.append(model.predict(buf, calibrated=False))
     n_out = int(model.config.num_classes)
     out = np.concatenate(outputs) if outputs else np.zeros((0, n_out), np.float32)
     return MediaEvaluation(ids, out, np.asarray(kept, dtype=np.float64), failures, hits)
@@ -242,6 +245,15 @@ def score_outputs(
         metrics = {k: report[k] for k in ("accuracy", "uar", "macro_f1", "weighted_f1")}
         return metrics, report
     return regression_metrics(np.asarray(outputs)[:, 0], targets), None
+
+
+def calibration_of(model: Any, outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
+    """A classifier's calibration on raw ``outputs`` (logits) and their ``targets``: ECE and NLL before and
+    after its temperature (``*_after`` None when it has none), with the reliability bins
+    (:func:`~dmd_pipeline.calibration.calibration_figures`); None for a regression model or no items."""
+    if model.task != "classification" or len(targets) == 0:
+        return None
+    return calibration_figures(np.asarray(outputs), np.asarray(targets), model.calibration)
 
 
 def remap_pickle_labels(labels: np.ndarray, data_names: Sequence[str] | None, model: Any) -> np.ndarray:

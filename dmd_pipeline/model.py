@@ -9,6 +9,12 @@ clip or a span of one (:meth:`LoadedModel.inputs`), zeros for the modalities it 
 (:meth:`LoadedModel.zero_fill`), and its outputs (:meth:`LoadedModel.predict`, :meth:`LoadedModel.forward`).
 Analysis, evaluation and serving ask it; none of them reads a config key of a model.
 
+A classifier's outputs are calibrated here: the temperature stored in its ``config.json``
+(:attr:`LoadedModel.calibration`, a :class:`~dmd_pipeline.calibration.Calibration` validated on load) divides
+the logits that :meth:`LoadedModel.predict` and :meth:`LoadedModel.forward` return, so every softmax of them
+downstream gives calibrated probabilities; ``calibrated=False`` gives the network's raw logits (what a
+calibration is fitted and measured on).
+
 Finding and loading models (bundled names, folders, defaults) is :mod:`dmd_pipeline.analysis.registry`.
 """
 
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dmd_pipeline.analysis.result import MODALITIES, ModelInfo
+from dmd_pipeline.calibration import Calibration
 from dmd_pipeline.errors import ConfigError, InputError
 from dmd_pipeline.extractors.base import FrameFeatures
 from dmd_pipeline.feature_config import ExtractionConfig
@@ -119,9 +126,14 @@ class LoadedModel:
     class_names: list[str] | None
     extra: dict[str, Any] = field(default_factory=dict)
     spec: FeatureSpec = field(init=False)
+    #: The classifier's temperature from its config.json (None: uncalibrated, or not a classifier).
+    calibration: Calibration | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.spec = FeatureSpec.from_meta(self.meta)
+        self.calibration = Calibration.from_meta(
+            self.meta, self.path / "config.json", classifier=self.task == "classification"
+        )
 
     def __repr__(self) -> str:
         """One line (the torch module inside would print hundreds)."""
@@ -449,8 +461,16 @@ class LoadedModel:
             out.append(t.to(device))
         return out
 
-    def predict(self, batch: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
-        """``output_logit`` (N, num_classes) for a list of :meth:`inputs`, in one pass (eval mode, no grad)."""
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Raw logits (N, num_classes) as the model's calibrated logits: divided by its temperature
+        (:attr:`calibration`); unchanged for an uncalibrated model or a regression model."""
+        if self.calibration is None or self.task != "classification":
+            return logits
+        return self.calibration.apply(logits)
+
+    def predict(self, batch: Sequence[Mapping[str, np.ndarray]], calibrated: bool = True) -> np.ndarray:
+        """``output_logit`` (N, num_classes) for a list of :meth:`inputs`, in one pass (eval mode, no grad);
+        a classifier's are calibrated (:meth:`calibrate`) unless ``calibrated`` is False."""
         system = self.system
         tens = self._tensors(batch, next(system.parameters()).device)
         was_training = system.training
@@ -459,13 +479,15 @@ class LoadedModel:
             out = system.predict(*tens)
         finally:
             system.train(was_training)
-        return out.float().cpu().numpy()
+        logits = out.float().cpu().numpy()
+        return self.calibrate(logits) if calibrated else logits
 
     def forward(
-        self, batch: Sequence[Mapping[str, np.ndarray]], batch_size: int = 16
+        self, batch: Sequence[Mapping[str, np.ndarray]], batch_size: int = 16, calibrated: bool = True
     ) -> dict[str, np.ndarray]:
         """The full forward pass over a list of :meth:`inputs` in chunks of ``batch_size``: ``logits``
-        (N, C) and the distillation graph's ``edges_homo``/``edges_hetero`` (N, 6)."""
+        (N, C; a classifier's calibrated unless ``calibrated`` is False, see :meth:`calibrate`) and the
+        distillation graph's ``edges_homo``/``edges_hetero`` (N, 6)."""
         import torch  # here: as in _tensors
 
         system = self.system
@@ -478,8 +500,9 @@ class LoadedModel:
             logits.append(out["output_logit"].float().cpu().numpy())
             homo.append(out["edges_homo"].float().cpu().numpy().T)
             hetero.append(out["edges_hetero"].float().cpu().numpy().T)
+        raw = np.concatenate(logits)
         return {
-            "logits": np.concatenate(logits),
+            "logits": self.calibrate(raw) if calibrated else raw,
             "edges_homo": np.concatenate(homo),
             "edges_hetero": np.concatenate(hetero),
         }

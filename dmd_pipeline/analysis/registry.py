@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.analysis.result import MODALITIES
+from dmd_pipeline.calibration import check_model_meta
 from dmd_pipeline.config import read_model_config_json, validate_model_config
 from dmd_pipeline.errors import ModelFileError
 from dmd_pipeline.model import FeatureSpec, LoadedModel
@@ -150,8 +151,9 @@ def resolve_model_refs(
 def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed config.json of a model folder, checked for a model config (no torch import, no weights).
 
-    Read with bounds (size, nesting depth) and its config validated against the schema (types, ranges,
-    estimated model size; :func:`dmd_pipeline.config.validate_model_config`): every problem is a
+    Read with bounds (size, nesting depth), its config validated against the schema (types, ranges,
+    estimated model size; :func:`dmd_pipeline.config.validate_model_config`) and its ``calibration`` block
+    checked (:func:`dmd_pipeline.calibration.check_model_meta`): every problem is a
     ModelFileError naming the file, before anything is built.
     """
     p = Path(model_dir) / "config.json"
@@ -159,6 +161,7 @@ def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta.get("config"), dict):
         raise ModelFileError(f"{p}: not a dmd-pipeline model config (no 'config' block)")
     validate_model_config(meta["config"], p)
+    check_model_meta(meta, p)
     _meta_modalities(meta, p)
     return meta
 

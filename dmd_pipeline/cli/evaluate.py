@@ -10,8 +10,9 @@ The model is a checkpoint folder or a bundled model name (``dmd_pipeline/assets/
 * ``--labels X.csv`` of transcripts (MMSA/CMU-MOSI ``label.csv``: video_id, clip_id, text, label, mode) for a
   text model: the transcripts are encoded the way the model was trained, audio and vision are zeros.
 
-Classification models report accuracy, UAR, macro-F1, weighted-F1, per-class recall/precision/F1/support and
-the confusion matrix; regression models the MMSA metrics. Exit codes: 0 ok, 1 some items failed extraction
+Classification models report accuracy, UAR, macro-F1, weighted-F1, per-class recall/precision/F1/support,
+the confusion matrix and their calibration (ECE over 15 bins and NLL of the raw softmax and after the model's
+temperature; ``--report FILE.png`` draws the reliability diagram); regression models the MMSA metrics. Exit codes: 0 ok, 1 some items failed extraction
 (they are listed and left out), 2 usage error.
 """
 
@@ -45,6 +46,12 @@ def evaluate(
         help="test, valid, train or all (all: every row; the only choice without a split column).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        help="Write the reliability diagram of a classifier's calibration (raw softmax and after its "
+        "temperature; 15 bins) to this PNG file.",
+    ),
     device: Device = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Evaluation batch size."),
     cache_dir: Path | None = typer.Option(
@@ -74,6 +81,8 @@ def evaluate(
 
     torch.set_num_threads(choose_threads())  # fewer threads when other processes hold the cores
     try:
+        if report is not None:
+            check_report_target(model, report)
         metrics, info = run_evaluation(
             model,
             data,
@@ -90,6 +99,12 @@ def evaluate(
         err.print(f"Error: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     failed = info.get("failed") or []
+    if report is not None and info.get("calibration"):
+        from dmd_pipeline.calibration_plot import save_reliability_diagram
+
+        title = f"{info.get('model_name') or info['model']} on {info['split']} (n={info['n']})"
+        save_reliability_diagram(info["calibration"], report, title)
+        err.print(f"reliability diagram: {escape(str(report))}", highlight=False)
     if as_json:
         typer.echo(json.dumps(json_safe({**info, "metrics": metrics}), indent=2))
     elif info["n"] == 0:
@@ -108,6 +123,28 @@ def evaluate(
         raise typer.Exit(1)
     if failed:
         raise typer.Exit(1)
+
+
+def check_report_target(model: str | Path, report: Path) -> None:
+    """``--report`` before anything runs: a ``.png`` file in an existing folder, for a DMD classifier (a
+    regression model has no class probabilities to calibrate; a face model reports no calibration yet)."""
+    from dmd_pipeline.analysis.registry import read_model_meta
+    from dmd_pipeline.errors import ConfigError
+    from dmd_pipeline.face.model import is_face_model
+
+    if Path(report).suffix.lower() != ".png":
+        raise ConfigError(f"--report {report}: the reliability diagram is a PNG file (name it *.png)")
+    if not Path(report).expanduser().resolve().parent.is_dir():
+        raise ConfigError(f"--report {report}: the folder {Path(report).parent} does not exist")
+    if is_face_model(model):
+        raise ConfigError("--report: calibration figures are not available for a face model yet")
+    meta = read_model_meta(resolve_model(model))
+    n_classes = (meta.get("config") or {}).get("num_classes", 1)
+    task = meta.get("task") or ("classification" if n_classes > 1 else "regression")
+    if task != "classification":
+        raise ConfigError(
+            f"--report: model {str(model)!r} is a regression model; a reliability diagram needs class probabilities"
+        )
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -203,8 +240,10 @@ def run_evaluation(
     """Load the model and data, return (metrics, info about what was evaluated).
 
     ``info`` holds the model, data/label file, split, ``n`` (items scored), ``n_items``, ``n_failed`` and
-    ``failed`` (id, file, stage, reason), and for classification ``class_names`` and ``report``
-    (:func:`~dmd_pipeline.training.metrics.classification_report`). ``progress`` shows a rich progress bar
+    ``failed`` (id, file, stage, reason), and for classification ``class_names``, ``report``
+    (:func:`~dmd_pipeline.training.metrics.classification_report`) and ``calibration``
+    (:func:`~dmd_pipeline.evaluation.calibration_of`: ECE/NLL of the raw logits and after the model's
+    temperature). ``progress`` shows a rich progress bar
     (on ``console``, default stderr) while media are extracted.
     """
     from dmd_pipeline.device import resolve_device
@@ -320,7 +359,13 @@ def _run_arrays(
     from dmd_pipeline.data.datasets import load_data_source
     from dmd_pipeline.data.text_only import read_label_csv
     from dmd_pipeline.errors import DataError
-    from dmd_pipeline.evaluation import SPLITS, check_split, remap_pickle_labels, score_outputs
+    from dmd_pipeline.evaluation import (
+        SPLITS,
+        calibration_of,
+        check_split,
+        remap_pickle_labels,
+        score_outputs,
+    )
     from dmd_pipeline.training.metrics import compute_metrics
 
     if kind == "transcripts":
@@ -365,6 +410,7 @@ def _run_arrays(
         n_failed=0,
         failed=[],
         report=report,
+        calibration=calibration_of(loaded, pred, true) if n_cls > 1 else None,
     )
     return metrics, info
 
@@ -393,7 +439,7 @@ def _run_media(
         TimeRemainingColumn,
     )
 
-    from dmd_pipeline.evaluation import evaluate_media, score_outputs, select_media_items
+    from dmd_pipeline.evaluation import calibration_of, evaluate_media, score_outputs, select_media_items
     from dmd_pipeline.features import FeatureCache, default_cache_dir
     from dmd_pipeline.pipeline import Extractor
     from dmd_pipeline.utils import sha256_file
@@ -454,6 +500,7 @@ def _run_media(
     report = None
     if len(res.ids):
         metrics, report = score_outputs(loaded, res.outputs, res.targets)
+    calibration = calibration_of(loaded, res.outputs, res.targets)
     info.update(
         kind="media",
         data=str(labels.resolve()),
@@ -466,6 +513,7 @@ def _run_media(
         failed=res.failures,
         skipped=[{"id": i, "reason": r} for i, r in sel.skipped],
         report=report,
+        calibration=calibration,
         extraction=config.to_dict(),
         cache_hits=res.cache_hits,
     )

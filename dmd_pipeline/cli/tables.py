@@ -92,3 +92,28 @@ def print_classification(info: dict[str, Any], console: Any = None) -> None:
     for name, row in zip(names, report["confusion_matrix"], strict=True):
         cm.add_row(name, *(str(int(c)) for c in row))
     console.print(cm)
+    if info.get("calibration"):
+        print_calibration(info["calibration"], console)
+
+
+def print_calibration(fig: dict[str, Any], console: Any = None) -> None:
+    """A rich table of a classifier's calibration: ECE, NLL and mean confidence of the raw softmax and
+    after its temperature (:func:`dmd_pipeline.calibration.calibration_figures`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = fig.get("temperature")
+    table = Table(title=f"calibration ({fig['n_bins']}-bin ECE, n={fig['n']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("raw softmax", justify="right")
+    table.add_column("calibrated" if t is None else f"calibrated (T={t:.3g})", justify="right")
+    table.add_row("ECE", _pct(fig["ece_before"]), _pct(fig["ece_after"]))
+    table.add_row("NLL", f"{fig['nll_before']:.4f}", metric_cell("nll", fig["nll_after"]))
+    table.add_row(
+        "mean top probability", _pct(fig["mean_confidence_before"]), _pct(fig["mean_confidence_after"])
+    )
+    table.add_row("accuracy", _pct(fig["accuracy"]), _pct(fig["accuracy"]))
+    console.print(table)
+    if t is None:
+        console.print("the model has no temperature (uncalibrated): its probabilities are the raw softmax")

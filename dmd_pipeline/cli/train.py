@@ -221,4 +221,11 @@ def _show(outcome: Any, quiet: bool) -> None:
     if not quiet:
         metrics = {f"{k} (best epoch {outcome.best_epoch})": v for k, v in outcome.metrics.items()}
         print_metrics(metrics, console)
+    cal = outcome.calibration
+    if cal is not None:
+        console.print(
+            f"calibration: temperature {cal['temperature']:.3g} fitted on the valid split "
+            f"(n={cal['fitted_on']['n']}, NLL): {cal['n_bins']}-bin ECE {100 * cal['ece_before']:.1f} % -> "
+            f"{100 * cal['ece_after']:.1f} %; stored in config.json and applied to the model's probabilities"
+        )
     console.print(f"saved {outcome.out}")

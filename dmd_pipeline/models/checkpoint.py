@@ -15,8 +15,8 @@ load time, whose sha256 is checked. ``weights_dtype="float16"`` stores floating 
 (loaded back as float32), to keep shipped models small.
 
 Loading validates before it builds: ``config.json`` is read with bounds (size, nesting depth) and its
-config checked against the schema of :mod:`dmd_pipeline.config` (types, ranges, estimated size) before any
-tensor exists; a text-encoder folder must hold ``model.safetensors`` (pickled ``.bin`` weights are refused);
+config checked against the schema of :mod:`dmd_pipeline.config` (types, ranges, estimated size) and its
+``calibration`` block (:mod:`dmd_pipeline.calibration`) before any tensor exists; a text-encoder folder must hold ``model.safetensors`` (pickled ``.bin`` weights are refused);
 every weight must be finite. Every problem of a model folder is a :class:`ModelFileError` (the config ones
 :class:`~dmd_pipeline.errors.ModelConfigError`, also a ConfigError), naming the file.
 """
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from dmd_pipeline import model_files
+from dmd_pipeline.calibration import check_model_meta
 from dmd_pipeline.config import DMDConfig, read_model_config_json, validate_model_config
 from dmd_pipeline.errors import ConfigError, ModelConfigError, ModelFileError
 from dmd_pipeline.model_files import text_encoder_dir
@@ -211,6 +212,7 @@ def read_checkpoint_meta(path_or_dir: str | Path) -> dict:
             f"{cfg_path}: not a dmd-pipeline checkpoint config (format={str(meta.get('format'))[:40]!r})"
         )
     validate_model_config(meta["config"], cfg_path)
+    check_model_meta(meta, cfg_path)
     return meta
 
 

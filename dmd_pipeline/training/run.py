@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from dmd_pipeline.calibration import fit_calibration
 from dmd_pipeline.config import get_preset
 from dmd_pipeline.data.datasets import (
     AudioAugment,
@@ -45,7 +46,14 @@ from dmd_pipeline.models.checkpoint import (
 )
 from dmd_pipeline.models.ensemble import DMDEnsemble
 from dmd_pipeline.training import distributed
-from dmd_pipeline.training.trainer import TrainConfig, Trainer, TrainResult, evaluate, set_seed
+from dmd_pipeline.training.trainer import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    evaluate,
+    predict_dataset,
+    set_seed,
+)
 from dmd_pipeline.utils import quiet_transformers
 
 
@@ -56,6 +64,8 @@ class TrainOutcome:
     out: Path
     metrics: dict[str, dict[str, float]]
     best_epoch: int
+    #: A classifier's ``calibration`` block as recorded in its config.json (None: regression, or no valid data).
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -399,8 +409,25 @@ def run_training(request: TrainRequest) -> TrainOutcome | None:
         metrics["test"] = evaluate(system, datasets["test"], tcfg.batch_size, trainer.device)
     meta.update(metrics=metrics, train_config=tcfg.to_dict(), best_epoch=result.best_epoch)
     meta["stopped_early"], meta["epochs_run"] = result.stopped_early, result.epochs_run
+    calibration = calibrate(system, datasets.get("valid"), tcfg.batch_size, trainer.device, source)
+    if calibration is not None:
+        meta["calibration"] = calibration
     save_checkpoint(request.out, system, meta)
-    return TrainOutcome(request.out, metrics, result.best_epoch)
+    return TrainOutcome(request.out, metrics, result.best_epoch, calibration)
+
+
+def calibrate(system: Any, valid: Any, batch_size: int, device: Any, source: Any) -> dict[str, Any] | None:
+    """A classifier's temperature fitted on the valid split (the split that chose its epoch, never test),
+    as the ``calibration`` block its config.json records (:mod:`dmd_pipeline.calibration`); None for a
+    regression model or without valid data."""
+    if int(system.config.num_classes) < 2 or valid is None or not len(valid):
+        return None
+    logits, labels, _ = predict_dataset(system, valid, batch_size, device)
+    prov = source.provenance()
+    fitted_on = {"split": "valid", "data": Path(str(prov.get("path") or "")).name}
+    if prov.get("sha256"):
+        fitted_on["data_sha256"] = prov["sha256"]
+    return fit_calibration(logits, labels.astype("int64"), fitted_on).to_meta()
 
 
 def _training_data(
