@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
-from dmd_pipeline.analysis.options import result_options
+from dmd_pipeline.analysis.batch import claim_names
+from dmd_pipeline.analysis.options import file_options, result_options
 from dmd_pipeline.analysis.registry import LoadedModel, available_models, load_models
 from dmd_pipeline.analysis.registry import load_model as _load_one
 from dmd_pipeline.analysis.report import write_report
@@ -61,7 +62,9 @@ def analyze(
     these (several models, one extraction; the first is the primary one), or None for every bundled
     default model. ``transcript``: a transcript file (.txt/.srt/.vtt/.json) or literal text; else a
     sidecar beside the media, else ASR (``asr``: whisper | pocketsphinx | none). With ``out_dir`` the
-    result is also written to ``<out_dir>/<stem>.json`` (and ``<stem>.html`` with ``report=True``).
+    result is also written to ``<out_dir>/<stem>.json`` (and ``<stem>.html`` with ``report=True``), or to
+    ``<stem>-<hash of the path>.json`` when ``<stem>.json`` there is another file's result (as
+    ``dmd analyze`` names it: no result is ever replaced by another source's).
     A file longer than 1.5 x ``stream_window_s`` is extracted and scored in windows of about that length,
     so memory stays flat however long it is (0: always whole).
     Raises InputError (naming the file, stage and reason) for unreadable media.
@@ -75,10 +78,11 @@ def analyze(
     )
     result = analyze_clip(path, loaded, opts)
 
-    result.options = result_options(asr, transcript, [m.path for m in loaded])
+    result.options = file_options(result_options(asr, transcript, [m.path for m in loaded]), path)
     if out_dir is not None:
         out = Path(out_dir)
-        stem = Path(path).stem
+        source = Path(os.path.abspath(path))
+        stem = claim_names([source], {source: Path(path).stem}, out)[source]
         if report:
             write_report(result, out, stem, media_path=path)
         atomic_write_text(out / f"{stem}.json", result.to_json() + "\n")

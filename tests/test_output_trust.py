@@ -206,3 +206,21 @@ def test_media_identity_samples_large_files_and_ignores_mtime(tmp_path: Path) ->
     assert options_difference({**record}, {**record, "media": ident}).startswith(
         "the result does not record its media's identity"
     )
+
+
+def test_python_api_out_dir_never_replaces_another_files_result(
+    tmp_path: Path, media: MediaFactory, tiny_model: Path
+) -> None:
+    """``dmd_pipeline.analyze(path, out_dir=...)`` wrote ``<stem>.json`` whatever was there."""
+    from dmd_pipeline import analyze
+
+    a, b = tmp_path / "a" / "talk.wav", tmp_path / "b" / "talk.wav"
+    for p, t in ((a, TEXT_A), (b, TEXT_B)):
+        p.parent.mkdir()
+        shutil.copy(media.speech_wav(t), p)
+    out = tmp_path / "o"
+    ra = analyze(a, str(tiny_model), asr="none", out_dir=out)
+    rb = analyze(b, str(tiny_model), asr="none", out_dir=out)
+    files = {json.loads(p.read_text())["file"] for p in out.glob("talk*.json")}
+    assert files == {str(a), str(b)}
+    assert ra.options["media"]["sha256"] != rb.options["media"]["sha256"]
