@@ -332,10 +332,8 @@ class _Heartbeat:
     def note(self, msg: str) -> None:
         """A stage message (``talk.mp4: transcript``): remember what is being worked on."""
         head, sep, tail = msg.partition(": ")
-        if sep and tail and " " not in tail:
-            self.file, self.stage = head, tail
-        elif msg.endswith(": analysing"):
-            self.file, self.stage = msg.removesuffix(": analysing"), ""
+        if sep and tail and " " not in tail:  # "talk.mp4: analysing" starts a file, "talk.mp4: align" a stage
+            self.file, self.stage = head, "" if tail == "analysing" else tail
 
     def _loop(self) -> None:
         while not self._stop.wait(min(1.0, self.every_s / 4)):
