@@ -1,5 +1,5 @@
-"""What both export recipes do after measuring a shipped model: record its metrics in its config.json and
-print (and optionally save) a JSON summary."""
+"""What the export recipes do after measuring a shipped model: record its metrics (and, for a classifier,
+its calibration) in its config.json and print (and optionally save) a JSON summary."""
 
 from __future__ import annotations
 
@@ -35,3 +35,17 @@ def report_summary(dest: Path, results: dict[str, Any], path: Path | None, **ext
     print(text)
     if path:
         path.write_text(text + "\n", encoding="utf-8")
+
+
+def record_calibration(dest: Path, block: dict[str, Any]) -> None:
+    """Write a fitted ``calibration`` block into ``dest/config.json`` (the weights and their recorded
+    ``weights_sha256`` stay untouched: the temperature is applied on top of the network's logits), then read
+    the file back as a load would, so a block the loader refuses never ships."""
+    from dmd_pipeline.models.checkpoint import CONFIG_NAME, read_checkpoint_meta
+    from dmd_pipeline.utils import atomic_write_json
+
+    cfg_path = dest / CONFIG_NAME
+    meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    meta["calibration"] = block
+    atomic_write_json(cfg_path, meta)
+    read_checkpoint_meta(dest)

@@ -12,7 +12,9 @@
 #   3. `dmd train`: DMD classification (8 classes), audio only (text and vision fed as zeros), selection by
 #      validation UAR (hyper-parameters chosen with recipes/emotion_dmd_sweep.py on valid only);
 #   4. export (float16, no machine paths) into the package;
-#   5. `dmd evaluate` of the shipped model on the media of valid and test, as anyone can re-run it.
+#   5. `dmd evaluate` of the shipped model on the media of valid and test, as anyone can re-run it;
+#   6. calibration: a temperature fitted on the valid actors' media (minimum NLL) and stored in the model's
+#      config.json; the test actors are measured once (ECE before/after), nothing is fitted on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/ravdess}
@@ -47,3 +49,7 @@ for split in valid test; do
   $BIN/dmd evaluate --model ravdess-voice-emotion --labels "$DATA/labels.csv" --split "$split" --json \
     | tee "runs/eval_ravdess-voice-emotion_${split}.json"
 done
+
+# 6. calibration on the validation actors (the weights and their sha256 are unchanged)
+$BIN/python recipes/calibrate_model.py --model "$DEST" --labels "$DATA/labels.csv" --split valid \
+  --measure-split test --summary runs/calibrate_emotion_summary.json

@@ -35,6 +35,9 @@ def test_bundled_and_self_describing(emotion) -> None:
     assert "non-commercial" in meta["licence_note"] and meta["weights_dtype"] == "float16"
     assert (MODELS_DIR / NAME / "model.safetensors").stat().st_size < 8_000_000
     assert set(meta["metrics"]) >= {"valid", "test"}
+    cal = meta["calibration"]  # fitted on the validation actors by recipes/calibrate_model.py, never on test
+    assert cal["fitted_on"]["split"] == "valid" and cal["fitted_on"]["n"] == 120
+    assert emotion.calibration is not None and emotion.calibration.temperature == cal["temperature"]
 
 
 @pytest.fixture(scope="module")
