@@ -39,6 +39,7 @@ def choose_members(run: Path, labels: Path, members: str, max_members: int) -> d
         ens = DMDEnsemble(systems[0].config, k, [s for s in systems[:k]])
         chosen = meta.get("ensemble_members", [])[:k]
         ens_meta = dict(meta, ensemble_size=k, ensemble_members=chosen)
+        ens_meta.pop("calibration", None)  # fitted by dmd train for all N members; step 6 fits the shipped one
         ens_meta["training_time"] = {
             **(meta.get("training_time") or {}),
             "seconds": round(sum(float(m.get("seconds") or 0.0) for m in chosen), 1),
