@@ -322,11 +322,14 @@ def export(args: argparse.Namespace) -> None:
             best = (which, rep, net)
     which, rep, net = best
     meta = {
+        "task": "classification",
+        "class_names": list(cfg.classes),
+        "licence_note": "trained on FER2013 (released for research): the weights are for research use only",
         "weights": which,
         "training": {
             "data": "FER2013 train (Training usage, 28,709 images)",
             "epochs": state["epoch"],
-            "minutes_cpu_wall": round(state["seconds"] / 60, 1),
+            "wall_minutes": round(state["seconds"] / 60, 1),
             "args": run_args,
             "history": state["history"],
         },
