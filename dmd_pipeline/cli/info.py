@@ -70,6 +70,13 @@ def environment_checks(rehash: bool = False) -> list[dict[str, Any]]:
             )
     except Exception as exc:  # a broken model registry is a finding, not a crash
         add("bundled DMD models", False, f"{type(exc).__name__}: {exc}", "reinstall: make setup")
+    try:
+        from dmd_pipeline.face.model import BUNDLED_FACE_MODEL, FaceExpressionModel
+
+        face = FaceExpressionModel.load()  # checks the weights' sha256 and that they fit the network
+        add(f"face model {BUNDLED_FACE_MODEL}", True, f"{face.path} (sha256 ok)")
+    except Exception as exc:  # a broken face model is a finding, not a crash
+        add("bundled face model", False, f"{type(exc).__name__}: {exc}", "reinstall: make setup")
     from dmd_pipeline.features import default_cache_dir
 
     cache = default_cache_dir()
