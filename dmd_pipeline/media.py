@@ -12,7 +12,8 @@ images are refused (:data:`REFUSED_DEMUXERS`): every ffprobe/ffmpeg call names t
 playlist saved as ``talk.mp4`` cannot read a server's other media through ``file:``, ``subfile:`` or
 ``data:`` entries, and a live (unbounded) playlist cannot hold a worker. Inside
 :func:`playlists_allowed` (``dmd analyze --allow-playlists``) playlists and lists are read, still with the
-protocol whitelist and a probe time limit. A file without a duration is refused either way.
+protocol whitelist and a probe time limit. :func:`check_duration` refuses a file without a duration
+(``dmd serve`` applies it to every upload).
 A file ffmpeg cannot read raises :class:`~dmd_pipeline.errors.MediaError` naming the file with a one-line
 reason; a missing ffmpeg/ffprobe executable raises :class:`FFmpegNotFoundError`.
 The executables can be overridden with ``$DMD_FFMPEG`` / ``$DMD_FFPROBE``.
@@ -41,6 +42,7 @@ from dmd_pipeline.errors import DMDError, MediaError
 __all__ = [
     "FFmpegNotFoundError",
     "MediaInfo",
+    "check_duration",
     "frame_size",
     "iter_frames",
     "load_audio",
@@ -304,8 +306,6 @@ def _probe(p: Path, exe: str, allow: bool = False) -> MediaInfo:
         vcodec = str(v.get("codec_name", ""))
         if duration <= 0 and n_frames and fps:
             duration = n_frames / fps
-    if not duration > 0 and not str(fmt.get("format_name", "")).endswith("_pipe"):  # a single image: 0
-        raise MediaError(p, "has no duration (a live stream or an empty container), so it cannot be analysed")
     sr = channels = 0
     if audios:
         a = audios[0]
@@ -328,6 +328,16 @@ def _probe(p: Path, exe: str, allow: bool = False) -> MediaInfo:
         audio_codec=acodec,
         format_name=str(fmt.get("format_name", "")),
     )
+
+
+def check_duration(info: MediaInfo) -> None:
+    """MediaError unless ``info`` has a positive duration: ``dmd serve`` refuses such an upload at once (an
+    empty container, or a stream with no end) instead of handing it to a worker. ``dmd analyze`` leaves
+    it to the analysis, which reports what it found (e.g. no usable modality)."""
+    if not info.duration > 0:
+        raise MediaError(
+            Path(info.path), "has no duration (a live stream or an empty container), so it cannot be analysed"
+        )
 
 
 def _segment(p: Path, info: MediaInfo, start: float | None, end: float | None) -> tuple[float, float | None]:

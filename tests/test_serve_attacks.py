@@ -419,3 +419,14 @@ def test_a_job_may_run_in_proportion_to_its_duration(tmp_path: Path) -> None:
     assert store.time_limit(Job("a" * 24, "a.mp4", "u.mp4", 1)) == DEFAULT_FILE_TIMEOUT_S  # older job.json
     capped = JobStore(tmp_path, time_factor=10, file_timeout=200)
     assert capped.time_limit(Job("a" * 24, "a.mp4", "u.mp4", 1, duration=3600.0)) == 200
+
+
+def test_an_upload_without_a_duration_is_refused(server: Server, tmp_path: Path) -> None:
+    import struct
+
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)  # a wav header and no samples
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", 0))
+    with server.client() as c:
+        r = upload(c, empty)
+        assert r.status_code == 422 and "has no duration" in r.json()["detail"], r.text

@@ -187,7 +187,7 @@ async def _accept(
 
     from dmd_pipeline.analysis.batch import still_image
     from dmd_pipeline.errors import InputError
-    from dmd_pipeline.media import probe
+    from dmd_pipeline.media import check_duration, probe
 
     job_id = new_job_id()
     tmp = store.incoming_dir / job_id
@@ -198,10 +198,12 @@ async def _accept(
         await _receive(request, settings, up)
         asr, transcript = _fields(up)
         try:
-            info = await asyncio.to_thread(probe, tmp / up.stored)  # the upload's own media checks
+            info = await asyncio.to_thread(probe, tmp / up.stored)  # no playlist, no list of other files
+            image = still_image(info)
+            if image is None:
+                check_duration(info)  # nothing without an end reaches a worker
         except InputError as exc:
             raise ApiError(422, f"not a media file we can analyse: {store.scrub(exc.reason)}") from None
-        image = still_image(info)
         if image is not None:
             raise ApiError(422, f"not a media file we can analyse: {image}")
         job = Job(id=job_id, filename=up.filename or "upload", upload=up.stored or "", size=up.size, asr=asr,
