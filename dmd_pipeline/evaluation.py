@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,10 @@ from dmd_pipeline.calibration import calibration_figures
 from dmd_pipeline.data.labels import FILE_COLUMNS, SPLIT_ALIASES, SPLIT_COLUMNS, _read_csv, read_labels
 from dmd_pipeline.data.text_only import REQUIRED_COLUMNS
 from dmd_pipeline.errors import ConfigError, DataError, InputError
+from dmd_pipeline.model import LoadedModel
+
+if TYPE_CHECKING:
+    from dmd_pipeline.pipeline import Extractor
 
 SPLITS = ("train", "valid", "test")
 
@@ -135,7 +139,7 @@ class LabelSelection:
     n_rows: int = 0
 
 
-def select_media_items(csv_path: str | Path, model: Any, split: str) -> LabelSelection:
+def select_media_items(csv_path: str | Path, model: LoadedModel, split: str) -> LabelSelection:
     """Read a media label file for ``model`` (a LoadedModel), keep one split, map labels to targets."""
     p = Path(csv_path)
     task = "classification" if model.task == "classification" else "regression"
@@ -175,10 +179,10 @@ class MediaEvaluation:
 
 
 def evaluate_media(
-    model: Any,
+    model: LoadedModel,
     items: Sequence[Any],
     targets: Sequence[float],
-    extractor: Any,
+    extractor: Extractor,
     batch_size: int = 64,
     use_cache: bool = True,
     on_item: Callable[[Any, dict | None], None] | None = None,
@@ -227,7 +231,7 @@ def evaluate_media(
 
 
 def score_outputs(
-    model: Any, outputs: np.ndarray, targets: np.ndarray
+    model: LoadedModel, outputs: np.ndarray, targets: np.ndarray
 ) -> tuple[dict[str, float], dict[str, Any] | None]:
     """(metrics, classification report or None).
 
@@ -247,7 +251,7 @@ def score_outputs(
     return regression_metrics(np.asarray(outputs)[:, 0], targets), None
 
 
-def calibration_of(model: Any, outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
+def calibration_of(model: LoadedModel, outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any] | None:
     """A classifier's calibration on raw ``outputs`` (logits) and their ``targets``: ECE and NLL before and
     after its temperature (``*_after`` None when it has none), with the reliability bins
     (:func:`~dmd_pipeline.calibration.calibration_figures`); None for a regression model or no items."""
@@ -256,7 +260,9 @@ def calibration_of(model: Any, outputs: np.ndarray, targets: np.ndarray) -> dict
     return calibration_figures(np.asarray(outputs), np.asarray(targets), model.calibration)
 
 
-def remap_pickle_labels(labels: np.ndarray, data_names: Sequence[str] | None, model: Any) -> np.ndarray:
+def remap_pickle_labels(
+    labels: np.ndarray, data_names: Sequence[str] | None, model: LoadedModel
+) -> np.ndarray:
     """Class indices of a pickle (in its sidecar's ``class_names`` order) re-indexed into the model's order.
 
     Unchanged when the pickle names no classes, or its names are not all the model's (e.g. a model with

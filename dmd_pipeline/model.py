@@ -32,6 +32,7 @@ from dmd_pipeline.analysis.result import MODALITIES, ModelInfo
 from dmd_pipeline.calibration import Calibration
 from dmd_pipeline.errors import ConfigError, InputError
 from dmd_pipeline.extractors.base import FrameFeatures
+from dmd_pipeline.extractors.words import Segment
 from dmd_pipeline.feature_config import ExtractionConfig
 from dmd_pipeline.features import FeatureBundle
 from dmd_pipeline.model_input import select_columns, to_model_inputs
@@ -335,7 +336,7 @@ class LoadedModel:
     def inputs(
         self,
         bundle: FeatureBundle,
-        span: Any = None,
+        span: Segment | None = None,
         *,
         ext: Extractor | None = None,
         present: Sequence[str] = (),
@@ -359,7 +360,7 @@ class LoadedModel:
     def _span_inputs(
         self,
         bundle: FeatureBundle,
-        seg: Any,
+        seg: Segment,
         ext: Extractor,
         present: Sequence[str],
         columns: dict[str, list[str] | None] | None,

@@ -82,8 +82,9 @@ from dmd_pipeline.analysis.utterances import (  # noqa: F401 - re-exported: the 
     utterances,
 )
 from dmd_pipeline.errors import InputError
-from dmd_pipeline.features import word_source_counts
-from dmd_pipeline.pipeline import spans_in
+from dmd_pipeline.extractors.words import Word
+from dmd_pipeline.features import FeatureBundle, word_source_counts
+from dmd_pipeline.pipeline import Extractor, spans_in
 from dmd_pipeline.utils import path_problem
 
 __all__ = [
@@ -103,7 +104,7 @@ __all__ = [
 ]
 
 
-def _word(w: Any, seg_start: float, seg_end: float, offset: float = 0.0) -> WordResult:
+def _word(w: Word, seg_start: float, seg_end: float, offset: float = 0.0) -> WordResult:
     """A word with its times clamped into its segment (which lies inside the file's duration), moved by
     ``offset`` seconds (a streaming window's start)."""
     start = min(max(float(w.start), seg_start), seg_end)
@@ -186,10 +187,10 @@ class _Part:
 
 def _score_part(
     path: Path,
-    bundle: Any,
+    bundle: FeatureBundle,
     models: Sequence[LoadedModel],
     names: Sequence[str],
-    ext: Any,
+    ext: Extractor,
     options: AnalyzeOptions,
     spans: list[Any],
     offset: float = 0.0,

@@ -6,14 +6,14 @@ the models.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from dmd_pipeline.analysis.result import Cues, CueSeries, KeyFrame
+from dmd_pipeline.extractors.base import FrameFeatures
 
 
-def _col(frames: Any, *candidates: str) -> np.ndarray | None:
+def _col(frames: FrameFeatures | None, *candidates: str) -> np.ndarray | None:
     """A column by exact name, else by case-insensitive suffix (``bs_mouthSmileLeft`` matches)."""
     if frames is None:
         return None
@@ -29,7 +29,7 @@ def _col(frames: Any, *candidates: str) -> np.ndarray | None:
     return None
 
 
-def _mean_cols(frames: Any, groups: Sequence[Sequence[str]]) -> np.ndarray | None:
+def _mean_cols(frames: FrameFeatures | None, groups: Sequence[Sequence[str]]) -> np.ndarray | None:
     cols = [_col(frames, *g) for g in groups]
     cols = [c for c in cols if c is not None]
     return np.mean(np.stack(cols), axis=0) if cols else None
@@ -68,11 +68,15 @@ CUE_SPECS: dict[str, tuple[str, str]] = {
 CueFrames = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]
 
 
-def cue_frames(acoustic: Any, visual: Any, offset: float = 0.0) -> CueFrames:
+def cue_frames(
+    acoustic: FrameFeatures | None, visual: FrameFeatures | None, offset: float = 0.0
+) -> CueFrames:
     """Per cue, the (file times, values, valid) of the frames it is measured on (None without them)."""
     out: CueFrames = {}
 
-    def add(name: str, frames: Any, values: np.ndarray | None, valid: np.ndarray | None) -> None:
+    def add(
+        name: str, frames: FrameFeatures | None, values: np.ndarray | None, valid: np.ndarray | None
+    ) -> None:
         if frames is None or values is None or frames.n_frames == 0:
             out[name] = None
             return
@@ -126,13 +130,15 @@ def cues_on_grid(parts: Sequence[CueFrames], duration: float, rate_hz: float = 2
     return Cues(rate_hz=float(rate_hz), times=times, series=series)
 
 
-def compute_cues(acoustic: Any, visual: Any, duration: float, rate_hz: float = 2.0) -> Cues:
+def compute_cues(
+    acoustic: FrameFeatures | None, visual: FrameFeatures | None, duration: float, rate_hz: float = 2.0
+) -> Cues:
     """Descriptive cues of one clip's frames (see :func:`cues_on_grid`)."""
     return cues_on_grid([cue_frames(acoustic, visual)], duration, rate_hz)
 
 
 # ---- key frames ----------------------------------------------------------------------------------
-def _face_boxes(visual: Any) -> np.ndarray | None:
+def _face_boxes(visual: FrameFeatures | None) -> np.ndarray | None:
     """Per-frame face boxes (T, 4) as fractions [x0, y0, x1, y1] from the visual extras, NaN without a face."""
     if visual is None:
         return None
@@ -147,7 +153,7 @@ def _face_boxes(visual: Any) -> np.ndarray | None:
 Faces = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
-def face_frames(visual: Any, offset: float = 0.0) -> Faces | None:
+def face_frames(visual: FrameFeatures | None, offset: float = 0.0) -> Faces | None:
     """(file times, has a face, face boxes or None) of the visual frames: what key frames are picked from."""
     if visual is None or visual.n_frames == 0:
         return None
@@ -185,7 +191,7 @@ def key_frames_from(parts: Sequence[Faces | None], duration: float, n: int = 3) 
 SILENT_AUDIO_DBFS = -70.0
 
 
-def silent_audio_peak(acoustic: Any) -> float | None:
+def silent_audio_peak(acoustic: FrameFeatures | None) -> float | None:
     """The peak RMS level (dBFS) of an audio track that is digital silence (never above
     :data:`SILENT_AUDIO_DBFS`), else None (also when the frames carry no ``rms_db`` column)."""
     if acoustic is None or acoustic.n_frames == 0:

@@ -15,7 +15,8 @@ from dmd_pipeline.analysis.analysis_options import AnalyzeOptions
 from dmd_pipeline.errors import InputError
 from dmd_pipeline.extractors.align import segment_transcript
 from dmd_pipeline.extractors.transcribe import SIDECAR_SUFFIXES, find_sidecar, read_transcript_file
-from dmd_pipeline.extractors.words import Segment, Transcript
+from dmd_pipeline.extractors.words import Segment, Transcript, Word
+from dmd_pipeline.features import FeatureBundle
 
 
 def given_transcript(value: str | Path | None, duration: float) -> tuple[str | None, list[Any], str | None]:
@@ -52,8 +53,8 @@ def _split_by_spans(words: list[Any], spans: list[Any]) -> list[Any]:
 
 
 def utterances(
-    bundle: Any, duration: float, options: AnalyzeOptions, spans: list[Any] | None = None
-) -> list[Any]:
+    bundle: FeatureBundle, duration: float, options: AnalyzeOptions, spans: list[Segment] | None = None
+) -> list[Segment]:
     """The utterance segments to score, in time order; one whole-file segment when there are no words."""
     segs = list(bundle.segments)
     if spans:
@@ -109,10 +110,10 @@ def input_span(start: float, end: float, window_s: float | None, duration: float
     return float(a), float(a + window_s)
 
 
-def window_segment(seg: Any, start: float, end: float, last: bool) -> Any:
+def window_segment(seg: Segment, start: float, end: float, last: bool) -> Segment:
     """A window of a segment as a Segment holding the words whose centre lies in it."""
 
-    def inside(w: Any) -> bool:
+    def inside(w: Word) -> bool:
         c = 0.5 * (w.start + w.end)
         return start <= c < end or (last and c >= end)
 

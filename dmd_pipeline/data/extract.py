@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dmd_pipeline.data.labels import LabelSet, read_labels
+from dmd_pipeline.data.labels import LabelItem, LabelSet, read_labels
 from dmd_pipeline.data.mmsa import save_mmsa_pickle
 from dmd_pipeline.errors import DMDError, InputError
 from dmd_pipeline.executor import WorkerLost
@@ -55,7 +55,7 @@ def item_key(item_id: str) -> str:
     return f"{safe}-{hashlib.sha256(item_id.encode('utf-8')).hexdigest()[:10]}"
 
 
-def run_hash(feature_hash: str, aligned: bool, seq_lens: tuple[int, int, int], item: Any) -> str:
+def run_hash(feature_hash: str, aligned: bool, seq_lens: tuple[int, int, int], item: LabelItem) -> str:
     """Hash of everything that determines one item's stored arrays."""
     spec = {
         "format": ITEM_FORMAT,
@@ -126,7 +126,7 @@ def init_worker(
     )
 
 
-def process_item(item: Any, use_cache: bool = True, write: bool = True) -> dict:
+def process_item(item: LabelItem, use_cache: bool = True, write: bool = True) -> dict:
     """Extract one item in the current worker; store its arrays; return a small status dict.
 
     With ``write=False`` (in a worker) the arrays and meta come back under ``"_item"`` for the driver to
@@ -213,13 +213,13 @@ def run_items(
             done(process_item(item, use_cache))
         return results
 
-    def commit(item: Any, res: dict) -> None:
+    def commit(item: LabelItem, res: dict) -> None:
         stored = res.pop("_item", None)
         if stored is not None:  # the driver writes: workers only compute
             write_item(Path(items_dir) / f"{item_key(item.id)}.npz", *stored)
         done(res)
 
-    def fail(item: Any, exc: BaseException) -> None:
+    def fail(item: LabelItem, exc: BaseException) -> None:
         if not isinstance(exc, WorkerLost):
             raise exc  # the installation or configuration: no item can succeed
         done({"id": item.id, "ok": False, "file": str(item.media), "stage": "worker", "reason": exc.reason})
@@ -233,7 +233,7 @@ def run_items(
 
 
 def assemble(
-    label_set: Any, items_dir: Path, out_path: Path, spec: dict, aligned: bool, seq_lens: tuple
+    label_set: LabelSet, items_dir: Path, out_path: Path, spec: dict, aligned: bool, seq_lens: tuple
 ) -> dict:
     """Build the MMSA splits from the stored items (label-file order), save the pickle + sidecar.
 

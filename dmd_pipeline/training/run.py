@@ -22,9 +22,10 @@ import torch
 from rich.console import Console
 
 from dmd_pipeline.calibration import fit_calibration
-from dmd_pipeline.config import get_preset
+from dmd_pipeline.config import DMDConfig, get_preset
 from dmd_pipeline.data.datasets import (
     AudioAugment,
+    DataSource,
     dataset_from_split,
     fit_config_to_data,
     infer_num_classes,
@@ -212,16 +213,16 @@ def parse_modalities(value: str | None) -> list[str] | None:
 
 
 def _train_ensemble(
-    first: Any,
-    config: Any,
-    tcfg: Any,
+    first: DMDSystem,
+    config: DMDConfig,
+    tcfg: TrainConfig,
     datasets: dict[str, Any],
     out: Path,
     meta: dict[str, Any],
     size: int,
     resume: bool,
-    console: Any,
-) -> tuple[Any, Any, list[dict[str, Any]]]:
+    console: Console,
+) -> tuple[DMDEnsemble, TrainResult, list[dict[str, Any]]]:
     """Train ``size`` members one after the other (seed, seed+1, ...), each in ``OUT/members/<k>`` with its
     own best epoch (so a killed run keeps the finished members and ``--resume`` continues), and return
     (the :class:`~dmd_pipeline.models.ensemble.DMDEnsemble`, the last member's TrainResult, per-member info)."""
@@ -475,8 +476,8 @@ def _training_data(
 
 
 def _new_model(
-    request: TrainRequest, config: Any, source: Any, notes: list[str], extra_meta: dict[str, Any]
-) -> tuple[Any, Any, dict[str, Any]]:
+    request: TrainRequest, config: DMDConfig, source: DataSource, notes: list[str], extra_meta: dict[str, Any]
+) -> tuple[DMDSystem, TrainConfig, dict[str, Any]]:
     """(a fresh seeded DMDSystem, its TrainConfig, the meta its checkpoint records)."""
 
     tcfg = TrainConfig.from_model_config(
