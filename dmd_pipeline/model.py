@@ -188,6 +188,12 @@ class LoadedModel:
         return self.spec.analysis_window_s
 
     @property
+    def preset(self) -> str | None:
+        """The name of the preset the model was trained from (``meta.preset``), if recorded."""
+        preset = self.meta.get("preset")
+        return str(preset) if preset is not None else None
+
+    @property
     def use_bert(self) -> bool:
         """Whether the model fine-tunes a text encoder inside (its text input is token ids, ``text_bert``)."""
         return bool(getattr(self.config, "use_bert", False))
@@ -228,6 +234,15 @@ class LoadedModel:
         if self.use_bert and getattr(cfg, "text_encoder", None):
             return str(cfg.text_encoder)
         return None
+
+    def text_encoder_folder(self) -> Path:
+        """The local folder of the text encoder the model reads: the one inside a use_bert model, else the one
+        whose frozen features it was trained on (the bundled MiniLM when not recorded; sha256-checked)."""
+        # here: the checkpoint module imports torch, which the CLI's start-up does not need
+        from dmd_pipeline.models.checkpoint import BUNDLED_TEXT_ENCODER, resolve_text_encoder
+
+        ref = self.config.text_encoder if self.use_bert else self.spec.text_features_encoder
+        return resolve_text_encoder(ref or BUNDLED_TEXT_ENCODER)
 
     def extraction_config(self, device: str = "cpu") -> ExtractionConfig:
         """The :class:`~dmd_pipeline.feature_config.ExtractionConfig` the model was trained with.

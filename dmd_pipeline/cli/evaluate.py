@@ -176,20 +176,15 @@ def load_evaluation_model(model: str | Path, device: Any = "cpu") -> Any:
     return load_model(path, device=device)
 
 
-def label_source_for_model(labels: Path, system: Any, meta: dict, split: str) -> Any:
-    """Encode one split (or ``"all"``) of a transcript CSV the way ``system`` was trained."""
+def label_source_for_model(labels: Path, model: Any, split: str) -> Any:
+    """Encode one split (or ``"all"``) of a transcript CSV the way ``model`` (a LoadedModel) was trained."""
     from dmd_pipeline.data.text_only import load_label_source
-    from dmd_pipeline.models.checkpoint import BUNDLED_TEXT_ENCODER, resolve_text_encoder
 
-    cfg = system.config
-    if cfg.use_bert:
-        enc = resolve_text_encoder(cfg.text_encoder)
-    else:
-        enc = resolve_text_encoder(meta.get("text_features_encoder") or BUNDLED_TEXT_ENCODER)
+    cfg = model.config
     side = (int(cfg.feature_dims[1]), int(cfg.feature_dims[2]))
     return load_label_source(
         labels,
-        enc,
+        model.text_encoder_folder(),
         tuple(cfg.seq_lens),
         side,
         text_features=not cfg.use_bert,
@@ -265,7 +260,7 @@ def run_evaluation(
         "model": str(model),
         "model_name": loaded.name,
         "task": loaded.task,
-        "preset": loaded.meta.get("preset"),
+        "preset": loaded.preset,
         "num_classes": int(loaded.config.num_classes),
         "class_names": loaded.class_names,
         "modalities": list(loaded.modalities),
@@ -378,7 +373,7 @@ def _run_arrays(
             )
         counts = {k: len(v) for k, v in read_label_csv(labels).items()}
         key = check_split(split, counts, labels)
-        source = label_source_for_model(labels, loaded.system, loaded.meta, key)
+        source = label_source_for_model(labels, loaded, key)
     else:
         assert data is not None
         source = load_data_source(data)
