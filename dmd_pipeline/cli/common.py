@@ -238,3 +238,27 @@ class LineProgress:
             self.console.print(
                 f"{self.label}: {self.done}/{self.total} ({now - self.t0:.0f} s)", highlight=False
             )
+
+
+def item_progress(label: str, console: Any, disable: bool = False) -> Any:
+    """The progress bar of a run over items (``extracting``, ``evaluating``): label, bar, done/total, elapsed
+    and remaining time, on ``console`` (stderr)."""
+    from rich.progress import (  # here: rich's progress machinery is not needed for --help
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=disable,
+    )

@@ -425,14 +425,6 @@ def _run_media(
     """A label file of media: extract each item the way the model was trained, score, report."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from dmd_pipeline.evaluation import calibration_of, evaluate_media, score_outputs, select_media_items
     from dmd_pipeline.features import FeatureCache, default_cache_dir
@@ -459,19 +451,11 @@ def _run_media(
             highlight=False,
         )
     extractor = Extractor(config, cache=cache)
-    from dmd_pipeline.cli.common import LineProgress
+    from dmd_pipeline.cli.common import LineProgress, item_progress
 
     lines = LineProgress(err, "evaluate", len(sel.items))
     try:
-        with Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=not progress,
-        ) as bar:
+        with item_progress("evaluating", err, disable=not progress) as bar:
             task = bar.add_task("evaluate", total=len(sel.items))
 
             def on_item(item: Any, failure: dict | None) -> None:

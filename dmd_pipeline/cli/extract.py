@@ -259,28 +259,11 @@ def _progress(
     each failure as one line."""
     done = counts["done"]
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    from dmd_pipeline.cli.common import LineProgress
+    from dmd_pipeline.cli.common import LineProgress, item_progress
 
     lines = LineProgress(info, "extract", total, done=done)
-    with Progress(
-        TextColumn("extracting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-        disable=quiet,
-    ) as progress:
+    with item_progress("extracting", err, disable=quiet) as progress:
         task = progress.add_task("extract", total=total, completed=done)
 
         def on_done(res: dict) -> None:
