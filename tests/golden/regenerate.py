@@ -13,7 +13,10 @@ Normalised away before comparing (they depend on the run or the machine, not on 
   identities for resume, at any depth;
 - absolute paths: the repository root becomes `$REPO` and the shared data folder `$SHARED` in every string.
 Everything else, floats included, is compared as JSON text (Python's shortest round-trip float repr).
-Exact float equality assumes the same CPU class and library builds as the run that wrote the goldens.
+Exact float equality assumes the same CPU class and library builds as the run that wrote the goldens, and the
+same thread counts: torch's float reductions differ in the last bits between 1 and 2 threads, and by default
+`dmd` picks its thread count from the machine's load (`utils.choose_threads`), so every run here is pinned to
+one torch thread and one Whisper thread (`PINNED_THREADS`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ ANALYZE_DIR = GOLDEN / "analyze"
 EVALUATE_DIR = GOLDEN / "evaluate"
 DROP_KEYS = frozenset({"timings", "created_at", "mtime_ns", "digest"})
 # Both bundled models on a split each; the label files are the ones the model card measures with.
+# One thread each, whatever the load: the goldens must not depend on how busy the machine is.
+PINNED_THREADS = {"DMD_THREADS": "1", "DMD_ASR_THREADS": "1"}
 EVALUATIONS = {
     "mosi-text-minilm": ("data/mosi/label.csv", "test"),
     "ravdess-voice-emotion": ("data/ravdess/labels.csv", "test"),
@@ -95,7 +100,9 @@ def analyze_outputs(files: list[Path], shared: Path | None) -> dict[str, str]:
         out = Path(tmp) / "out"
         cmd = [_dmd(), "analyze", *map(str, files), "--out", str(out), "--force", "-q"]
         subprocess.run(
-            cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+            cmd,
+            check=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **PINNED_THREADS},
         )
         roots = _roots(shared)
         return {
@@ -109,7 +116,9 @@ def evaluate_outputs(shared: Path) -> dict[str, str]:
     for model, (labels, split) in EVALUATIONS.items():
         cmd = [_dmd(), "evaluate", "--model", model, "--labels", str(shared / labels), "--split", split]
         cmd += ["--json", "--no-cache", "-q"]
-        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        run = subprocess.run(
+            cmd, check=True, capture_output=True, text=True, env={**os.environ, **PINNED_THREADS}
+        )
         docs[model] = _text(normalise(json.loads(run.stdout), _roots(shared)))
     return docs
 
