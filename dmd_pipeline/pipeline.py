@@ -673,23 +673,20 @@ _WARM_UP: list = []
 
 
 def warm_up_imports() -> None:
-    """Import librosa's feature modules (about 1.5-2 s in a fresh process) in a daemon thread, once per
-    process, so that they load while the speech and face stages run; the acoustic stage then finds them
-    imported (or waits on Python's import lock for the rest). Nothing else is shared with the thread."""
+    """Import librosa's feature modules and load its kernels (about 1.5-2 s in a fresh process) in a daemon
+    thread, once per process, so that they load while the speech and face stages run; the acoustic stage
+    then finds them ready (or waits in :func:`~dmd_pipeline.extractors.acoustic.librosa_ready` for the
+    rest). Nothing else is shared with the thread."""
     if _WARM_UP:
         return
     import threading
 
     def _imports() -> None:
         try:
-            import librosa
-            import scipy.ndimage  # noqa: F401
+            # librosa's submodules and compiled kernels, loaded under the numba-cache lock (see there)
+            from dmd_pipeline.extractors.acoustic import librosa_ready
 
-            # librosa loads its submodules lazily, on first attribute access: touch what acoustic.py uses
-            for name in ("stft", "yin", "A_weighting", "resample"):
-                getattr(librosa, name)
-            librosa.feature.rms, librosa.feature.zero_crossing_rate, librosa.feature.mfcc  # noqa: B018
-            librosa.filters.mel, librosa.util.frame  # noqa: B018
+            librosa_ready()
         except Exception:  # noqa: BLE001 - the acoustic stage imports again and reports any failure
             pass
 

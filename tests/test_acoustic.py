@@ -136,3 +136,39 @@ def test_speed_warm(ex: AcousticExtractor, media: MediaFactory) -> None:
     ex.extract(audio, SR)
     rtf = (time.perf_counter() - t0) / (audio.size / SR)
     assert rtf < 0.1, f"acoustic extraction took {rtf:.3f} s per second of audio"  # ~0.007 when idle
+
+
+def test_concurrent_first_uses_leave_a_numba_cache_later_processes_can_load(tmp_path) -> None:
+    """Three processes use the extractor for the first time at once on a cold numba cache, then two more
+    load that cache. Without the compile lock of ``librosa_ready`` the later ones crashed (SIGSEGV in
+    librosa.util.localmin: the concurrent writers left an index pointing at the wrong code)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from dmd_pipeline.extractors.acoustic import AcousticExtractor as A; "
+        "x = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1; "
+        "print(A().extract(x, 16000).values.shape)"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,  # outside the checkout: the crash showed there, not with the checkout as cwd
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def finish(p: subprocess.Popen) -> None:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-2000:]
+        assert "(301, 25)" in out
+
+    for p in [start() for _ in range(3)]:  # all three start before the first is awaited
+        finish(p)
+    for p in [start(), start()]:
+        finish(p)

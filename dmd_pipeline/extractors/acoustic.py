@@ -28,12 +28,18 @@ sample rate is resampled to 16 kHz first. Output never contains NaN/inf (silence
 Speed (2 shared cores, warm): 6-9 ms per second of audio; F0/voicing run in blocks of 500 frames so memory
 stays bounded on long audio (~65 MB extra for 60 s). The first call in a process pays librosa's lazy imports
 (scipy.signal, numba: 2.5-4.7 s measured) and, in a fresh environment, a one-off numba compile (~20 s);
-``warmup()`` does that up front.
+``warmup()`` does that up front. The first use in a process goes through :func:`librosa_ready`, which holds a
+lock on numba's cache folder while librosa's kernels are compiled or loaded (see there why).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import warnings
+from collections.abc import Iterator
+from types import ModuleType
 
 import numpy as np
 from scipy.ndimage import median_filter
@@ -41,7 +47,7 @@ from scipy.ndimage import median_filter
 from dmd_pipeline.extractors.base import FrameFeatures
 from dmd_pipeline.utils import config_hash as _hash
 
-__all__ = ["AcousticExtractor"]
+__all__ = ["AcousticExtractor", "librosa_ready"]
 
 _SCALAR_NAMES = [
     "f0_hz",
@@ -127,8 +133,7 @@ class AcousticExtractor:
 
     def extract(self, audio: np.ndarray, sr: int) -> FrameFeatures:
         """Features of a mono signal (float, any scale around [-1, 1]); resampled when ``sr`` differs."""
-        import librosa
-
+        librosa = librosa_ready()
         y = np.asarray(audio, dtype=np.float32).reshape(-1)
         if y.size and sr != self.sr:
             y = librosa.resample(y, orig_sr=sr, target_sr=self.sr, res_type="soxr_hq").astype(np.float32)
@@ -140,7 +145,7 @@ class AcousticExtractor:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "n_fft too large" for clips under 32 ms
-            cols = self._compute(y, librosa)
+            cols = self._compute(y, librosa_ready())
         values = np.stack([c[:n_frames] for c in cols], axis=1) if cols else np.zeros((n_frames, 0))
         values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         return FrameFeatures(values, times, list(self.feature_names))
@@ -247,6 +252,58 @@ class AcousticExtractor:
         ok = denom > 1e-9 * n
         r = np.where(ok, ac / np.where(ok, denom, 1.0), 0.0)
         return np.clip(r.max(axis=1), 0.0, 1.0)
+
+
+_READY: list[ModuleType] = []
+_READY_LOCK = threading.Lock()
+
+
+def librosa_ready() -> ModuleType:
+    """librosa, imported and with every kernel this extractor runs compiled or loaded, once per process.
+
+    Why: librosa compiles its numba kernels with ``cache=True`` into ``NUMBA_CACHE_DIR``, one folder shared by
+    every process of an install (``dmd_pipeline/__init__.py``). Processes that compile the same kernels at
+    the same time (``-j 2`` workers, or a test run beside a CLI, on a fresh install) can leave a cache index
+    that points at code compiled for another signature, and every later process that loads it crashes with
+    a segmentation fault in ``librosa.util.localmin`` (seen on a fresh clone's test run). So the first use in
+    a process imports librosa and runs the extractor once on 0.1 s of silence while holding an exclusive
+    lock on that folder: one process compiles and writes, the others wait and then load a complete cache.
+    Afterwards nothing is locked.
+    """
+    with _READY_LOCK:
+        if not _READY:
+            with _numba_cache_lock():
+                import librosa
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    AcousticExtractor()._compute(np.zeros(1600, np.float32), librosa)
+            _READY.append(librosa)
+    return _READY[0]
+
+
+@contextlib.contextmanager
+def _numba_cache_lock() -> Iterator[None]:
+    """An exclusive ``flock`` on ``$NUMBA_CACHE_DIR/.dmd-compile.lock`` (no lock where that cannot be had:
+    no fcntl, no cache folder set, or a read-only one; numba then does not write a cache either)."""
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    fd = None
+    try:
+        import fcntl
+
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(os.path.join(folder, ".dmd-compile.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        if fd is not None:
+            os.close(fd)
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 def _delta(x: np.ndarray, k: int = 2) -> np.ndarray:
