@@ -145,7 +145,7 @@ class AcousticExtractor:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "n_fft too large" for clips under 32 ms
-            cols = self._compute(y, librosa_ready())
+            cols = self._compute(y, librosa)
         values = np.stack([c[:n_frames] for c in cols], axis=1) if cols else np.zeros((n_frames, 0))
         values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         return FrameFeatures(values, times, list(self.feature_names))
