@@ -151,6 +151,57 @@ def _guard_args(allow_indirect: bool) -> dict[str, str]:
     return kw
 
 
+#: The protocols ffmpeg may use for a live network source of each URL scheme (``dmd live``): that scheme's
+#: own transport stack and nothing else (no ``file``, ``pipe``, ``data``, ``subfile``, and no other scheme a
+#: stream could redirect to).
+LIVE_PROTOCOLS: dict[str, str] = {
+    "udp": "udp",
+    "rtp": "rtp,udp",
+    "rtsp": "rtsp,rtp,udp,tcp",
+    "srt": "srt",
+    "http": "http,tcp",
+    "https": "https,http,tls,tcp",
+}
+#: Demuxers of :data:`REFUSED_DEMUXERS` a live source of a scheme needs (only for that scheme).
+LIVE_DEMUXERS: dict[str, tuple[str, ...]] = {"rtp": ("rtp",), "rtsp": ("rtsp",)}
+#: Capture devices ``dmd live`` opens when asked for one (demuxer name: what the source names).
+LIVE_DEVICES: dict[str, str] = {"v4l2": "video4linux2", "alsa": "alsa", "pulse": "pulse"}
+
+
+def live_input_args(kind: str) -> list[str]:
+    """The guard options (protocol and demuxer whitelists) of a ``dmd live`` input: ``kind`` is a URL scheme
+    of :data:`LIVE_PROTOCOLS` (its protocols only, plus the demuxer the scheme needs), ``"file"`` (a local
+    file: as :func:`probe`), ``"pipe"`` (a container on stdin) or a capture device of
+    :data:`LIVE_DEVICES` (that device's demuxer only). Playlists stay refused."""
+    if kind in LIVE_PROTOCOLS:
+        guard = _guard_args(False)
+        guard["protocol_whitelist"] = LIVE_PROTOCOLS[kind]
+        extra = LIVE_DEMUXERS.get(kind, ())
+        if extra and "format_whitelist" in guard:
+            guard["format_whitelist"] += "," + ",".join(extra)
+    elif kind in LIVE_DEVICES:
+        guard = {"protocol_whitelist": "file", "format_whitelist": LIVE_DEVICES[kind]}
+    elif kind in ("file", "pipe"):
+        guard = _guard_args(False)
+        guard["protocol_whitelist"] = kind
+    else:
+        raise ValueError(f"unknown live input kind {kind!r}")
+    out: list[str] = []
+    for k, v in guard.items():
+        out += [f"-{k}", v]
+    return out
+
+
+def ffmpeg_exe() -> str:
+    """Full path of the ffmpeg executable (``$DMD_FFMPEG`` overrides), or FFmpegNotFoundError."""
+    return _tool("ffmpeg")
+
+
+def last_error_line(stderr: bytes | str | None, source: str | None = None) -> str:
+    """ffmpeg's stderr condensed to one line (its last two distinct messages, without context prefixes)."""
+    return _last_error_line(stderr, source)
+
+
 def _tool(name: str) -> str:
     """Full path of ffmpeg/ffprobe, or a clear error when it is not installed."""
     exe = os.environ.get(f"DMD_{name.upper()}", name)

@@ -511,6 +511,39 @@ class Extractor:
             if frames is not None:
                 frames.close()
 
+    def extract_arrays(
+        self,
+        name: str,
+        info: Any,
+        audio: np.ndarray | None,
+        frames: Iterable[tuple[float, np.ndarray]] | None,
+        start: float,
+        duration: float,
+        wide: np.ndarray | None = None,
+        lead_s: float = 0.0,
+    ) -> FeatureBundle:
+        """One stretch of a live stream already decoded in memory (``dmd live``): ``audio`` (mono at
+        ``config.sample_rate``) and ``frames`` (``(stream time, RGB frame)``) of ``[start, start + duration)``
+        on the stream's clock, through the same three feature paths as a file (speech recognition on this
+        audio; ``wide``: the same audio with ``lead_s`` of acoustic context before it). ``name`` labels the
+        stages and errors; ``info`` is the stream's :class:`~dmd_pipeline.media.MediaInfo`. No cache."""
+        path = Path(name)
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        decode: dict[str, Any] = {"expected_s": round(duration, 3)}
+        sr = self.config.sample_rate
+        has_audio = audio is not None
+        audio = _checked_audio(audio, has_audio, sr, duration, False, notes, decode)
+        if audio is None:
+            wide = None
+        source = {"path": name, "sha256": None, "start": round(start, 6), "end": round(start + duration, 6),
+                  "duration": duration, "live": True}  # fmt: skip
+        bundle = self._bundle(
+            path, info, source, start, duration, audio, wide, lead_s, frames, None, True, timings, notes, decode,
+        )  # fmt: skip
+        bundle.metadata["cache"] = {"hit": False, "live": True}
+        return bundle
+
     def _transcript(
         self,
         path: Path,

@@ -475,3 +475,44 @@ def _assemble(
         models=runs,
         headline=make_headline(runs, scorable, headline_why),
     )
+
+
+# ---- the same scoring for a stream (dmd live) ------------------------------------------------------
+#: What one scored stretch adds to a result (public name of :class:`_Part`, for :mod:`dmd_pipeline.live`).
+ScoredPart = _Part
+
+
+def run_names(models: Sequence[LoadedModel]) -> list[str]:
+    """Model names made unique (``name``, ``name#2``...), as they key ``segments[].predictions``."""
+    return _run_names(models)
+
+
+def score_stretch(
+    source: str,
+    bundle: FeatureBundle,
+    models: Sequence[LoadedModel],
+    names: Sequence[str],
+    ext: Extractor,
+    options: AnalyzeOptions,
+    offset: float,
+) -> ScoredPart:
+    """Score one stretch of a stream (an utterance of ``dmd live``; times relative to ``offset`` seconds on
+    the stream's clock) exactly as ``dmd analyze`` scores a file or one of its streaming windows."""
+    return _score_part(Path(source), bundle, models, names, ext, options, [], offset)
+
+
+def assemble_result(
+    source: str,
+    models: Sequence[LoadedModel],
+    names: Sequence[str],
+    parts: Sequence[ScoredPart],
+    duration: float,
+    options: AnalyzeOptions,
+    timings: dict[str, float],
+) -> AnalysisResult:
+    """The result of a stream from its scored stretches, in time order, as ``dmd analyze`` assembles a file's
+    windows (``file`` is ``source`` as given: a URL or a device is no local path)."""
+    result = _assemble(Path(source), models, names, parts, duration, options, timings, None)
+    result.file = source
+    result.warnings = rank_warnings(result.warnings)
+    return result

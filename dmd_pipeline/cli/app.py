@@ -40,7 +40,7 @@ def _root(
 
 
 # --- command registration (one line per command) ---
-from dmd_pipeline.cli import analyze, evaluate, extract, info, selftest, serve, train  # noqa: E402
+from dmd_pipeline.cli import analyze, evaluate, extract, info, live, selftest, serve, train  # noqa: E402
 
 app.command("analyze")(analyze.analyze)
 app.command("extract")(extract.extract)
@@ -50,6 +50,7 @@ app.command("selftest")(selftest.selftest)
 app.command("info")(info.info)
 app.command("doctor")(info.doctor)
 app.command("serve")(serve.serve)
+app.command("live")(live.live)
 # --- end of command registration ---
 
 

@@ -1,0 +1,362 @@
+"""The live analysis of one source (``dmd live``): decode, cut utterances as they finish, score each with
+the same extraction and scoring code as ``dmd analyze`` (:func:`dmd_pipeline.analysis.analyze.score_stretch`,
+one scoring path, so every channel a result gains there appears here too), hand out one record per scored
+utterance, and assemble the ``dmd analyze`` result of everything at the end
+(:func:`~dmd_pipeline.analysis.analyze.assemble_result`).
+
+Threads: the decoder (:class:`~dmd_pipeline.live.source.LiveDecoder`) reads ffmpeg's pipes and cuts
+utterances (:class:`~dmd_pipeline.live.cutter.UtteranceCutter`) into a queue; one scoring thread takes them
+in order, so decoding never waits for scoring. Latency is measured from the moment the stream's clock
+passed an utterance's end to its result. When the scorer falls behind (a queue, or a latency over
+``behind_s``) it says so and degrades: fewer face frames per utterance, down to none (audio is never
+dropped; Whisper already decodes greedily, beam 1, so there is no smaller beam to fall back to); it
+recovers when it has caught up.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dmd_pipeline.errors import InputError
+from dmd_pipeline.live.cutter import Utterance, UtteranceCutter
+from dmd_pipeline.live.source import LiveDecoder, LiveSource, LiveSourceError
+
+#: Face-frame rate factors of the degradation levels (level 0: every decoded frame).
+DEGRADE_FACE = (1.0, 0.5, 0.25, 0.0)
+
+
+@dataclass
+class LiveOptions:
+    """How to run a live analysis."""
+
+    asr: str = "whisper"
+    pause_s: float = 0.5  # an utterance ends after this much silence
+    max_utterance_s: float = 10.0  # ... or at this length
+    min_speech_s: float = 0.25  # shorter bursts of voice are not utterances
+    fps: float | None = None  # face frames per second decoded (None: the models' extraction rate)
+    max_side: int = 320  # frames are scaled down to this long side
+    stall_s: float = 10.0  # a network source silent this long is reconnected
+    retries: int = 3  # reconnection attempts after a drop (network sources)
+    max_duration_s: float | None = None  # stop after this much stream time
+    behind_s: float = 3.0  # a result later than this after its utterance's end counts as behind
+    max_backlog: int = 8  # utterances waiting above which the backlog is reported as too long
+
+
+@dataclass
+class LiveStats:
+    """What a live run measured: per utterance latency (s, from the end of the utterance on the stream's
+    clock to its result), the queue it found, and the run's totals."""
+
+    latencies: list[float] = field(default_factory=list)
+    backlog: list[int] = field(default_factory=list)
+    utterances: int = 0
+    behind: int = 0
+    max_level: int = 0
+    face_frames_used: int = 0
+    face_frames_dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """p50/p95/max latency and the largest backlog (the result's ``timings``: live_*)."""
+        lat = np.asarray(self.latencies, np.float64)
+        out = {"live_utterances": float(self.utterances), "live_behind": float(self.behind)}
+        if lat.size:
+            out.update(
+                live_latency_p50=round(float(np.percentile(lat, 50)), 4),
+                live_latency_p95=round(float(np.percentile(lat, 95)), 4),
+                live_latency_max=round(float(lat.max()), 4),
+            )
+        out["live_backlog_max"] = float(max(self.backlog, default=0))
+        return out
+
+
+class _Frames:
+    """Decoded frames waiting for their utterance (bounded: the oldest go first)."""
+
+    def __init__(self, max_frames: int) -> None:
+        self._items: deque[tuple[float, np.ndarray]] = deque(maxlen=max_frames)
+        self._lock = threading.Lock()
+
+    def add(self, t: float, frame: np.ndarray) -> None:
+        with self._lock:
+            self._items.append((t, frame))
+
+    def take(self, a: float, b: float, every: float) -> tuple[list[tuple[float, np.ndarray]], int]:
+        """Frames in ``[a, b)`` at least ``every`` seconds apart (``inf``: none), dropping older ones;
+        (frames, how many in the span were skipped)."""
+        with self._lock:
+            while self._items and self._items[0][0] < a - 1e-9:
+                self._items.popleft()
+            span = [(t, f) for t, f in self._items if t < b - 1e-9]
+        out: list[tuple[float, np.ndarray]] = []
+        if np.isfinite(every):
+            for t, f in span:
+                if not out or t - out[-1][0] >= every - 1e-6:
+                    out.append((t, f))
+        return out, len(span) - len(out)
+
+
+class LiveRunner:
+    """One live analysis. ``on_result(record)`` gets one dict per scored utterance (the ``segments[]`` entry
+    of the result, stream times, plus ``live``: latency and load); ``on_status(msg)`` the run's news
+    (reconnects, falling behind). :meth:`run` blocks until the stream ends or :meth:`stop`."""
+
+    def __init__(
+        self,
+        source: LiveSource,
+        models: Any = None,
+        options: LiveOptions | None = None,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        from dmd_pipeline.analysis import registry
+        from dmd_pipeline.analysis.analysis_options import AnalyzeOptions
+        from dmd_pipeline.analysis.analyze import run_names
+        from dmd_pipeline.analysis.extraction import as_model_list, get_extractor
+
+        self.source = source
+        self.options = options or LiveOptions()
+        self.models = registry.load_models(None) if models is None else as_model_list(models)
+        self.names = run_names(self.models)
+        self.analyze_options = AnalyzeOptions(
+            asr=self.options.asr, max_segment_s=self.options.max_utterance_s
+        )
+        self.ext = get_extractor(self.models, self.analyze_options)
+        self.on_result = on_result or (lambda _r: None)
+        self.on_status = on_status or (lambda _m: None)
+        self.stats = LiveStats()
+        self.parts: list[Any] = []
+        self.fps = float(self.options.fps or self.ext.config.fps)
+        self._queue: queue.Queue[tuple[Utterance, float] | None] = queue.Queue()
+        self._frames = _Frames(max_frames=int(self.fps * 60) + 1)
+        self._walls: deque[tuple[float, float]] = deque(maxlen=400)  # (stream clock, wall time)
+        self._stop = threading.Event()
+        self._level = 0
+        self._error: BaseException | None = None
+        sr = self.ext.config.sample_rate
+        o = self.options
+        self.cutter = UtteranceCutter(sr, o.pause_s, o.max_utterance_s, o.min_speech_s)
+        self.decoder = LiveDecoder(
+            source, self._on_audio, self._frames.add, sr=sr, fps=self.fps, max_side=o.max_side,
+            stall_s=o.stall_s, retries=o.retries, on_status=self.on_status,
+        )  # fmt: skip
+        self._info: Any = None
+        self.duration = 0.0
+
+    # -- the decoder's side ---------------------------------------------------------------------------
+    def _on_audio(self, x: np.ndarray, wall: float) -> None:
+        clock = self.decoder.clock
+        self._walls.append((clock, wall))
+        for utt in self.cutter.push(x):
+            self._queue.put((utt, self._wall_at(utt.end)))
+        limit = self.options.max_duration_s
+        if limit and clock >= limit and not self._stop.is_set():
+            self.on_status(f"reached --duration {limit:g} s")
+            self.stop()
+
+    def _wall_at(self, t: float) -> float:
+        """The wall time (monotonic) at which the stream's clock reached ``t``."""
+        for clock, wall in self._walls:
+            if clock >= t - 1e-6:
+                return wall
+        return self._walls[-1][1] if self._walls else time.monotonic()
+
+    # -- control --------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """End the run: decoding stops now; what was finished is still scored and handed out."""
+        self._stop.set()
+        self.decoder.stop()
+
+    def warm_up(self) -> None:
+        """Load every model and run one stretch of synthetic input through the scoring path, so that the
+        first utterance is not slowed by lazy loading."""
+        from dmd_pipeline.analysis.analyze import score_stretch
+
+        sr = self.ext.config.sample_rate
+        t = np.arange(int(1.5 * sr)) / sr
+        tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        frames = [(k / self.fps, np.zeros((180, 320, 3), np.uint8)) for k in range(3)]
+        bundle = self.ext.extract_arrays("warm-up", self._media_info(True, True), tone, frames, 0.0, 1.5)
+        score_stretch("warm-up", bundle, self.models, self.names, self.ext, self.analyze_options, 0.0)
+        if any("text" in m.modalities for m in self.models):
+            _ = self.ext.text_encoder
+
+    def _media_info(self, has_audio: bool, has_video: bool) -> Any:
+        from dmd_pipeline.media import MediaInfo
+
+        size = self.decoder.frame_size or (0, 0)
+        base = self.source.info
+        return MediaInfo(
+            path=self.source.spec, duration=0.0, has_audio=has_audio, has_video=has_video,
+            width=int(size[0] or (base.width if base else 0)), height=int(size[1] or (base.height if base else 0)),
+            fps=self.fps if has_video else 0.0, rotation=0, n_frames=None,
+            audio_sample_rate=self.ext.config.sample_rate if has_audio else 0, audio_channels=1 if has_audio else 0,
+            format_name=self.source.kind,
+        )  # fmt: skip
+
+    def run(self) -> Any:
+        """Decode and score until the stream ends or :meth:`stop`; the assembled result (an
+        :class:`~dmd_pipeline.analysis.result.AnalysisResult`), or None when no utterance was heard.
+        Raises LiveSourceError when the source cannot be read at all."""
+        scorer = threading.Thread(target=self._score_loop, name="dmd-live-score", daemon=True)
+        scorer.start()
+        decoder_error: list[BaseException] = []
+
+        def decode() -> None:
+            try:
+                self.decoder.run()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                decoder_error.append(exc)
+            finally:
+                for utt in self.cutter.flush():  # the stream ended or was stopped: its last utterance
+                    self._queue.put((utt, self._wall_at(utt.end)))
+                self._queue.put(None)
+
+        reader = threading.Thread(target=decode, name="dmd-live-decode", daemon=True)
+        reader.start()
+        while reader.is_alive():
+            reader.join(timeout=0.2)
+        while scorer.is_alive():
+            scorer.join(timeout=0.2)
+        self.duration = self.decoder.clock
+        if decoder_error and not self.parts:
+            raise decoder_error[0]
+        if decoder_error:
+            exc = decoder_error[0]
+            self.stats.notes.append(
+                str(exc) if isinstance(exc, LiveSourceError) else f"decoding failed: {exc}"
+            )
+        if self._error is not None:
+            raise self._error
+        return self.result()
+
+    # -- the scorer's side ----------------------------------------------------------------------------
+    def _score_loop(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                try:
+                    self._score(*item)
+                except InputError as exc:  # one utterance that cannot be scored: said, and the run goes on
+                    msg = f"utterance at {item[0].start:.2f}-{item[0].end:.2f} s not scored: {exc.reason}"
+                    self.stats.notes.append(msg)
+                    self.on_status(msg)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+            self._error = exc
+            self.stop()
+            while self._queue.get() is not None:  # let the decoder thread finish its puts
+                pass
+
+    def _adjust(self, waiting: int, lag: float) -> None:
+        """Degrade (fewer face frames) when behind; recover when caught up."""
+        o = self.options
+        before = self._level
+        behind = waiting > 0 or lag > o.behind_s
+        if behind and self._level < len(DEGRADE_FACE) - 1:
+            self._level += 1
+        elif not behind and lag < 0.5 * o.behind_s and self._level > 0:
+            self._level -= 1
+        self.stats.max_level = max(self.stats.max_level, self._level)
+        if self._level != before:
+            face = self.fps * DEGRADE_FACE[self._level]
+            what = f"face frames at {face:g}/s" if face else "no face frames"
+            if self._level > before:
+                self.on_status(
+                    f"behind: {waiting} utterance(s) waiting, {lag:.1f} s late; degrading to {what}"
+                )
+            else:
+                self.on_status(f"caught up: back to {what}")
+        if waiting > o.max_backlog:
+            self.on_status(
+                f"backlog of {waiting} utterances (over {o.max_backlog}): this machine cannot keep up"
+            )
+
+    def _score(self, utt: Utterance, end_wall: float) -> None:
+        from dmd_pipeline.analysis.analyze import score_stretch
+
+        waiting = self._queue.qsize()
+        self._adjust(waiting, time.monotonic() - end_wall)
+        factor = DEGRADE_FACE[self._level]
+        every = 1.0 / (self.fps * factor) if factor > 0 else float("inf")
+        frames, skipped = self._frames.take(utt.start, utt.end, every)
+        self.stats.face_frames_used += len(frames)
+        self.stats.face_frames_dropped += skipped
+        has_video = self.decoder.video and (self.decoder.stats.frames > 0 or bool(frames))
+        info = self._media_info(True, has_video)
+        bundle = self.ext.extract_arrays(
+            self.source.spec, info, utt.audio, frames if has_video else None, utt.start, utt.end - utt.start,
+            wide=utt.wide, lead_s=utt.lead_s,
+        )  # fmt: skip
+        part = score_stretch(self.source.spec, bundle, self.models, self.names, self.ext, self.analyze_options,
+                             utt.start)  # fmt: skip
+        del bundle
+        self.parts.append(part)
+        self._info = info
+        latency = time.monotonic() - end_wall
+        behind = waiting > 0 or latency > self.options.behind_s
+        self.stats.utterances += 1
+        self.stats.latencies.append(latency)
+        self.stats.backlog.append(waiting)
+        self.stats.behind += int(behind)
+        base = sum(len(p.segments) for p in self.parts[:-1])
+        from dmd_pipeline.utils import json_safe
+
+        for k, seg in enumerate(part.segments):
+            rec = json_safe(asdict(seg))
+            rec["index"] = base + k
+            rec["live"] = {
+                "utterance": utt.index, "latency_s": round(latency, 3), "waiting": waiting, "behind": behind,
+                "degrade_level": self._level, "face_frames": len(frames), "cut": utt.cut,
+            }  # fmt: skip
+            self.on_result({"type": "utterance", **rec})
+
+    # -- the end --------------------------------------------------------------------------------------
+    def result(self) -> Any:
+        """The assembled ``dmd analyze`` result of the run (None before any utterance)."""
+        from dmd_pipeline.analysis.analyze import assemble_result
+
+        if not self.parts:
+            return None
+        timings = dict(self.stats.summary())
+        res = assemble_result(self.source.spec, self.models, self.names, self.parts,
+                              max(self.duration, self.parts[-1].segments[-1].end if self.parts[-1].segments else 0.0),
+                              self.analyze_options, timings)  # fmt: skip
+        notes = list(self.decoder.stats.notes) + list(self.stats.notes)
+        if self.stats.behind:
+            notes.append(
+                f"live: behind the stream for {self.stats.behind} of {self.stats.utterances} utterances "
+                f"(face frames reduced; {self.stats.face_frames_dropped} face frames dropped, no audio)"
+            )
+        res.warnings.extend(n for n in notes if n not in res.warnings)
+        res.options = {
+            "asr": self.options.asr,
+            "models": [{"name": n} for n in self.names],
+            "live": {
+                "source": self.source.spec, "kind": self.source.kind, **{
+                    k: v for k, v in asdict(self.options).items() if v is not None},
+                "face_fps": self.fps, "reconnects": self.decoder.stats.reconnects,
+                "gap_filled_s": round(self.decoder.stats.gap_s, 3),
+                "face_frames_used": self.stats.face_frames_used,
+                "face_frames_dropped": self.stats.face_frames_dropped,
+                "degrade_level_max": self.stats.max_level,
+            },
+        }  # fmt: skip
+        return res
+
+
+def latency_percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50/p95/max of latencies (seconds); empty without values."""
+    v = np.asarray(list(values), np.float64)
+    if not v.size:
+        return {}
+    return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
