@@ -47,7 +47,7 @@ class UtteranceCutter:
         self.sr = sr
         self.frame_s = FRAME / sr
         self.pause_frames = max(1, int(round(pause_s / self.frame_s)))
-        self.max_frames = max(2, int(round(max_s / self.frame_s)))
+        self.max_frames = max(2, int(round((max_s - pad_s) / self.frame_s)))  # the padding before counts
         self.min_speech_frames = max(1, int(round(min_speech_s / self.frame_s)))
         self.pad = int(round(pad_s * sr))
         self.context = int(round(context_s * sr))

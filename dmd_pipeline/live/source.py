@@ -32,6 +32,8 @@ from dmd_pipeline.utils import path_problem
 NETWORK_SCHEMES = tuple(media.LIVE_PROTOCOLS)
 #: Seconds of silence at most put in for a gap while a dropped network source was reconnecting.
 MAX_GAP_FILL_S = 30.0
+#: Seconds a (re)connected source may take beyond ``stall_s`` to deliver its first data (connecting, probing).
+STARTUP_GRACE_S = 2.0
 
 
 class LiveSourceError(DMDError):
@@ -419,8 +421,11 @@ class LiveDecoder:
 
     def _watch(self, proc: subprocess.Popen) -> None:
         """Kill ffmpeg when nothing came for ``stall_s`` (a stalled network stream): :meth:`run` reconnects."""
+        start = time.monotonic()
         while proc.poll() is None and not self._stop.is_set():
-            if time.monotonic() - self._last_data > self.stall_s:
+            # before its first data a run also needs time to connect and probe the stream (~1 s)
+            limit = self.stall_s if self._last_data > start else self.stall_s + STARTUP_GRACE_S
+            if time.monotonic() - self._last_data > limit:
                 self.on_status(f"no data for {self.stall_s:g} s")
                 proc.kill()
                 return

@@ -1,0 +1,250 @@
+"""``dmd live``: sources and their guards, the utterance cutter on real speech, a network source that drops
+and comes back, and end to end: a real clip streamed at real time over UDP (MPEG-TS on loopback) into
+``dmd live --stdout``, stopped by SIGINT, compared with ``dmd analyze`` of the same file.
+
+Tolerances of the comparison (the live path sees one utterance at a time, the file analysis the whole file):
+given the live utterances as its transcript, ``dmd analyze`` finds the same segments (start/end within
+0.3 s), the same words (times within 0.3 s) and the same sentiment of the words (label7; score within 0.05);
+the voice model is not compared segment by segment, because in a file it hears a 4 s window around a short
+utterance and live only the utterance itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmd_pipeline import media
+from dmd_pipeline.live.source import LiveDecoder, LiveSourceError, ffmpeg_command, parse_source
+
+ROOT = Path(__file__).resolve().parent.parent
+DMD = [sys.executable, "-m", "dmd_pipeline.cli.app"]
+CLIPS = ("01-01-01-01-01-01-01.mp4", "01-01-08-01-01-02-01.mp4", "01-01-08-02-02-02-01.mp4")
+
+
+@pytest.fixture(scope="module")
+def three_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real RAVDESS audio-video clips (actor 1) joined into one ~10 s file: three utterances."""
+    from dmd_pipeline.utils import shared_dir
+
+    d = shared_dir()
+    video = d / "data" / "ravdess" / "video" if d is not None else None
+    if video is None or not all((video / c).is_file() for c in CLIPS):
+        pytest.skip("../shared/data/ravdess/video is absent; skipping the live tests on real clips")
+    out = tmp_path_factory.mktemp("live") / "three.mp4"
+    inputs = [a for c in CLIPS for a in ("-i", str(video / c))]
+    graph = "".join(f"[{k}:v][{k}:a]" for k in range(3)) + "concat=n=3:v=1:a=1[v][a]"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
+         "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "aac",
+         str(out)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    return out
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _send_udp(path: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen:
+    """ffmpeg playing ``path`` at real time as MPEG-TS to 127.0.0.1:port."""
+    return subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", *(extra or []), "-i", str(path),
+         "-c", "copy", "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+# ---- sources and their guards (no models) ---------------------------------------------------------
+def test_network_sources_get_their_own_protocols_only() -> None:
+    for url, protocols in [
+        ("udp://127.0.0.1:5000", "udp"),
+        ("rtp://127.0.0.1:5004", "rtp,udp"),
+        ("rtsp://cam.local/stream", "rtsp,rtp,udp,tcp"),
+        ("srt://127.0.0.1:9000", "srt"),
+        ("https://example.org/live.ts", "https,http,tls,tcp"),
+    ]:
+        src = parse_source(url)
+        args = src.args
+        assert src.kind == "network" and src.reconnects
+        assert args[args.index("-protocol_whitelist") + 1] == protocols
+        assert "file" not in args[args.index("-protocol_whitelist") + 1].split(",")
+        assert args[-2:] == ["-i", url]
+        formats = args[args.index("-format_whitelist") + 1].split(",")
+        assert "hls" not in formats and "concat" not in formats  # playlists stay refused
+        assert ("rtsp" in formats) == url.startswith("rtsp")
+    with pytest.raises(LiveSourceError, match="ftp:// scheme is not read"):
+        parse_source("ftp://example.org/a.ts")
+    stdin = parse_source("-")
+    assert stdin.args[stdin.args.index("-protocol_whitelist") + 1] == "pipe"
+    mic = parse_source("alsa:default")
+    assert mic.has_video is False and mic.args[-4:] == ["-f", "alsa", "-i", "default"]
+    with pytest.raises(LiveSourceError, match="file not found"):
+        parse_source("/no/such/clip.mp4")
+
+
+def test_one_ffmpeg_decodes_audio_and_frames(three_clips: Path) -> None:
+    src = parse_source(str(three_clips), realtime=False)
+    cmd = ffmpeg_command(src, 16000, 2.0, 160, True, 3)
+    assert cmd.count("-i") == 1 and "pipe:1" in cmd and "pipe:3" in cmd
+    audio: list[np.ndarray] = []
+    frames: list[tuple[float, np.ndarray]] = []
+    dec = LiveDecoder(
+        src, lambda x, _w: audio.append(x), lambda t, f: frames.append((t, f)), fps=2.0, max_side=160
+    )
+    dec.run()
+    whole = media.load_audio(three_clips)
+    got = np.concatenate(audio)
+    assert abs(got.size - whole.size) <= 0.05 * 16000  # the same track, give or take the resampler's edge
+    assert len(frames) == pytest.approx(2.0 * src.info.duration, abs=2)
+    assert max(frames[0][1].shape[:2]) == 160 and [t for t, _ in frames] == sorted(t for t, _ in frames)
+
+
+def test_cutter_finds_the_utterances_of_real_speech(three_clips: Path) -> None:
+    from dmd_pipeline.live.cutter import UtteranceCutter
+
+    audio = media.load_audio(three_clips)
+    cutter = UtteranceCutter(pause_s=0.5, max_s=10.0)
+    utts = []
+    for i in range(0, audio.size, 1024):  # as the decoder hands it out: 64 ms at a time
+        utts += cutter.push(audio[i : i + 1024])
+    utts += cutter.flush()
+    assert len(utts) == 3  # three clips, one sentence each, with silence between
+    for u in utts:
+        assert u.end - u.start == pytest.approx(u.audio.size / 16000, abs=1e-3)
+        assert 0.8 < u.end - u.start < 4.0 and u.speech_s > 0.5
+        assert u.wide.size == u.audio.size + round(u.lead_s * 16000)
+    assert all(a.end <= b.start for a, b in zip(utts, utts[1:], strict=False))
+    # each lies inside its clip (~3.3 s each in the joined file)
+    assert [int(u.start // 3.3) for u in utts] == [0, 1, 2]
+    short = UtteranceCutter(max_s=0.6)
+    cut = [u for i in range(0, audio.size, 1024) for u in short.push(audio[i : i + 1024])]
+    assert cut and all(u.end - u.start <= 0.6 + 0.02 for u in cut)
+
+
+def test_a_dropped_stream_is_reconnected_and_its_clock_keeps_pace(three_clips: Path) -> None:
+    """Send 3 s, stop for 3 s, send again: the decoder reconnects and fills the gap with silence, so the
+    stream's clock stays near the wall clock; after the last send it gives up after its retries."""
+    port = _free_udp_port()
+    src = parse_source(f"udp://127.0.0.1:{port}", video=False)
+    got: list[int] = []
+    status: list[str] = []
+    dec = LiveDecoder(src, lambda x, _w: got.append(x.size), lambda *_: None, stall_s=1.0, retries=2,
+                      on_status=status.append)  # fmt: skip
+    runner = threading.Thread(target=dec.run, daemon=True)
+    t0 = time.monotonic()
+    runner.start()
+    time.sleep(0.5)
+    for _ in range(2):
+        sender = _send_udp(three_clips, port, ["-t", "3"])
+        sender.wait(timeout=30)
+        time.sleep(3.0)
+    runner.join(timeout=60)
+    wall = time.monotonic() - t0
+    assert not runner.is_alive()
+    assert dec.stats.reconnects >= 1 and dec.stats.gap_s > 0.5
+    assert any("reconnecting" in s for s in status)
+    assert 4.0 < dec.clock <= wall + 0.5  # 2 x 3 s of stream plus the filled gap, never ahead of the wall
+    assert any("ended or stopped" in n for n in dec.stats.notes)
+
+
+def test_an_unreachable_source_exits_2_naming_it() -> None:
+    proc = subprocess.run(
+        [*DMD, "live", "rtsp://127.0.0.1:9/cam"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "rtsp://127.0.0.1:9/cam" in proc.stderr and "unreachable" in proc.stderr
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+def _srt(records: list[dict]) -> str:
+    def stamp(t: float) -> str:
+        ms = int(round(t * 1000))
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    return "".join(
+        f"{k + 1}\n{stamp(r['start'])} --> {stamp(r['end'])}\n{r['text']}\n\n" for k, r in enumerate(records)
+    )
+
+
+def test_udp_stream_live_matches_analyze(three_clips: Path, tmp_path: Path) -> None:
+    port = _free_udp_port()
+    out = tmp_path / "live"
+    env = {**os.environ, "DMD_ASR_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*DMD, "live", f"udp://127.0.0.1:{port}", "--stdout", "--out", str(out), "--stall-timeout", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    lines: list[str] = []
+    errs: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    ready = threading.Event()
+
+    def read_err() -> None:
+        for line in iter(proc.stderr.readline, ""):
+            errs.append(line)
+            if "live: reading" in line:
+                ready.set()
+
+    threading.Thread(target=read_err, daemon=True).start()
+    try:
+        assert ready.wait(timeout=400), "dmd live never started reading:\n" + "".join(errs)
+        sender = _send_udp(three_clips, port)
+        sender.wait(timeout=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(lines) < 3:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # flush what is finished, write the final files, exit 0
+        assert proc.wait(timeout=120) == 0, "".join(errs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    recs = [json.loads(x) for x in lines]
+    utts = [r for r in recs if r["type"] == "utterance"]
+    assert recs[-1]["type"] == "result"
+    assert len(utts) == 3, "".join(errs)
+    assert [r["index"] for r in utts] == [0, 1, 2]
+    assert all(a["end"] <= b["start"] for a, b in zip(utts, utts[1:], strict=False))  # in order, no overlap
+    assert all(0 <= r["live"]["latency_s"] < 60 for r in utts)  # generous: a shared machine (BENCHMARKS.md)
+    assert all(r["text"].strip() and set(r["predictions"]) == set(utts[0]["predictions"]) for r in utts)
+    # the final files: the JSONL as it went and a valid dmd analyze result
+    from dmd_pipeline.analysis.result import validate_result
+
+    jsonl = [json.loads(x) for x in (out / "live.jsonl").read_text().splitlines()]
+    doc = json.loads((out / "live.json").read_text())
+    assert validate_result(doc) == []
+    assert [r["start"] for r in jsonl] == [s["start"] for s in doc["segments"]] == [r["start"] for r in utts]
+    assert doc["file"] == f"udp://127.0.0.1:{port}" and doc["options"]["live"]["kind"] == "network"
+
+    # dmd analyze of the same file, given the live utterances as its transcript
+    srt = tmp_path / "live.srt"
+    srt.write_text(_srt(utts), encoding="utf-8")
+    ref = tmp_path / "ref"
+    run = subprocess.run([*DMD, "analyze", str(three_clips), "--transcript", str(srt), "--out", str(ref), "-q"],
+                         capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    segs = json.loads((ref / "three.json").read_text())["segments"]
+    assert len(segs) == len(utts)
+    text_model = next(n for n in utts[0]["predictions"] if "text" in n)
+    for live_seg, file_seg in zip(utts, segs, strict=True):
+        assert live_seg["start"] == pytest.approx(file_seg["start"], abs=0.3)
+        assert live_seg["end"] == pytest.approx(file_seg["end"], abs=0.3)
+        assert [w["text"] for w in live_seg["words"]] == [w["text"] for w in file_seg["words"]]
+        for a, b in zip(live_seg["words"], file_seg["words"], strict=True):
+            assert a["start"] == pytest.approx(b["start"], abs=0.3)
+        p, q = live_seg["predictions"][text_model], file_seg["predictions"][text_model]
+        assert p["label7"] == q["label7"] and p["score"] == pytest.approx(q["score"], abs=0.05)
