@@ -10,7 +10,7 @@ from typing import Any
 
 from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
 from dmd_pipeline.features import package_versions
-from dmd_pipeline.model_files import bundled_file_hashes
+from dmd_pipeline.model_files import WHISPER_BASE_SHA256, bundled_file_hashes
 from dmd_pipeline.utils import config_hash
 
 ASR_ENGINES = ("whisper", "pocketsphinx", "none")
@@ -37,7 +37,9 @@ class ExtractionConfig:
     max_side: int | None = 640  # frames are scaled so the long side is at most this
     sample_rate: int = 16000
     device: str = "cpu"
-    # acoustic feature set: librosa (25-d, 100 Hz) | whisper (384-d encoder states, 50 Hz) | whisper+librosa
+    # acoustic feature set (extractors/whisper_encoder.py): librosa (25-d, 100 Hz) | whisper (384-d tiny.en
+    # encoder states, 50 Hz) | whisper-base (512-d, 50 Hz) | whisper-base-layers[-s2|-s4] (7 x 512 layer
+    # states at 50 | 25 | 12.5 Hz) | any of these encoders + "+librosa"
     acoustic: str = "librosa"
 
     def __post_init__(self) -> None:
@@ -89,6 +91,11 @@ class ExtractionConfig:
         if self.acoustic != "librosa":  # the default adds nothing, so caches of earlier versions stay valid
             relevant["acoustic"] = self.acoustic
             relevant["models"]["whisper"] = _model_identity(self.whisper_model)
+        if self.acoustic.startswith("whisper-base"):  # the torch encoder over the joined Whisper base
+            relevant["models"]["whisper_base"] = {
+                "model.bin": WHISPER_BASE_SHA256["model.bin"],
+                "encoder": "torch-v1",
+            }
         return config_hash(relevant)
 
 

@@ -278,8 +278,9 @@ class LoadedModel:
 
     def columns(self, ext: Extractor, modality: str) -> list[str] | None:
         """The ``modality`` ("audio"/"vision") columns of ``ext``'s frames the model was trained on; None: all
-        of them, as they are. Recorded feature names win; a ``whisper`` model without recorded names served by
-        a ``whisper+librosa`` extraction gets the ``whisper_*`` columns. ConfigError (naming the model) when the
+        of them, as they are. Recorded feature names win; a model on an encoder setting (``whisper``,
+        ``whisper-base``, ...) without recorded names served by its ``+librosa`` extraction gets the encoder's
+        columns. ConfigError (naming the model) when the
         extraction lacks some of them."""
         feats = ext.acoustic if modality == "audio" else ext.visual
         avail = list(feats.feature_names)
@@ -287,10 +288,11 @@ class LoadedModel:
         if names is None:
             if (
                 modality == "audio"
-                and self.acoustic_setting == "whisper"
-                and ext.config.acoustic != "whisper"
-            ):
-                names = [n for n in avail if n.startswith("whisper_")]
+                and self.acoustic_setting != "librosa"
+                and ext.config.acoustic == f"{self.acoustic_setting}+librosa"
+            ):  # the encoder's columns come first; the librosa ones follow
+                lib = set(getattr(getattr(ext.acoustic, "librosa", None), "feature_names", []) or [])
+                names = [n for n in avail if n not in lib]
             else:
                 return None
         if names == avail:

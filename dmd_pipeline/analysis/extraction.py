@@ -3,8 +3,8 @@
 their dims (:meth:`LoadedModel.check_dims`).
 
 Each setting comes from the models that use its modality: the acoustic setting from the audio models
-(:func:`acoustic_setting`: ``whisper+librosa`` when one needs Whisper features, so the librosa cue columns
-stay; ConfigError when two audio models need incompatible settings), fps/face settings from the first vision
+(:func:`acoustic_setting`: ``<encoder>+librosa`` when they need one Whisper encoder's features, so the librosa
+cue columns stay; ConfigError when two audio models need incompatible settings), fps/face settings from the first vision
 model, the text encoder and token length from the first text model.
 """
 
@@ -16,10 +16,11 @@ from typing import Any
 from dmd_pipeline.analysis.analysis_options import AnalyzeOptions
 from dmd_pipeline.analysis.registry import LoadedModel
 from dmd_pipeline.errors import ConfigError
+from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS, acoustic_rate_hz, encoder_part
 from dmd_pipeline.pipeline import ExtractionConfig, Extractor
 
-#: Frame rate of each acoustic setting (the librosa columns of ``whisper+librosa`` are pooled to 50 Hz).
-ACOUSTIC_RATES_HZ: dict[str, float] = {"librosa": 100.0, "whisper": 50.0, "whisper+librosa": 50.0}
+#: Frame rate of each acoustic setting (the librosa columns of ``<encoder>+librosa`` are pooled to its rate).
+ACOUSTIC_RATES_HZ: dict[str, float] = {s: acoustic_rate_hz(s) for s in ACOUSTIC_SETTINGS}
 #: The modality whose extraction each recorded setting shapes (a model constrains only its own modalities).
 _SETTING_MODALITY: dict[str, str] = {
     "text_model": "text",
@@ -41,9 +42,10 @@ def as_model_list(models: LoadedModel | Sequence[LoadedModel]) -> list[LoadedMod
 
 def acoustic_setting(models: Sequence[LoadedModel]) -> str:
     """The one acoustic setting that serves every model using audio (models without audio never constrain
-    it): all ``librosa`` -> ``librosa``; any ``whisper``/``whisper+librosa`` -> ``whisper+librosa`` (a superset
-    that keeps the librosa columns for the pitch/loudness cues); ``librosa`` (100 Hz) next to a whisper
-    setting (50 Hz) cannot share one extraction: ConfigError."""
+    it): all ``librosa`` -> ``librosa``; models on one Whisper encoder (``whisper``, ``whisper-base``, ...,
+    with or without ``+librosa``) -> ``<encoder>+librosa`` (a superset that keeps the librosa columns for the
+    pitch/loudness cues). ``librosa`` (100 Hz) next to an encoder setting, or two different encoders,
+    cannot share one extraction: ConfigError."""
     needs = [(m.name, m.acoustic_setting) for m in models if "audio" in m.modalities]
     settings = {s for _, s in needs}
     unknown = settings - set(ACOUSTIC_RATES_HZ)
@@ -63,7 +65,16 @@ def acoustic_setting(models: Sequence[LoadedModel]) -> str:
             f"{other[0][0]!r} on {other[0][1]!r} ({ACOUSTIC_RATES_HZ[other[0][1]]:g} Hz); "
             "analyse with them in separate runs"
         )
-    return "whisper+librosa"
+    by_encoder: dict[str, str] = {}
+    for name, s in needs:
+        by_encoder.setdefault(str(encoder_part(s)), name)
+    if len(by_encoder) > 1:
+        (e1, n1), (e2, n2) = list(by_encoder.items())[:2]
+        raise ConfigError(
+            "the models need different Whisper encoder features and one extraction cannot serve both: "
+            f"{n1!r} was trained on {e1!r}, {n2!r} on {e2!r}; analyse with them in separate runs"
+        )
+    return f"{next(iter(by_encoder))}+librosa"
 
 
 def _first_setting(

@@ -49,6 +49,14 @@ class AcousticSetting(str, Enum):
     librosa = "librosa"
     whisper = "whisper"
     whisper_librosa = "whisper+librosa"
+    whisper_base = "whisper-base"
+    whisper_base_librosa = "whisper-base+librosa"
+    whisper_base_layers = "whisper-base-layers"
+    whisper_base_layers_librosa = "whisper-base-layers+librosa"
+    whisper_base_layers_s2 = "whisper-base-layers-s2"
+    whisper_base_layers_s2_librosa = "whisper-base-layers-s2+librosa"
+    whisper_base_layers_s4 = "whisper-base-layers-s4"
+    whisper_base_layers_s4_librosa = "whisper-base-layers-s4+librosa"
 
 
 def device_option(default: Device = Device.auto) -> Any:

@@ -119,8 +119,10 @@ def extract(
     acoustic: AcousticSetting = typer.Option(
         AcousticSetting.librosa,
         "--acoustic",
-        help="Acoustic features: librosa (25-d, 100 Hz) | whisper (384-d Whisper encoder states, 50 Hz) | "
-        "whisper+librosa (409-d, 50 Hz).",
+        help="Acoustic features: librosa (25-d, 100 Hz) | whisper (384-d Whisper tiny.en encoder states, "
+        "50 Hz) | whisper-base (512-d multilingual Whisper base, 50 Hz) | whisper-base-layers (7 x 512 layer "
+        "states, 50 Hz; -s2: 25 Hz, -s4: 12.5 Hz) | any of them +librosa (the 25 librosa dims pooled to "
+        "the same rate). README: columns and cache size per setting.",
     ),
     text_model: Path | None = typer.Option(
         None, "--text-model", help="Local BERT-family folder (default MiniLM)."
