@@ -130,6 +130,8 @@ def test_hidden_states_chunks_stride_and_edges(base: WhisperLayersExtractor) -> 
     assert np.allclose(s4[:, 0], hs[:, :4].mean(1), atol=1e-5)
     assert np.allclose(s4[:, -1], hs[:, 448:].mean(1), atol=1e-5)  # the last run has 2 frames
     assert base.hidden_states(np.zeros(0, np.float32)).shape == (7, 0, 512)
+    assert np.array_equal(base.encode(y[:8000]), base.hidden_states(y[:8000]))  # corpus_features' interface
+    assert base.identity["states"] == [0, 1, 2, 3, 4, 5, 7] and len(base.identity["model"]) == 64
     tiny = base.hidden_states(np.full(100, np.nan, np.float32), states=[7])
     assert tiny.shape == (1, 1, 512) and np.isfinite(tiny).all()
 

@@ -250,6 +250,30 @@ class WhisperLayersExtractor:
         self.chunk_s = float(chunk_s)
         self.encoder = load_torch_encoder(model_dir)
         self.dim = self.encoder.dim
+        self.identity: dict = self._identity()
+
+    def _identity(self) -> dict:
+        """What identifies :meth:`encode`'s output (``data.corpus_features.LayerEncoder``): the encoder code
+        version, the chunking, the states kept and the model (recorded sha256, or a user folder's path)."""
+        from dmd_pipeline.model_files import WHISPER_BASE_SHA256
+
+        model = (
+            WHISPER_BASE_SHA256["model.bin"]
+            if self.model_dir is None
+            else str(Path(self.model_dir).resolve())
+        )
+        return {
+            "setting": "whisper-base-layers",
+            "encoder": "whisper-base-torch-v1",
+            "chunk_s": self.chunk_s,
+            "states": self.layer_states(),
+            "model": model,
+        }
+
+    def encode(self, audio16: np.ndarray) -> np.ndarray:
+        """(7, T, 512) float32 layer states at 50 Hz (:meth:`hidden_states` with the defaults): the
+        ``LayerEncoder`` interface of :mod:`dmd_pipeline.data.corpus_features`."""
+        return self.hidden_states(audio16)
 
     def layer_states(self) -> list[int]:
         """Indices of the states the layers settings keep: 0 (embedding), 1..n-1 (blocks), n+1 (final LN)."""
