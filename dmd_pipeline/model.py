@@ -204,6 +204,21 @@ class LoadedModel:
         return dict(zip(MODALITIES, (int(x) for x in self.config.feature_dims), strict=True))
 
     @property
+    def sign_accuracy(self) -> float | None:
+        """A regression model's binary (sign) accuracy on its validation split (``metrics.valid.Has0_acc_2``
+        of its meta): how far its sentiment sign is evidence of valence (:mod:`dmd_pipeline.fusion`); None for
+        a classifier, or when its metrics do not say."""
+        if self.task != "regression":
+            return None
+        valid = (self.meta.get("metrics") or {}).get("valid") or {}
+        acc = valid.get("Has0_acc_2")
+        try:
+            acc = float(acc)
+        except (TypeError, ValueError):
+            return None
+        return acc if 0.0 <= acc <= 1.0 else None
+
+    @property
     def unused_modalities(self) -> list[str]:
         """The modalities the model was not trained with (fed as zeros)."""
         return [m for m in MODALITIES if m not in self.modalities]

@@ -216,7 +216,7 @@ def test_two_models_one_extraction(speech_result: AnalysisResult, models) -> Non
     doc = r.to_dict()
     assert validate_result(doc) == []
     jsonschema.validate(doc, load_schema())
-    assert doc["schema_version"] == "1.2"
+    assert doc["schema_version"] == "1.3"
     assert [m["name"] for m in doc["models"]] == ["words-sentiment", "voice-emotion"]
     words, voice = doc["models"]
     assert (words["role"], words["task"], words["modalities_used"]) == ("sentiment", "regression", ["text"])
@@ -242,7 +242,8 @@ def test_two_models_one_extraction(speech_result: AnalysisResult, models) -> Non
     assert np.allclose(
         w @ seg_p / w.sum(), [voice["overall"]["probabilities"][c] for c in EMOTIONS], atol=1e-6
     )
-    assert doc["headline"].startswith("voice: ") and " · words: " in doc["headline"]
+    channels = doc["headline"].split(" | ")[-1]  # after the fused answer
+    assert channels.startswith("voice: ") and " · words: " in channels
     top = voice["overall"]["predicted_class"]
     assert f"voice: {top} {voice['overall']['probabilities'][top]:.2f}" in doc["headline"]
     # the librosa columns are still there for the pitch/loudness cues

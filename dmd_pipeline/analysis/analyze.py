@@ -53,6 +53,7 @@ from dmd_pipeline.analysis.extraction import (  # noqa: F401 - re-exported: the 
     get_extractor,
     model_columns,
 )
+from dmd_pipeline.analysis.fused import fuse_result
 from dmd_pipeline.analysis.messages import rank_warnings
 from dmd_pipeline.analysis.registry import LoadedModel
 from dmd_pipeline.analysis.result import (
@@ -337,6 +338,7 @@ def analyze_clip(
         if k not in loaded_before:
             timings[f"load_{k}"] = float(v)
     result = _assemble(path, models, names, parts, duration, options, timings, source_label)
+    fuse_result(result, {n: m.sign_accuracy for m, n in zip(models, names, strict=True)})
     if note:
         result.warnings.append(note)
     if stream:

@@ -15,7 +15,8 @@ only compute: this driver writes every result file. The output folder is locked 
 the run, and an unusable one (missing, read-only, full) raises :class:`~dmd_pipeline.errors.OutputError`.
 
 ``summary.csv`` has the columns of :data:`SUMMARY_COLUMNS` (the primary model's overall result, as in
-schema 1.0) then ``headline`` and one group per model that ran: ``<name>:score`` for a regression model,
+schema 1.0) then ``headline``, the fused answer (``fused:label``, ``fused:p``, ``fused:uncertain``,
+``fused:reason``) and one group per model that ran: ``<name>:score`` for a regression model,
 ``<name>:label`` and ``<name>:p`` (top class and its probability) for a classification model.
 """
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.analysis.predictions import prediction_cells
+from dmd_pipeline.analysis.predictions import FUSED_COLUMNS, fused_cells, prediction_cells
 from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 from dmd_pipeline.executor import WorkerLost
 from dmd_pipeline.runner import Limits, Workers, run_supervised
@@ -108,8 +109,9 @@ SUMMARY_COLUMNS = (
     "predicted_class",
     "json",
 )
-#: Written after :data:`SUMMARY_COLUMNS`, before the per-model columns.
-SUMMARY_EXTRA_COLUMNS = ("headline",)
+#: Written after :data:`SUMMARY_COLUMNS`, before the per-model columns: the headline and the file's fused
+#: answer (schema 1.3; empty for an older result).
+SUMMARY_EXTRA_COLUMNS = ("headline", *FUSED_COLUMNS)
 ERROR_COLUMNS = ("file", "stage", "reason")
 _RESERVED = frozenset({"summary", "errors", "index"})
 
@@ -556,6 +558,7 @@ def summary_row(doc: dict[str, Any] | None, file: str, json_path: Path | None, s
             json=json_path.name if json_path is not None else "",
             headline=doc.get("headline", ""),
         )
+        row.update(fused_cells(doc.get("fused"), lambda x: f"{x:.4f}"))
         for m in doc.get("models") or []:
             row.update(summary_cells(m["name"], m["task"], m.get("overall")))
     return row

@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.analysis.predictions import prediction_cells
+from dmd_pipeline.analysis.predictions import FUSED_COLUMNS, fused_cells, prediction_cells
 
 #: ``--format`` values; ``all`` is every one of them.
 FORMATS = ("json", "csv", "tsv", "srt", "vtt")
@@ -49,8 +49,9 @@ def _cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def segment_columns(doc: dict[str, Any]) -> list[str]:
-    """The columns of the segment timeline (fixed ones, then per model)."""
+    """The columns of the segment timeline (fixed ones, the fused answer, then per model)."""
     cols = ["file", "index", "start", "end", "score", "label7", "label2", "predicted_class", "text"]
+    cols.extend(FUSED_COLUMNS)
     for m in doc.get("models") or []:
         cols.extend(_cells(m["name"], m["task"], None))
     return cols
@@ -71,6 +72,7 @@ def segment_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "label2": p.get("label2") or "",
             "predicted_class": p.get("predicted_class") or "",
             "text": s["text"],
+            **fused_cells(s.get("fused"), _r),
         }
         for m in doc.get("models") or []:
             row.update(_cells(m["name"], m["task"], (s.get("predictions") or {}).get(m["name"])))
@@ -112,9 +114,19 @@ def prediction_label(task: str, p: dict[str, Any] | None) -> str | None:
     return f"{best} {probs[best]:.2f}"
 
 
+def fused_label(fused: dict[str, Any] | None) -> str | None:
+    """``happy 0.74`` or ``happy 0.41 uncertain (conflict)``; None without a fused label."""
+    if not fused or not fused.get("label"):
+        return None
+    text = f"{fused['label']} {fused['probability']:.2f}"
+    return text + f" uncertain ({fused['uncertain_reason']})" if fused.get("uncertain") else text
+
+
 def segment_caption(doc: dict[str, Any], seg: dict[str, Any]) -> str:
-    """A subtitle's second line: each model's segment prediction, e.g. ``[words: neutral -0.12]``."""
-    parts = []
+    """A subtitle's second line: the fused answer, then each model's segment prediction, e.g.
+    ``[fused: sad 0.69 · mosi-text-minilm: negative -1.65 · ravdess-voice-emotion: sad 0.61]``."""
+    fused = fused_label(seg.get("fused"))
+    parts = [f"fused: {fused}"] if fused else []
     for m in doc.get("models") or []:
         label = prediction_label(m["task"], (seg.get("predictions") or {}).get(m["name"]))
         if label is not None:

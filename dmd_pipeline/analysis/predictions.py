@@ -1,5 +1,6 @@
 """How one prediction reads, wherever it is shown: the top class of a classification (:func:`top_class`),
-and the cells a prediction fills in a table of per-model columns (:func:`prediction_cells`)."""
+the cells a prediction fills in a table of per-model columns (:func:`prediction_cells`), and the cells of a
+fused answer (:func:`fused_cells`)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,20 @@ def prediction_cells(
     probs = p.get("probabilities") or {}
     best = top_class(probs, p.get("predicted_class"))
     return {f"{name}:label": best or "", f"{name}:p": number(probs[best]) if best in probs else ""}
+
+
+#: The columns of a fused answer in a table (segment CSV/TSV, summary.csv).
+FUSED_COLUMNS: tuple[str, ...] = ("fused:label", "fused:p", "fused:uncertain", "fused:reason")
+
+
+def fused_cells(fused: Mapping[str, Any] | None, number: Callable[[float], Any]) -> dict[str, Any]:
+    """``fused:label``, ``fused:p``, ``fused:uncertain`` (``true``/``false``) and ``fused:reason`` of a
+    result's ``fused`` dict (schema 1.3); empty strings where there is no value (an older result)."""
+    f = fused or {}
+    p = f.get("probability")
+    return {
+        "fused:label": f.get("label") or "",
+        "fused:p": "" if p is None else number(p),
+        "fused:uncertain": "" if "uncertain" not in f else ("true" if f["uncertain"] else "false"),
+        "fused:reason": f.get("uncertain_reason") or "",
+    }

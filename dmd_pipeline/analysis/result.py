@@ -1,8 +1,8 @@
-"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.2).
+"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.3).
 
 One :class:`AnalysisResult` describes one media file, scored by one or several models over one extraction
 (e.g. sentiment from the words and emotion from the voice). ``to_dict()`` gives the JSON document described
-by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.2 and 1.1
+by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.3, 1.2 and 1.1
 documents, and 1.0 documents, which it upgrades in memory: their one model becomes ``models[0]``).
 Conventions:
 
@@ -39,13 +39,29 @@ Versions:
     is cut into ``n = round(duration / window)`` equal windows, a shorter one is one window; each has
     ``start``, ``end``, ``segment`` (index) and ``prediction``, and a segment's prediction is the
     duration-weighted mean of its windows'. Empty for a model without a window (it scores the segments).
-* **1.2** (current) the 1.1 fields keep their meaning. New:
+* **1.2** the 1.1 fields keep their meaning. New:
 
   - ``generator``: always ``"dmd-pipeline"``: marks the document as this tool's output, which is never read
     back as an input (a sidecar transcript, :func:`dmd_pipeline.extractors.transcribe.is_tool_output`).
   - ``options.media`` (size, mtime_ns, sha256 of the whole file or of a bounded sample, ``hashed``) and
     ``options.transcript`` now also for a sidecar transcript (``"sidecar": true``): a re-run redoes the
     file when the media or any transcript source changed (:mod:`dmd_pipeline.analysis.options`).
+* **1.3** (current) the 1.2 fields keep their meaning. New:
+
+  - ``fused`` (per file) and ``segments[].fused``: one emotion from the face, voice and words channels
+    (:mod:`dmd_pipeline.fusion` documents the rule and every field): ``label`` / ``probability`` /
+    ``probabilities`` over the 7 fused classes (null when neither face nor voice spoke), ``contributions``
+    ``{face, voice, words}`` summing to 1, ``agreement`` in [0, 1] (null with fewer than two channels),
+    ``uncertain`` and ``uncertain_reason`` (``conflict`` | ``low confidence`` | ``missing channel`` | null),
+    ``detail`` (what each channel said), ``valence`` / ``arousal`` in [-1, 1], derived from the fused
+    distribution on Russell's circumplex (``derived_note`` says so: no dimensional model was trained), and
+    per file ``model_account`` (a multimodal DMD model's own graph edges, summarised; null otherwise).
+  - ``headline`` now leads with the fused answer and its contributions
+    (``happy 0.74 — face 0.6 · voice 0.3 · words 0.1 | face: … · voice: … · words: …``) when the face or
+    the voice spoke; otherwise it is the 1.2 headline.
+  - ``warnings`` are about the user's file (damaged input, no speech, fallbacks); how a model was built and
+    what it was fed as zeros stay in ``models[].note`` (and, for the primary model, ``modalities.note``, as
+    in 1.0), never in ``warnings``.
 """
 
 from __future__ import annotations
@@ -61,9 +77,9 @@ from dmd_pipeline.analysis.export import plot, segments_csv, srt, to_pandas, vtt
 from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.utils import OUTPUT_MARKER, json_safe
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 #: Older versions :meth:`AnalysisResult.from_dict` still reads.
-READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", SCHEMA_VERSION)
+READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", SCHEMA_VERSION)
 SCHEMA_FILE = "analysis_result.schema.json"
 
 #: 7-class label names, index = rounded score + 3.
@@ -175,6 +191,7 @@ class SegmentResult:
     words: list[WordResult] = field(default_factory=list)
     edges: GraphEdges | None = None
     predictions: dict[str, Prediction] = field(default_factory=dict)  # every model's, by model name
+    fused: dict[str, Any] | None = None  # the fused answer of the span (1.3; dmd_pipeline.fusion)
 
     @property
     def duration(self) -> float:
@@ -387,6 +404,7 @@ class AnalysisResult:
     models: list[ModelRun] = field(default_factory=list)  # every model run; [0] is the primary (``model``)
     headline: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # what it was made with (analysis/options.py)
+    fused: dict[str, Any] | None = None  # the file's fused answer (1.3; dmd_pipeline.fusion)
     schema_version: str = SCHEMA_VERSION
     generator: str = OUTPUT_MARKER  # marks the tool's own output (never read back as an input)
 
@@ -467,6 +485,7 @@ class AnalysisResult:
                     words=[WordResult(**w) for w in s.get("words", [])],
                     edges=GraphEdges(**edges) if edges else None,
                     predictions={k: Prediction(**v) for k, v in (s.get("predictions") or {}).items()},
+                    fused=s.get("fused"),
                 )
             )
         runs = []
@@ -513,6 +532,7 @@ class AnalysisResult:
             created_at=d.get("created_at", ""),
             aggregation=d.get("aggregation", "duration_weighted_mean"),
             options=dict(d.get("options") or {}),
+            fused=d.get("fused"),
         )
 
     @classmethod
