@@ -338,7 +338,6 @@ def analyze_clip(
         if k not in loaded_before:
             timings[f"load_{k}"] = float(v)
     result = _assemble(path, models, names, parts, duration, options, timings, source_label)
-    fuse_result(result, {n: m.sign_accuracy for m, n in zip(models, names, strict=True)})
     if note:
         result.warnings.append(note)
     if stream:
@@ -443,7 +442,7 @@ def _assemble(
         for key, v in p.word_sources.items():
             sources[key] = sources.get(key, 0) + v
     primary = runs[0]
-    return AnalysisResult(
+    result = AnalysisResult(
         file=os.path.abspath(path),  # as the user gave it (absolute; symlinks kept)
         duration=round(duration, 4),
         media=MediaSummary(
@@ -477,6 +476,9 @@ def _assemble(
         models=runs,
         headline=make_headline(runs, scorable, headline_why),
     )
+    # the fused answer of every span and the headline that leads with it (every channel is in by now)
+    fuse_result(result, {n: m.sign_accuracy for m, n in zip(models, names, strict=True)})
+    return result
 
 
 # ---- the same scoring for a stream (dmd live) ------------------------------------------------------
