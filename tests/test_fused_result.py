@@ -166,3 +166,23 @@ def test_model_account_of_a_multimodal_model_only() -> None:
     assert "face" not in account  # edges to a modality it was not fed are left out
     fuse_result(r)
     assert r.fused["model_account"] == account and validate_result(r.to_dict()) == []
+
+
+def test_report_opens_with_the_answer_the_strip_and_the_valence_timeline(tmp_path: Path) -> None:
+    from dmd_pipeline.analysis.report import write_report
+    from dmd_pipeline.analysis.report_answer import strip_cells
+
+    r = build(["happy", "sad"], [2.0, 0.0])
+    face = {"probabilities": peaked(FACE, "happy", 0.9), "visible_fraction": 1.0}
+    object.__setattr__(r.segments[0], "face", face)  # the face seen in the first segment only
+    fuse_result(r)
+    page = write_report(r, tmp_path, "clip", media_path=tmp_path / "missing.mp4")
+    text = page.read_text(encoding="utf-8")
+    assert text.index('id="fused-answer"') < text.index("<h2>Models</h2>")  # the answer comes first
+    assert text.count('class="row" data-channel=') == 4
+    assert text.index('data-channel="fused"') < text.index('data-channel="face"')  # the fused row on top
+    assert (tmp_path / "clip_files" / "valence_arousal.png").is_file()
+    assert "derived" in text
+    rows = strip_cells(r)
+    assert [title for _, _, title, _ in rows["face"]] == ["happy 0.90", "n/a"]
+    assert rows["voice"][1][2].startswith("sad ") and rows["words"][0][2] == "sentiment +2.00"

@@ -3,8 +3,11 @@
 Plots are PNG files drawn with matplotlib's Agg backend and stored in ``<stem>_files/`` beside the page;
 every ``src``/``href`` is a relative path (no network resources). Transcript text is HTML-escaped.
 
-A page leads with the result's headline and a per-model summary (one row per model run), then the
-primary model's timeline (sentiment score bars for a regression model), an emotion-over-time plot per
+A page leads with the result's headline, the fused answer with its reasons (how much each channel moved it,
+the agreement, the derived valence/arousal), the agreement strip over time (one row per channel, the fused
+row on top) and the valence/arousal timeline (:mod:`~dmd_pipeline.analysis.report_answer`), then a
+per-model summary (one row per model run, with the notes on how each model was built and what it was fed as
+zeros), the primary model's timeline (sentiment score bars for a regression model), an emotion-over-time plot per
 classification model that has predictions (``emotion.png``, ``emotion_2.png``...: its class probabilities
 stacked per window or segment), the segment table with every model's prediction, key frames, the graph
 edges and the descriptive cues.
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.analysis.report_answer import CSS as ANSWER_CSS
+from dmd_pipeline.analysis.report_answer import answer_html, strip_html
 from dmd_pipeline.analysis.result import EDGE_NAMES, AnalysisResult, KeyFrame, ModelRun
 from dmd_pipeline.media import iter_frames
 from dmd_pipeline.utils import atomic_open, atomic_write_text
@@ -107,6 +112,31 @@ def plot_timeline(result: AnalysisResult, path: Path) -> Path:
     strip.set_ylim(0, 1)
     strip.set_xlim(0, max(result.duration, 1e-3))
     strip.set_xlabel("time (s)")
+    _save(fig, path)
+    return path
+
+
+def plot_valence_arousal(result: AnalysisResult, path: Path) -> Path | None:
+    """The derived valence and arousal of each segment's fused answer, as steps over time; None when no
+    segment has a valence."""
+    spans = [(s.start, s.end, s.fused or {}) for s in result.segments]
+    if not any(f.get("valence") is not None for _, _, f in spans):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 2.6))
+    for key, colour in (("valence", "#1a7f37"), ("arousal", "#d35400")):
+        first = True
+        for a, b, f in spans:
+            if f.get(key) is not None:
+                ax.hlines(f[key], a, b, colour, linewidth=3, label=key if first else None)
+                first = False
+    ax.axhline(0, color="#444", lw=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlim(0, max(float(result.duration), 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("derived")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)
     return path
 
@@ -320,6 +350,7 @@ def write_report(
     assets.mkdir(parents=True, exist_ok=True)
     e = html.escape
     timeline = plot_timeline(result, assets / "timeline.png")
+    va_png = plot_valence_arousal(result, assets / "valence_arousal.png")
     emotion_pngs: list[tuple[ModelRun, Path]] = []
     for run in result.models:
         if run.task == "classification" and run.has_prediction:
@@ -341,12 +372,24 @@ def write_report(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(Path(result.file).name)} — dmd analyze</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{_CSS}{ANSWER_CSS}</style></head><body>",
         f"<h1>{e(Path(result.file).name)}</h1>",
         f'<p class="big">{e(result.headline)}</p>',
         f'<p class="muted">{e(result.file)} · {result.duration:.2f} s · '
         f"{'models' if len(result.models) > 1 else 'model'} {e(', '.join(r.name for r in result.models))} "
         f"· schema {e(result.schema_version)}</p>",
+    ]
+    if result.fused:
+        parts.append("<h2>The answer</h2>")
+        parts.append(answer_html(result))
+        parts.append("<h2>Agreement over time</h2>")
+        parts.append(strip_html(result))
+    if va_png is not None:
+        parts.append("<h2>Valence and arousal over time (derived)</h2>")
+        parts.append(f'<img src="{e(_rel(va_png, out_dir))}" alt="derived valence and arousal over time">')
+        parts.append(f'<p class="muted">{e(str((result.fused or {}).get("derived_note") or ""))}</p>')
+    parts += [
+        "<h2>Models</h2>",
         "<table><tr><th>model</th><th>role</th><th>uses</th><th>used here</th><th>overall</th>"
         "<th>note</th></tr>",
     ]
