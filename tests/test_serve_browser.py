@@ -97,7 +97,10 @@ def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_facto
         driver.find_element(By.ID, "file").send_keys(str(clip))
         wait.until(lambda d: d.find_element(By.ID, "headline").text.strip() != "")
         headline = driver.find_element(By.ID, "headline").text
-        assert headline.startswith("words:"), headline
+        assert headline.startswith("words:"), headline  # words only: no emotion named to lead with
+        assert driver.find_element(By.ID, "answer").is_displayed()
+        assert driver.find_element(By.ID, "fused-label").text == "no emotion named"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#strip .row")) == 4
         assert "Done" in driver.find_element(By.ID, "status").text
         rows = driver.find_elements(By.CSS_SELECTOR, "#scores tr")
         assert len(rows) == 2 and "mosi-text-minilm" in rows[1].text
@@ -175,3 +178,61 @@ def test_a_page_of_another_origin_cannot_post_a_job(tmp_path: Path) -> None:
         httpd.shutdown()
         srv.stop()
     assert list((tmp_path / "data" / "jobs").iterdir()) == []
+
+
+def test_page_shows_the_fused_answer_the_strip_and_the_valence_timeline(tmp_path: Path) -> None:
+    """The page's rendering of a schema 1.3 result with face, voice and words (built by hand, fused by the
+    library) in headless Chromium: the fused answer with its conflict, four strip rows (fused on top) coloured
+    per segment, the derived valence/arousal lines. The page is loaded from a file (no server needed)."""
+
+    from selenium.webdriver.common.by import By
+    from test_fused_result import FACE, build, peaked
+
+    from dmd_pipeline.analysis.fused import fuse_result
+
+    r = build(["sad", "sad"], [0.0, 0.0])
+    face = {"probabilities": peaked(FACE, "happy", 0.8), "visible_fraction": 1.0}
+    for obj in (r, *r.segments):
+        object.__setattr__(obj, "face", face)
+    fuse_result(r)
+    doc = r.to_dict()
+    doc["face"] = face  # the file's face channel, as a 1.3 result carries it
+    for s in doc["segments"]:
+        s["face"] = face
+    page = Path(__file__).resolve().parents[1] / "dmd_pipeline" / "serve" / "page.html"
+    local = tmp_path / "page.html"
+    local.write_text(
+        page.read_text(encoding="utf-8").replace("__TOKEN_REQUIRED__", "false"), encoding="utf-8"
+    )
+    driver = None
+    try:
+        driver = _driver(tmp_path)
+        driver.set_page_load_timeout(30)
+        driver.get(local.as_uri())
+        driver.execute_script(
+            "showAnswer(arguments[0]); document.getElementById('result').hidden = false;", doc
+        )
+        assert driver.find_element(By.ID, "fused-label").text == doc["fused"]["label"]
+        unsure = driver.find_element(By.ID, "fused-unsure").text
+        assert unsure == "uncertain: conflict — face happy, voice sad", unsure
+        assert "agreement" in driver.find_element(By.ID, "fused-why").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "#strip .row")
+        assert [x.get_attribute("data-channel") for x in rows] == ["fused", "face", "voice", "words"]
+        cells = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#strip .row')).map(r => "
+            "Array.from(r.querySelectorAll('.cell')).map(c => [c.title, getComputedStyle(c).backgroundColor]));"
+        )
+        assert all(len(row) == len(doc["segments"]) for row in cells)
+        assert cells[1][0][0].endswith("happy 0.80") and cells[2][0][0].split(": ")[1].startswith("sad ")
+        assert cells[1][0][1] != cells[2][0][1]  # face and voice coloured by their own classes
+        assert "uncertain (conflict)" in cells[0][0][0]
+        n_lines = driver.execute_script("return document.querySelectorAll('#va line.va-valence').length;")
+        assert n_lines == len(doc["segments"])
+        assert "derived" in driver.find_element(By.ID, "va-note").text
+        shot = tmp_path / "serve_page_fused.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+    finally:
+        if driver is not None:
+            driver.quit()
