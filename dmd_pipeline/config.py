@@ -31,7 +31,10 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "nlevels": (1, 48),
     "gd_size_homo": (1, 8192),
     "gd_size_hetero": (1, 8192),
+    "audio_layers": (1, 64),
 }
+#: The homo-head options (``DMDConfig.head``).
+HEADS: tuple[str, ...] = ("flatten", "attention", "stats")
 #: Inclusive ranges of each entry of the (text, audio, vision) integer triples.
 TRIPLE_RANGES: dict[str, tuple[int, int]] = {
     "feature_dims": (1, 65_536),
@@ -72,6 +75,9 @@ FIELD_TYPES: dict[str, str] = {
     "finetune_text_encoder": "bool",
     "ort_variant": "str",
     "keep_dead_layers": "bool",
+    "head": "str",
+    "audio_layers": "int",
+    "audio_layer_norm": "bool",
     "dst_feature_dim": "int",
     "nheads": "int",
     "nlevels": "int",
@@ -228,6 +234,24 @@ class DMDConfig:
         match the official ones; False drops them (and the ``proj_s_*`` outputs).
       * ``ort_variant``: "fixed" (default) = per (time step, sample) cosine over channels; "legacy" = what
         torch 1.9 computed for the official 3-D call (cosine over the batch axis, batch-size dependent).
+
+    Options that are not from the official model (defaults = official):
+      * ``head``: how the modality-common sequence ``c_m`` (T' positions after the temporal convolution) is
+        turned into one vector for the homo heads (``proj1_m_low``/``out_layer_m_low``), ``align_c_m`` and the
+        dead ``proj_cosine_m``. "flatten" (official, the default of every preset): time-major flatten, so
+        each of the T' positions has its own weights (a clip whose speech sits at other positions looks
+        different). "attention": attention pooling, a learned score per position (``pool_m_low``, d -> 1),
+        softmax over the clip's real positions, the weighted mean (d). "stats": statistics pooling, the
+        mean and standard deviation over the real positions (2d). Padded positions are masked: the inputs
+        are zero-padded at the end (``model_input.to_model_inputs``), so a modality's real length is the
+        index of its last non-zero frame + 1 (BERT text: its attention mask); after the kernel-k
+        convolution ``max(1, length - k + 1)`` positions are real.
+      * ``audio_layers`` (default 1: the audio input is used as it is): L > 1 reads the audio input as L
+        stacked encoder layers, layer-major (``whisper-base-layers*`` settings: (B, T, L * D)), and feeds
+        the model their learned softmax-weighted sum (B, T, D): the parameter ``audio_layer_weights`` (L
+        logits, zero-initialised = the plain mean; ``model.audio_layer_weights`` in the checkpoint). With
+        ``audio_layer_norm`` (default True) each layer is first LayerNorm-ed over its D dims (no affine),
+        because Whisper's layers differ in scale by two orders of magnitude.
     """
 
     name: str
@@ -239,6 +263,9 @@ class DMDConfig:
     finetune_text_encoder: bool = True  # official use_finetune
     ort_variant: str = "fixed"  # "fixed" | "legacy"
     keep_dead_layers: bool = True
+    head: str = "flatten"  # "flatten" (official) | "attention" | "stats": see the class docstring
+    audio_layers: int = 1  # L > 1: the audio input is L stacked layers, fed as their learned weighted sum
+    audio_layer_norm: bool = True  # with audio_layers > 1: LayerNorm each layer before the weighted sum
     # --- network (official) ---
     dst_feature_dim: int = 50  # d
     nheads: int = 10
@@ -304,6 +331,12 @@ class DMDConfig:
                 )
         if self.dst_feature_dim % self.nheads:
             raise ConfigError(f"dst_feature_dim {self.dst_feature_dim} not divisible by nheads {self.nheads}")
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.feature_dims[1] % self.audio_layers:
+            raise ConfigError(
+                f"audio_layers {self.audio_layers} does not divide the audio feature dim {self.feature_dims[1]}"
+            )
         if self.ort_variant not in ("fixed", "legacy"):
             raise ConfigError(f"ort_variant must be 'fixed' or 'legacy', got {self.ort_variant!r}")
         if self.num_classes < 1:
@@ -330,7 +363,13 @@ class DMDConfig:
         def layer(e: int) -> int:  # attention (4 e^2) + 4x feed-forward (8 e^2) + norms/biases
             return 12 * e * e + 13 * e
 
-        n = sum(fd * d * k for fd, k in zip(self.feature_dims, self.conv1d_kernel_size, strict=True))
+        if self.head != "flatten":  # pooled: one vector of d (attention) or 2d (stats) instead of d * T'
+            tp = [2] * 3
+        dims = (self.feature_dims[0], self.feature_dims[1] // max(1, self.audio_layers), self.feature_dims[2])
+        n = sum(fd * d * k for fd, k in zip(dims, self.conv1d_kernel_size, strict=True))
+        n += (self.audio_layers if self.audio_layers > 1 else 0) + (
+            3 * d + 3 if self.head == "attention" else 0
+        )
         n += 4 * d * d + 6 * d * d  # specific/common encoders, decoders
         n += 9 * self.nlevels * layer(d) + 3 * max(self.nlevels, 3) * layer(2 * d) + 12 * layer(d)
         n += (2 if self.keep_dead_layers else 1) * sum(d * t * d + d for t in tp)  # proj_cosine, align_c
@@ -486,7 +525,6 @@ def read_model_config_json(path: Any) -> dict:
     """
     import json
     from pathlib import Path
-
 
     p = Path(path)
     try:

@@ -30,8 +30,8 @@ from dmd_pipeline.model_files import whisper_base_dir, whisper_model_dir
 
 # CTranslate2 computes the float16-stored weights in float32 on CPU (compute_type="float32"); the torch
 # encoder does the same in another order of operations. Documented tolerance of the final state (values up
-# to ~20, RMS ~1.3): max |diff| <= 5e-3 and RMS diff <= 5e-5 (measured on RAVDESS: 1.2e-3 and 7e-6).
-MAX_ABS_TOL = 5e-3
+# to ~20, RMS ~1.3): max |diff| <= 1e-2 and RMS diff <= 5e-5 (measured over 20 RAVDESS clips: up to 3.9e-3, RMS 4e-6).
+MAX_ABS_TOL = 1e-2
 RMS_TOL = 5e-5
 
 

@@ -11,6 +11,11 @@ Known deviations / quirks, all kept faithful by default:
   * Deviation: ``proj_m`` always exists. The official code skips it when a modality's input dim equals d, which
     leaves T' = T and breaks its own flattened heads (sized for T - k + 1); no official preset hits this case.
   * Key and value of cross attention are embedded (and embed-dropped-out) separately, as officially.
+
+Options that are not official (``DMDConfig.head``, ``DMDConfig.audio_layers``; see :class:`DMDConfig`): the homo
+heads, ``align_c_*`` and ``proj_cosine_*`` can pool the T' positions (attention or statistics pooling over the
+real, unpadded positions) instead of flattening them; a layer-stacked audio input can be fed as a learned
+softmax-weighted sum of its layers (``audio_layer_weights``). With the defaults the network is the official one.
 """
 
 from __future__ import annotations
@@ -92,8 +97,17 @@ class DMD(nn.Module):
             self.text_model = text_encoder
         t_prime = dict(zip(("l", "a", "v"), cfg.t_prime, strict=True))
         self.t_prime = t_prime
+        self.head = cfg.head
+        self.audio_layers = cfg.audio_layers
+        if cfg.audio_layers > 1:  # zero logits: the plain mean of the layers at the start
+            self.audio_layer_weights = nn.Parameter(torch.zeros(cfg.audio_layers))
+        # what the homo heads, align_c and proj_cosine see per modality: d * T' (flatten) or one pooled vector
+        pooled = {"flatten": None, "attention": d, "stats": 2 * d}[cfg.head]
+        n_in = {m: d * t_prime[m] if pooled is None else pooled for m in ("l", "a", "v")}
         for m in ("l", "a", "v"):
             d_in, k = cfg.feature_dims[_CFG_IDX[m]], cfg.conv1d_kernel_size[_CFG_IDX[m]]
+            if m == "a":
+                d_in //= cfg.audio_layers
             setattr(self, f"proj_{m}", nn.Conv1d(d_in, d, kernel_size=k, padding=0, bias=False))
         for m in ("l", "v", "a"):
             setattr(self, f"encoder_s_{m}", _conv1x1(d, d))
@@ -102,9 +116,9 @@ class DMD(nn.Module):
             setattr(self, f"decoder_{m}", _conv1x1(2 * d, d))
         if cfg.keep_dead_layers:
             for m in ("l", "v", "a"):
-                setattr(self, f"proj_cosine_{m}", nn.Linear(d * t_prime[m], d))
+                setattr(self, f"proj_cosine_{m}", nn.Linear(n_in[m], d))
         for m in ("l", "v", "a"):
-            setattr(self, f"align_c_{m}", nn.Linear(d * t_prime[m], d))
+            setattr(self, f"align_c_{m}", nn.Linear(n_in[m], d))
         for m in ("l", "v", "a"):
             setattr(self, f"self_attentions_c_{m}", self._encoder(d, m))
         self.proj1_c = nn.Linear(3 * d, 3 * d)
@@ -115,7 +129,7 @@ class DMD(nn.Module):
         for m in ("l", "a", "v"):
             setattr(self, f"trans_{m}_mem", self._encoder(2 * d, "mem", layers=max(cfg.nlevels, 3)))
         for m in ("l", "v", "a"):
-            n = d * t_prime[m]
+            n = n_in[m]
             setattr(self, f"proj1_{m}_low", nn.Linear(n, d))
             setattr(self, f"proj2_{m}_low", nn.Linear(d, n))
             setattr(self, f"out_layer_{m}_low", nn.Linear(n, out_dim))
@@ -130,6 +144,9 @@ class DMD(nn.Module):
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
         self.out_layer = nn.Linear(combined, out_dim)
+        if cfg.head == "attention":
+            for m in ("l", "v", "a"):
+                setattr(self, f"pool_{m}_low", nn.Linear(d, 1))
 
     def _encoder(self, d: int, source: str, layers: int = -1) -> TransformerEncoder:
         """Official rule: attention dropout chosen by the key/value modality (mem encoders: attn_dropout)."""
@@ -167,12 +184,62 @@ class DMD(nn.Module):
         h = F.relu(p1(x))
         return h, p2(dropout(h, self.config.output_dropout, self.training)) + x
 
+    def layer_weights(self) -> Tensor | None:
+        """The softmax weights of the audio layers (``audio_layers`` > 1), None otherwise."""
+        if self.audio_layers <= 1:
+            return None
+        return torch.softmax(self.audio_layer_weights.detach(), dim=0)
+
+    def _mix_layers(self, audio: Tensor) -> Tensor:
+        """(B, T, L * D) layer-major -> (B, T, D): softmax-weighted sum of the (LayerNorm-ed) layers."""
+        b, t, f = audio.shape
+        a = audio.reshape(b, t, self.audio_layers, f // self.audio_layers)
+        if self.config.audio_layer_norm:  # an all-zero (padded) frame stays zero
+            a = F.layer_norm(a, (a.shape[-1],))
+        w = torch.softmax(self.audio_layer_weights, dim=0)
+        return torch.einsum("btld,l->btd", a, w)
+
+    def _masks(self, text: Tensor, audio: Tensor, vision: Tensor) -> dict[str, Tensor]:
+        """(B, T') True at the real positions after each modality's convolution (see ``DMDConfig.head``)."""
+        cfg = self.config
+        real = {
+            "l": text[:, 1] > 0 if self.use_bert else (text != 0).any(-1),
+            "a": (audio != 0).any(-1),
+            "v": (vision != 0).any(-1),
+        }
+        out = {}
+        for m, nz in real.items():
+            n_t = nz.shape[1]
+            idx = torch.arange(1, n_t + 1, device=nz.device)
+            length = torch.where(nz, idx, torch.zeros_like(idx)).amax(dim=1)  # last real frame + 1 (0: none)
+            k = cfg.conv1d_kernel_size[_CFG_IDX[m]]
+            valid = (length - k + 1).clamp(min=1)
+            out[m] = torch.arange(self.t_prime[m], device=nz.device)[None] < valid[:, None]
+        return out
+
+    def _summary(self, m: str, seq: Tensor, masks: dict[str, Tensor] | None) -> Tensor:
+        """One vector per sample of a (B, T', d) sequence: the official time-major flatten, or the masked
+        attention / statistics pooling of ``config.head``."""
+        if masks is None:
+            return seq.reshape(seq.shape[0], -1)
+        mask = masks[m].unsqueeze(-1).to(seq.dtype)  # (B, T', 1)
+        if self.head == "attention":
+            score = getattr(self, f"pool_{m}_low")(seq).masked_fill(mask == 0, float("-inf"))
+            return (torch.softmax(score, dim=1) * seq).sum(dim=1)
+        n = mask.sum(dim=1).clamp(min=1.0)
+        mean = (seq * mask).sum(dim=1) / n
+        var = (((seq - mean.unsqueeze(1)) ** 2) * mask).sum(dim=1) / n
+        return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=-1)
+
     def forward(self, text: Tensor, audio: Tensor, vision: Tensor, full: bool = True) -> dict[str, Tensor]:
         """Official output dict. ``full=False`` computes only what ``output_logit`` needs (inference)."""
         self._check(text, audio, vision)
         cfg = self.config
+        masks = self._masks(text, audio, vision) if self.head != "flatten" else None
         if self.use_bert:
             text = self.text_model(text)
+        if self.audio_layers > 1:
+            audio = self._mix_layers(audio)
         x = {
             "l": dropout(text.transpose(1, 2), cfg.text_dropout, self.training),
             "a": audio.transpose(1, 2),
@@ -188,7 +255,7 @@ class DMD(nn.Module):
         b = text.shape[0]
         if full:
             for m in MODS:
-                flat = c[m].reshape(b, -1)  # time-major flatten
+                flat = self._summary(m, c[m], masks)  # official: time-major flatten
                 rep, h = self._head(flat, getattr(self, f"proj1_{m}_low"), getattr(self, f"proj2_{m}_low"))
                 out[f"logits_{m}_homo"] = getattr(self, f"out_layer_{m}_low")(h)
                 out[f"repr_{m}_homo"] = rep
@@ -198,7 +265,7 @@ class DMD(nn.Module):
                 out[f"s_{m}"] = s[m].transpose(0, 1)
             if cfg.keep_dead_layers:
                 for m in MODS:
-                    out[f"proj_s_{m}"] = getattr(self, f"proj_cosine_{m}")(s[m].reshape(b, -1))
+                    out[f"proj_s_{m}"] = getattr(self, f"proj_cosine_{m}")(self._summary(m, s[m], masks))
             for m in MODS:
                 out[f"c_{m}"] = c[m].transpose(0, 1)
             recon = {}
@@ -207,8 +274,9 @@ class DMD(nn.Module):
                 out[f"s_{m}_r"] = _pointwise(recon[m], getattr(self, f"encoder_s_{m}")).transpose(1, 2)
             for m in MODS:
                 out[f"recon_{m}"] = recon[m].transpose(1, 2)
-            for m in MODS:  # channel-major flatten of (B, d, T')
-                out[f"c_{m}_sim"] = getattr(self, f"align_c_{m}")(c[m].transpose(1, 2).reshape(b, -1))
+            for m in MODS:  # official: channel-major flatten of (B, d, T')
+                cm = c[m].transpose(1, 2).reshape(b, -1) if masks is None else self._summary(m, c[m], masks)
+                out[f"c_{m}_sim"] = getattr(self, f"align_c_{m}")(cm)
         c_att = [getattr(self, f"self_attentions_c_{m}")(c[m], last_only=True) for m in MODS]
         c_fusion = torch.cat(c_att, dim=1)
         last_h = {}
