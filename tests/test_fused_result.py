@@ -186,3 +186,13 @@ def test_report_opens_with_the_answer_the_strip_and_the_valence_timeline(tmp_pat
     rows = strip_cells(r)
     assert [title for _, _, title, _ in rows["face"]] == ["happy 0.90", "n/a"]
     assert rows["voice"][1][2].startswith("sad ") and rows["words"][0][2] == "sentiment +2.00"
+
+
+def test_the_words_model_answers_for_its_sign_accuracy() -> None:
+    from dmd_pipeline.analysis.registry import load_model
+
+    words = load_model("mosi-text-minilm")
+    acc = words.sign_accuracy
+    assert acc == words.meta["metrics"]["valid"]["Has0_acc_2"] and 0.5 < acc < 1.0
+    voice = load_model("ravdess-voice-emotion")
+    assert voice.sign_accuracy is None  # a classifier has no sentiment sign
