@@ -76,6 +76,8 @@ class ExtractionConfig:
             # the decoding changed: new key (greedy; then implausible segment timings from alignment)
             "asr": self.asr if self.asr != "whisper" else "whisper/greedy/rate-checked",
             "speech_measure": "silero-vad-v6",  # metadata["speech_s"]: bundles cached before lack it
+            # every face tracked, each segment's rows from its speaking face (face.speaking): new key
+            "faces": "tracked/speaking-v1",
             "text_len": self.seq_lens[0],
             "keep_landmarks": self.keep_landmarks,
             "max_side": self.max_side,

@@ -37,7 +37,7 @@ import numpy as np
 
 from dmd_pipeline.errors import DMDError, InputError
 from dmd_pipeline.extractors.transcribe import to_16k
-from dmd_pipeline.extractors.vad import speech_seconds
+from dmd_pipeline.extractors.vad import FRAME_S, SPEECH_THRESHOLD, speech_probabilities
 from dmd_pipeline.feature_config import (  # noqa: F401 - re-exported: the pipeline API
     ALIGNED_SEQ_LENS,
     ASR_ENGINES,
@@ -361,9 +361,11 @@ class Extractor:
                         "match the audio?): their times come from the ASR or are proportional inside the segment"
                     )
             speech_s = None
+            vad = None  # Silero speech probability per FRAME_S of the clip: also which face speaks
             if audio is not None:  # the evidence a voice model needs (analysis: MIN_VOICE_SPEECH_S)
                 with self._stage("speech", path, timings):
-                    speech_s = round(speech_seconds(to_16k(audio, sr)), 3)
+                    vad = speech_probabilities(to_16k(audio, sr))
+                    speech_s = round(float(np.count_nonzero(vad >= SPEECH_THRESHOLD)) * FRAME_S, 3)
 
             text = None
             if words:
@@ -381,6 +383,7 @@ class Extractor:
                 if job is not None:
                     wait([job])  # no stage thread outlives the call (nor writes into ``timings`` later)
         if visual is not None:
+            visual = speaking_face(visual, segments, vad, duration)
             times = np.asarray(getattr(visual, "times", []), dtype=np.float64)
             if times.size:
                 decode["video_s"] = round(float(times[-1]) + 1.0 / cfg.fps, 3)
@@ -741,6 +744,24 @@ def _until(
         close = getattr(frames, "close", None)
         if callable(close):
             close()
+
+
+def speaking_face(visual: Any, segments: Sequence[Any], vad: np.ndarray | None, duration: float) -> Any:
+    """The clip's frames with each transcript segment's speaking face (the whole clip as one segment when
+    there are none; :func:`dmd_pipeline.face.speaking.compose`); the per-frame speech activity is kept in
+    ``extras["speech"]`` (absent without audio), so that analysis can choose again for its utterances."""
+    from dmd_pipeline.extractors.base import FrameFeatures
+    from dmd_pipeline.face.speaking import compose, speech_at_frames
+
+    if not isinstance(visual, FrameFeatures):
+        return visual
+    extras = dict(visual.extras)
+    extras.pop("speech", None)
+    if vad is not None:
+        extras["speech"] = speech_at_frames(visual.times, vad, FRAME_S)
+    visual = FrameFeatures(visual.values, visual.times, list(visual.names), extras)
+    spans = [(float(s.start), float(s.end)) for s in segments if float(s.end) > float(s.start)]
+    return compose(visual, spans or [(0.0, max(float(duration), 0.0))])[0]
 
 
 def release_memory() -> None:

@@ -106,7 +106,7 @@ def test_two_faces_pick_largest(media: MediaFactory, ex: VisualExtractor) -> Non
     assert np.all(ff.column("face_cx") < 0.5)  # the large face is on the left
 
 
-def test_tracking_keeps_the_first_face(face: np.ndarray, ex: VisualExtractor) -> None:
+def test_every_face_is_tracked_and_the_largest_gives_the_rows(face: np.ndarray, ex: VisualExtractor) -> None:
     small = face[::2, ::2]
     only_small = np.full((360, 640, 3), 128, np.uint8)
     only_small[100:260, 460:620] = small
@@ -115,8 +115,16 @@ def test_tracking_keeps_the_first_face(face: np.ndarray, ex: VisualExtractor) ->
     frames = [(0.0, only_small)] + [(0.1 * i, both) for i in range(1, 6)]
     ff = ex.extract(frames)
     _check(ff, ex)
-    assert ff.column("face_present").min() == 1 and ff.extras["n_faces"][1:].min() == 2
-    assert np.all(ff.column("face_cx") > 0.6)  # still the small right face, not the larger left one
+    assert ff.extras["n_faces"][0] == 1 and ff.extras["n_faces"][1:].min() == 2
+    # the small face keeps its track when the large one appears beside it; the large one gets its own
+    det_f, det_t, det_b = ff.extras["det_frame"], ff.extras["det_track"], ff.extras["det_boxes"]
+    right = (det_b[:, 0] + det_b[:, 2]) / 2 > 0.6
+    assert len(set(det_t[right].tolist())) == 1 and right.sum() == 6
+    assert len(set(det_t[~right].tolist())) == 1 and set(det_f[~right].tolist()) == {1, 2, 3, 4, 5}
+    # without speech the rows are the largest face's; frame 0, where only the small face is, has none
+    assert ff.column("face_present").tolist() == [0, 1, 1, 1, 1, 1]
+    assert np.all(ff.column("face_cx")[1:] < 0.5) and np.all(ff.extras["track"][1:] == det_t[~right][0])
+    assert ff.extras["track"][0] == -1
 
 
 def test_head_pose_roll_and_mirror(face: np.ndarray, ex: VisualExtractor) -> None:

@@ -84,6 +84,7 @@ from dmd_pipeline.analysis.utterances import (  # noqa: F401 - re-exported: the 
 )
 from dmd_pipeline.errors import InputError
 from dmd_pipeline.extractors.words import Word
+from dmd_pipeline.face.speaking import compose
 from dmd_pipeline.features import FeatureBundle, word_source_counts
 from dmd_pipeline.pipeline import Extractor, spans_in
 from dmd_pipeline.utils import path_problem
@@ -215,6 +216,8 @@ def _score_part(
 
     t0 = time.perf_counter()
     segs = utterances(bundle, duration, options, spans)
+    if bundle.visual is not None:  # each utterance reads its speaking face (extras["face_choices"][i])
+        bundle.visual = compose(bundle.visual, [(float(s.start), float(s.end)) for s in segs])[0]
     timings["segment"] = time.perf_counter() - t0
 
     scores: list[ModelScores] = []

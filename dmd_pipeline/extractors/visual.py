@@ -26,17 +26,22 @@ The inter-ocular distance is measured between the outer eye corners (33-263) in 
 the rotation part of the 4x4 matrix decomposed as R = Rz(roll) Ry(yaw) Rx(pitch) (degrees); mirroring
 the image flips the sign of yaw and roll.
 
-Frames without a face are kept (zeros, ``face_present`` 0), never dropped. With several faces the
-largest, most central face of the first frame with a face is chosen and then tracked by nearest box
-centre; when it is gone (no face within ``max_jump`` of its last position) for ``reacquire_frames`` frames
-in a row, a face is chosen again by the first rule.
+Frames without a face are kept (zeros, ``face_present`` 0), never dropped. Every detected face (up to
+``num_faces``) is tracked across frames (:class:`~dmd_pipeline.face.tracking.FaceTracker`: IoU, else centre
+distance within ``max_jump`` face widths; a track ends after ``reacquire_frames`` frames unseen). With one
+track in the clip the rows are that face's. With several, every detection is kept (``det_*`` below) and the
+rows are the largest face's (:func:`~dmd_pipeline.face.speaking.compose` without speech); the pipeline then
+composes them again from the speech activity, so that each segment reads its speaking face
+(:mod:`dmd_pipeline.face.speaking`).
 
-``extras``: ``boxes`` (T, 4) float32 normalised x0, y0, x1, y1 of the tracked face (zeros when absent),
-``n_faces`` (T,) faces detected, ``frame_size`` (width, height) of the last frame, ``ms_per_frame`` mean
-landmarker time; with ``face_crop`` (a :class:`~dmd_pipeline.face.crop.CropTemplate`) also ``face_crops``
-(T, size, size) uint8: the tracked face's eye-aligned grayscale crop (:func:`~dmd_pipeline.face.crop.
-aligned_crop`) for the face-expression model, zeros when absent; the crop is taken here because the frame
-is in memory only now.
+``extras``: ``boxes`` (T, 4) float32 normalised x0, y0, x1, y1 of the rows' face (zeros when absent),
+``track`` (T,) int32 the rows' track id (-1: no face), ``n_faces`` (T,) faces detected, ``frame_size``
+(width, height) of the last frame, ``ms_per_frame`` mean landmarker time; with ``face_crop`` (a
+:class:`~dmd_pipeline.face.crop.CropTemplate`) also ``face_crops`` (T, size, size) uint8: the rows' face's
+eye-aligned grayscale crop (:func:`~dmd_pipeline.face.crop.aligned_crop`) for the face-expression model,
+zeros when absent; the crop is taken here because the frame is in memory only now. With several tracks
+also the M detections: ``det_frame`` (M,) frame index, ``det_track`` (M,) track id, ``det_values`` (M, D)
+feature rows, ``det_boxes`` (M, 4) and, with ``face_crop``, ``det_crops`` (M, size, size).
 
 One landmarker (VIDEO running mode) is created per extractor and reused across clips; each clip's frame
 timestamps are shifted by a running offset so that mediapipe always sees increasing timestamps. An
@@ -155,7 +160,7 @@ class VisualExtractor:
         min_detection_confidence: float = 0.5,
         min_presence_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
-        max_jump: float = 0.25,
+        max_jump: float = 1.5,
         reacquire_frames: int = 5,
         face_crop: Any = None,
     ) -> None:
@@ -221,7 +226,7 @@ class VisualExtractor:
     def settings(self) -> dict:
         """Every setting that changes the output."""
         return {
-            "extractor": "visual-v1",
+            "extractor": "visual-v2",  # v2: every face tracked (face.tracking)
             "num_faces": self.num_faces,
             "landmarks": self.landmarks,
             "min_detection_confidence": self.min_detection_confidence,
@@ -253,22 +258,45 @@ class VisualExtractor:
         except ValueError:
             return _no_face_crop(int(self.face_crop.size))
 
+    def _row(self, result: Any, i: int, geo: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """The feature row of face ``i`` of a landmarker result."""
+        row = np.zeros(self.dim, dtype=np.float64)
+        row[0] = 1.0
+        if result.face_blendshapes and i < len(result.face_blendshapes):
+            for cat in result.face_blendshapes[i]:
+                j = _BS_INDEX.get(cat.category_name)
+                if j is not None:
+                    row[1 + j] = cat.score
+        k = 1 + len(BLENDSHAPE_NAMES)
+        mats = result.facial_transformation_matrixes or []
+        if i < len(mats):
+            row[k : k + 3] = head_pose_from_matrix(np.asarray(mats[i]))
+        k += 3
+        row[k : k + len(_GEO_NAMES)] = geo
+        k += len(_GEO_NAMES)
+        if self.landmarks:
+            row[k:] = pts[:_N_LANDMARKS].reshape(-1)
+        return row
+
     def extract(self, frames: Iterable[tuple[float, np.ndarray]]) -> FrameFeatures:
         """Features for ``(timestamp_s, HxWx3 uint8 RGB)`` frames, e.g. from ``media.iter_frames``."""
         import mediapipe as mp
 
+        from dmd_pipeline.face.tracking import FaceTracker
+
         landmarker = self._get_landmarker()
-        rows: list[np.ndarray] = []
+        tracker = FaceTracker(max_jump=self.max_jump, max_missing=self.reacquire_frames)
         times: list[float] = []
-        boxes: list[np.ndarray] = []
         n_faces: list[int] = []
-        crops: list[np.ndarray] = []
+        det_frame: list[int] = []
+        det_track: list[int] = []
+        det_rows: list[np.ndarray] = []
+        det_boxes: list[np.ndarray] = []
+        det_crops: list[np.ndarray] = []
         spent = 0.0
         t_first: float | None = None
         base = self._next_ts_ms
         last_ts = base - 1
-        tracked: np.ndarray | None = None  # centre (x, y) of the tracked face
-        lost = 0
         size = (0, 0)
         for t, frame in frames:
             img = np.ascontiguousarray(frame, dtype=np.uint8)
@@ -292,74 +320,76 @@ class VisualExtractor:
 
             faces = result.face_landmarks or []
             n_faces.append(len(faces))
-            row = np.zeros(self.dim, dtype=np.float64)
-            box = np.zeros(4, dtype=np.float64)
-            choice = None
             if faces:
                 pts_all = [np.array([[p.x, p.y, p.z] for p in f], dtype=np.float64) for f in faces]
                 cand = [_geometry(p, w, h) for p in pts_all]
-                centres = np.array([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for _, b in cand])
-                if tracked is not None and lost < self.reacquire_frames:
-                    dist = np.linalg.norm(centres - tracked, axis=1)
-                    if dist.min() <= self.max_jump:
-                        choice = int(dist.argmin())
-                else:
-                    choice = _pick_main_face([b for _, b in cand])
-            if choice is None:
-                lost += 1
+                ids = tracker.update(np.array([b for _, b in cand]))
+                for i, (geo, box) in enumerate(cand):
+                    det_frame.append(len(times))
+                    det_track.append(int(ids[i]))
+                    det_rows.append(self._row(result, i, geo, pts_all[i]))
+                    det_boxes.append(box)
+                    if self.face_crop is not None:
+                        det_crops.append(self._crop(img, pts_all[i]))
             else:
-                lost = 0
-                geo, box = cand[choice]
-                tracked = centres[choice]
-                row[0] = 1.0
-                if result.face_blendshapes and choice < len(result.face_blendshapes):
-                    for cat in result.face_blendshapes[choice]:
-                        j = _BS_INDEX.get(cat.category_name)
-                        if j is not None:
-                            row[1 + j] = cat.score
-                k = 1 + len(BLENDSHAPE_NAMES)
-                mats = result.facial_transformation_matrixes or []
-                if choice < len(mats):
-                    row[k : k + 3] = head_pose_from_matrix(np.asarray(mats[choice]))
-                k += 3
-                row[k : k + len(_GEO_NAMES)] = geo
-                k += len(_GEO_NAMES)
-                if self.landmarks:
-                    row[k:] = pts_all[choice][:_N_LANDMARKS].reshape(-1)
-            if self.face_crop is not None:
-                crops.append(self._crop(img, pts_all[choice] if choice is not None else None))
-            rows.append(row)
+                tracker.update(np.zeros((0, 4)))
             times.append(float(t))
-            boxes.append(box)
         # The next clip starts well after this one on mediapipe's clock.
         self._next_ts_ms = last_ts + 1000
-        n = len(rows)
-        values = np.nan_to_num(
-            np.array(rows, dtype=np.float32).reshape(n, self.dim), nan=0.0, posinf=0.0, neginf=0.0
+        return self._frames(times, n_faces, det_frame, det_track, det_rows, det_boxes, det_crops, size, spent)
+
+    def _frames(
+        self,
+        times: list[float],
+        n_faces: list[int],
+        det_frame: list[int],
+        det_track: list[int],
+        det_rows: list[np.ndarray],
+        det_boxes: list[np.ndarray],
+        det_crops: list[np.ndarray],
+        size: tuple[int, int],
+        spent: float,
+    ) -> FrameFeatures:
+        """The clip's frames from its detections: with one track its rows; with several, the detections
+        (``det_*`` extras) and, as rows, the largest face (:func:`~dmd_pipeline.face.speaking.compose`
+        with no speech; the pipeline composes again with the speech activity)."""
+        from dmd_pipeline.face.speaking import compose
+        from dmd_pipeline.face.tracking import join_fragments
+
+        n = len(times)
+        m = len(det_frame)
+        frame = np.array(det_frame, dtype=np.int32)
+        boxes = np.array(det_boxes, dtype=np.float32).reshape(m, 4)
+        track = join_fragments(frame, np.array(det_track, dtype=np.int32), boxes).astype(np.int32)
+        rows = np.nan_to_num(
+            np.array(det_rows, dtype=np.float32).reshape(m, self.dim), nan=0.0, posinf=0.0, neginf=0.0
         )
-        extras = {
-            "boxes": np.array(boxes, dtype=np.float32).reshape(n, 4),
+        extras: dict[str, Any] = {
             "n_faces": np.array(n_faces, dtype=np.int16),
             "frame_size": size,
             "ms_per_frame": (spent / n * 1000.0) if n else 0.0,
         }
-        if self.face_crop is not None:
-            size = int(self.face_crop.size)
-            extras["face_crops"] = np.array(crops, dtype=np.uint8).reshape(n, size, size)
-        return FrameFeatures(values, np.array(times, dtype=np.float64), list(self.feature_names), extras)
+        crop_side = int(self.face_crop.size) if self.face_crop is not None else 0
+        crops = np.array(det_crops, dtype=np.uint8).reshape(m, crop_side, crop_side) if crop_side else None
+        values = np.zeros((n, self.dim), dtype=np.float32)
+        frame_boxes = np.zeros((n, 4), dtype=np.float32)
+        if len(np.unique(track)) <= 1:  # one face (or none): its rows are the frames
+            values[frame] = rows
+            frame_boxes[frame] = boxes
+            extras["boxes"] = frame_boxes
+            extras["track"] = np.full(n, -1, dtype=np.int32)
+            extras["track"][frame] = track
+            if crops is not None:
+                extras["face_crops"] = np.zeros((n, crop_side, crop_side), dtype=np.uint8)
+                extras["face_crops"][frame] = crops
+            return FrameFeatures(values, np.array(times, dtype=np.float64), list(self.feature_names), extras)
+        extras.update(det_frame=frame, det_track=track, det_values=rows, det_boxes=boxes, boxes=frame_boxes)
+        if crops is not None:
+            extras["det_crops"] = crops
+            extras["face_crops"] = np.zeros((n, crop_side, crop_side), dtype=np.uint8)
+        ff = FrameFeatures(values, np.array(times, dtype=np.float64), list(self.feature_names), extras)
+        return compose(ff, [], None)[0]
 
 
 def _no_face_crop(size: int) -> np.ndarray:
     return np.zeros((size, size), dtype=np.uint8)
-
-
-def _pick_main_face(boxes: list[np.ndarray]) -> int:
-    """Index of the largest, most central box: area discounted by the distance of its centre from the middle."""
-    best, best_score = 0, -1.0
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
-        dist = float(np.hypot((x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5))  # 0 .. 0.71
-        score = area * (1.0 - 0.5 * dist / 0.7072)
-        if score > best_score:
-            best, best_score = i, score
-    return best
