@@ -49,6 +49,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """``log p`` (clipped away from 0): probabilities a model gives directly (e.g. the face model's mirrored
+    average) as the logits a temperature divides, ``softmax(log p / T)``; ``softmax(log p) = p``."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))
+
+
 def _check(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z = np.nan_to_num(np.asarray(logits, dtype=np.float64))
     y = np.asarray(labels)

@@ -41,6 +41,8 @@ class ExtractionConfig:
     # encoder states, 50 Hz) | whisper-base (512-d, 50 Hz) | whisper-base-layers[-s2|-s4] (7 x 512 layer
     # states at 50 | 25 | 12.5 Hz) | any of these encoders + "+librosa"
     acoustic: str = "librosa"
+    # keep each frame's aligned face crop for a face-expression model (a CropTemplate's dict; None: no crops)
+    face_crop: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.acoustic not in ACOUSTIC_SETTINGS:
@@ -63,6 +65,8 @@ class ExtractionConfig:
         """JSON-able dict of the fields."""
         d = dataclasses.asdict(self)
         d["seq_lens"] = list(self.seq_lens)
+        if d["face_crop"] is None:  # as before face crops existed: recorded settings and hashes unchanged
+            del d["face_crop"]
         return d
 
     def feature_hash(self) -> str:
@@ -90,6 +94,8 @@ class ExtractionConfig:
             "bundled": bundled_file_hashes(),
             "versions": package_versions(),
         }
+        if self.face_crop is not None:  # likewise: only a run that keeps face crops gets another key
+            relevant["face_crop"] = self.face_crop
         if self.acoustic != "librosa":  # the default adds nothing, so caches of earlier versions stay valid
             relevant["acoustic"] = self.acoustic
             relevant["models"]["whisper"] = _model_identity(self.whisper_model)

@@ -381,6 +381,19 @@ def _probe(p: Path, exe: str, allow: bool = False) -> MediaInfo:
     )
 
 
+def still_image(info: MediaInfo) -> str | None:
+    """Why a probed file is a still image rather than a clip (ffmpeg reads a .png as a one-frame
+    "video": analysed as a clip, it would be "ok" with no duration, words, voice or score), else None.
+    ``dmd analyze`` reads a still image with the face channel only (:mod:`dmd_pipeline.analysis.photo`)."""
+    fmt = str(info.format_name or "")
+    if info.has_audio or not (fmt.endswith("_pipe") or fmt.split(",")[0] in ("image2", "gif", "apng")):
+        return None
+    if fmt in ("gif", "apng") and ((info.n_frames or 0) > 1 or info.duration > 0.1):
+        return None  # an animation is a (silent) clip
+    kind = fmt.removesuffix("_pipe") if fmt.endswith("_pipe") else info.video_codec or fmt
+    return f"a still image ({kind}), not a video or audio file"
+
+
 def check_duration(info: MediaInfo) -> None:
     """MediaError unless ``info`` has a positive duration: ``dmd serve`` refuses such an upload at once (an
     empty container, or a stream with no end) instead of handing it to a worker. ``dmd analyze`` leaves

@@ -24,11 +24,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from dmd_pipeline.analysis.result import MODALITIES, ModelInfo
+from dmd_pipeline.analysis.result import MODALITIES, ModelInfo, model_card
 from dmd_pipeline.calibration import Calibration
 from dmd_pipeline.errors import ConfigError, InputError
 from dmd_pipeline.extractors.base import FrameFeatures
@@ -129,6 +129,8 @@ class LoadedModel:
     spec: FeatureSpec = field(init=False)
     #: The classifier's temperature from its config.json (None: uncalibrated, or not a classifier).
     calibration: Calibration | None = field(init=False)
+    #: What kind of model this is among those the registry loads (a face-expression model's is ``"face"``).
+    kind: ClassVar[str] = "dmd"
 
     def __post_init__(self) -> None:
         self.spec = FeatureSpec.from_meta(self.meta)
@@ -238,6 +240,11 @@ class LoadedModel:
             seq_lens=[int(x) for x in getattr(cfg, "seq_lens", ())] or None,
             aligned=self.aligned,
         )
+
+    def card(self) -> dict[str, Any]:
+        """What a result says about the model (``models[].card``): description, licence, training data and
+        validation metrics, as its config.json records them."""
+        return model_card(self.meta)
 
     # ---- the features it needs ---------------------------------------------------------------------------
     @property

@@ -126,8 +126,13 @@ class Extractor:
             t0 = time.perf_counter()
             from dmd_pipeline.extractors.visual import VisualExtractor
 
+            crop = None
+            if self.config.face_crop is not None:
+                from dmd_pipeline.face.crop import CropTemplate
+
+                crop = CropTemplate.from_dict(self.config.face_crop)
             self._visual = VisualExtractor(
-                model_path=self.config.face_model, landmarks=self.config.keep_landmarks
+                model_path=self.config.face_model, landmarks=self.config.keep_landmarks, face_crop=crop
             )
             self.load_timings["visual"] = time.perf_counter() - t0
         return self._visual

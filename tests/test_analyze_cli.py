@@ -90,7 +90,9 @@ def test_cli_one_clip_with_transcript_file(tmp_path: Path, media: MediaFactory, 
     assert res.exit_code == 0, res.output
     doc = _strict_json(out / f"{clip.stem}.json")
     _check_result(doc)
-    assert doc["headline"].startswith("words: ") and doc["headline"] in res.output  # the console headline
+    # the console headline; the bundled face model reads the face first
+    assert doc["headline"].startswith("face: ") and " · words: " in doc["headline"]
+    assert doc["headline"] in res.output
     assert doc["transcript"]["source"] == f"file:{tx}"
     assert doc["transcript"]["n_words"] == len(DEFAULT_TEXT.split())
     assert doc["modalities"]["present"] == ["text", "audio", "vision"]

@@ -74,14 +74,19 @@ def test_quiet_still_prints_the_failures(tmp_path: Path, media: MediaFactory, ti
     assert len(lines) == 1 and lines[0].startswith(f"✗ {bad.name}: "), res.output
 
 
-def test_an_image_is_a_clear_error(tmp_path: Path, media: MediaFactory, tiny_model: Path) -> None:
-    """Before: ``photo.png`` was "ok" with duration 0 and no score."""
+def test_an_image_without_the_face_channel_is_a_clear_error(
+    tmp_path: Path, media: MediaFactory, tiny_model: Path
+) -> None:
+    """Before: ``photo.png`` was "ok" with duration 0 and no score. A photo is read by the face channel only
+    (test_face_result); without it, it is a failed row that says why."""
     photo = tmp_path / "photo.png"
     shutil.copy(media.astronaut_png(), photo)
     out = tmp_path / "o"
-    res = CliRunner().invoke(app, ["analyze", str(photo), "--model", str(tiny_model), "--out", str(out)])
+    args = ["analyze", str(photo), "--model", str(tiny_model), "--out", str(out), "--no-face"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 1
     assert "photo.png: media: a still image (png), not a video or audio file" in res.output
+    assert "--no-face" in res.output
     assert not (out / "photo.json").exists()
 
 

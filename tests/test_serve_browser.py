@@ -97,13 +97,15 @@ def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_facto
         driver.find_element(By.ID, "file").send_keys(str(clip))
         wait.until(lambda d: d.find_element(By.ID, "headline").text.strip() != "")
         headline = driver.find_element(By.ID, "headline").text
-        assert headline.startswith("words:"), headline  # words only: no emotion named to lead with
+        # the face channel names an emotion: the fused answer leads, then the face, then the words
+        assert " | face: " in headline and " · words:" in headline, headline
         assert driver.find_element(By.ID, "answer").is_displayed()
-        assert driver.find_element(By.ID, "fused-label").text == "no emotion named"
+        assert driver.find_element(By.ID, "fused-label").text not in ("", "no emotion named")
         assert len(driver.find_elements(By.CSS_SELECTOR, "#strip .row")) == 4
         assert "Done" in driver.find_element(By.ID, "status").text
         rows = driver.find_elements(By.CSS_SELECTOR, "#scores tr")
-        assert len(rows) == 2 and "mosi-text-minilm" in rows[1].text
+        assert len(rows) == 3 and "mosi-text-minilm" in rows[1].text
+        assert "fer-face-expression" in rows[2].text and "face visible" in rows[2].text  # the face channel
         # the timeline image really loaded (through the cookie the page set from the token)
         wait.until(lambda d: d.execute_script(
             "const i = document.getElementById('timeline'); return i.complete && i.naturalWidth > 0;"))  # fmt: skip

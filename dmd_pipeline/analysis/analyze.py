@@ -53,8 +53,17 @@ from dmd_pipeline.analysis.extraction import (  # noqa: F401 - re-exported: the 
     get_extractor,
     model_columns,
 )
+from dmd_pipeline.analysis.face import (
+    FaceFrames,
+    face_channel,
+    face_frames_of,
+    face_run,
+    face_timeline,
+    join_face_frames,
+)
 from dmd_pipeline.analysis.fused import fuse_result
 from dmd_pipeline.analysis.messages import rank_warnings
+from dmd_pipeline.analysis.photo import analyze_photo
 from dmd_pipeline.analysis.registry import LoadedModel
 from dmd_pipeline.analysis.result import (
     MODALITIES,
@@ -66,6 +75,7 @@ from dmd_pipeline.analysis.result import (
     SegmentResult,
     TranscriptInfo,
     WordResult,
+    calibration_summary,
     make_headline,
     source_word,
 )
@@ -82,7 +92,7 @@ from dmd_pipeline.analysis.utterances import (  # noqa: F401 - re-exported: the 
     plan_streaming,
     utterances,
 )
-from dmd_pipeline.errors import InputError
+from dmd_pipeline.errors import ConfigError, InputError
 from dmd_pipeline.extractors.words import Word
 from dmd_pipeline.face.speaking import compose
 from dmd_pipeline.features import FeatureBundle, word_source_counts
@@ -130,14 +140,33 @@ _ABSENT: dict[str, str] = {
 MIN_VOICE_SPEECH_S = 0.2
 
 
+def split_face_model(models: Sequence[Any]) -> tuple[list[LoadedModel], Any]:
+    """(the DMD models, the face-expression model or None) of the loaded models (registry.load_models).
+
+    ConfigError for no DMD model (a video's analysis is built on one: segments, transcript) or for more
+    than one face model (one face channel per result)."""
+    faces = [m for m in models if getattr(m, "kind", "dmd") == "face"]
+    dmd = as_model_list([m for m in models if getattr(m, "kind", "dmd") != "face"] if models else [])
+    if len(faces) > 1:
+        raise ConfigError(
+            f"one face model at a time (got {', '.join(m.name for m in faces)}): the result has one face channel"
+        )
+    return dmd, (faces[0] if faces else None)
+
+
+def _unique(name: str, taken: Sequence[str]) -> str:
+    """``name``, or ``name#2``, ``name#3``... when it is taken."""
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}#{k}", k + 1
+    return out
+
+
 def _run_names(models: Sequence[LoadedModel]) -> list[str]:
     """Model names made unique (``name``, ``name#2``...): they key ``segments[].predictions``."""
     out: list[str] = []
     for m in models:
-        name, k = m.name, 2
-        while name in out:
-            name, k = f"{m.name}#{k}", k + 1
-        out.append(name)
+        out.append(_unique(m.name, out))
     return out
 
 
@@ -185,6 +214,7 @@ class _Part:
     cue_frames: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]
     faces: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # (times, has face, boxes)
     timings: dict[str, float]
+    face: FaceFrames | None = None  # the face channel's per-frame numbers (None: no face model or video)
 
 
 def _score_part(
@@ -196,8 +226,10 @@ def _score_part(
     options: AnalyzeOptions,
     spans: list[Any],
     offset: float = 0.0,
+    face_model: Any = None,
 ) -> _Part:
-    """Score one bundle (times relative to ``offset`` seconds into the file) with every model."""
+    """Score one bundle (times relative to ``offset`` seconds into the file) with every model (and the face
+    model over its frames' face crops)."""
     meta = bundle.metadata
     timings = {k: float(v) for k, v in (meta.get("timings") or {}).items()}
     mi = meta.get("media") or {}
@@ -257,6 +289,11 @@ def _score_part(
                 predictions={name: sc.segments[i] for name, sc in zip(names, scores, strict=True)},
             )
         )
+    face = None
+    if face_model is not None and "vision" in present:
+        t0 = time.perf_counter()
+        face = face_frames_of(face_model, bundle.visual, offset)
+        timings["face_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cues = cue_frames(bundle.acoustic, bundle.visual, offset)
     faces = face_frames(bundle.visual, offset)
@@ -277,6 +314,7 @@ def _score_part(
         cue_frames=cues,
         faces=faces,
         timings=timings,
+        face=face,
     )
 
 
@@ -299,14 +337,11 @@ def analyze_clip(
     timings: dict[str, float] = {}
     if model is None:
         t0 = time.perf_counter()
-        models = registry.load_models(None)
+        loaded = registry.load_models(None)
         timings["model_load"] = time.perf_counter() - t0
     else:
-        models = as_model_list(model)
+        loaded = [model] if not isinstance(model, Sequence) else list(model)
     path = Path(path)
-    ext = get_extractor(models, options)
-    names = _run_names(models)
-
     problem = path_problem(path)  # loops, dangling links, FIFOs, devices: never opened
     if problem is not None:
         raise InputError(path, problem)
@@ -315,6 +350,17 @@ def analyze_clip(
     except InputError as exc:
         exc.stage = "probe"  # as when the extractor probes it
         raise
+    image = media.still_image(info)
+    if image is not None:  # a photo: the face channel only
+        face_only = [m for m in loaded if getattr(m, "kind", "dmd") == "face"]
+        if not face_only:
+            raise InputError(
+                path, f"{image}: a photo is read by the face channel only, and no face model runs"
+            )
+        return analyze_photo(path, face_only[0], info)
+    models, face_model = split_face_model(loaded)
+    ext = get_extractor(models, options, face_model)
+    names = _run_names(models)
     stream, stream_spans, stream_label, note = plan_streaming(path, options, float(info.duration))
     loaded_before = set(ext.load_timings)
     parts: list[_Part] = []
@@ -326,7 +372,7 @@ def analyze_clip(
             src = bundle.metadata["source"]
             a, b = float(src["start"]), float(src["end"])
             own = [replace(x, start=x.start - a, end=x.end - a) for x in spans_in(stream_spans, a, b)]
-            parts.append(_score_part(path, bundle, models, names, ext, options, own, a))
+            parts.append(_score_part(path, bundle, models, names, ext, options, own, a, face_model))
             del bundle  # the window's frames go; only its scores and cue series stay
         duration = float(info.duration)
     else:
@@ -334,13 +380,13 @@ def analyze_clip(
         if options.transcript is not None:
             given, spans, source_label = given_transcript(options.transcript, float(info.duration))
         bundle = ext.extract_clip(path, transcript=given)
-        parts.append(_score_part(path, bundle, models, names, ext, options, spans))
+        parts.append(_score_part(path, bundle, models, names, ext, options, spans, 0.0, face_model))
         duration = parts[0].duration
         del bundle
     for k, v in ext.load_timings.items():
         if k not in loaded_before:
             timings[f"load_{k}"] = float(v)
-    result = _assemble(path, models, names, parts, duration, options, timings, source_label)
+    result = _assemble(path, models, names, parts, duration, options, timings, source_label, face_model)
     if note:
         result.warnings.append(note)
     if stream:
@@ -362,6 +408,7 @@ def _assemble(
     options: AnalyzeOptions,
     timings: dict[str, float],
     source_label: str | None,
+    face_model: Any = None,
 ) -> AnalysisResult:
     """One result from the parts of a file, in time order."""
     first = parts[0].meta
@@ -425,6 +472,8 @@ def _assemble(
             [x for x in MODALITIES if x not in used],
             "; ".join(filter(None, [nothing, *notes])),
         )
+        run.card = m.card()
+        run.calibration = calibration_summary(m.calibration if m.task == "classification" else None)
         base = 0
         for p in parts:
             run.windows.extend(replace(w, segment=w.segment + base) for w in p.scores[k].windows)
@@ -436,6 +485,26 @@ def _assemble(
             warnings.append(f"{name}: {nothing} (its predictions are null; the cues are still measured)")
 
     seg_results = [replace(s, index=i) for i, s in enumerate(s for p in parts for s in p.segments)]
+    face_all = face_line = timeline = None
+    reasons: dict[str, str] = {}
+    if face_model is not None:
+        t0 = time.perf_counter()
+        fname = _unique(face_model.name, names)
+        frames = join_face_frames([p.face for p in parts])
+        classes = list(face_model.classes)
+        for seg in seg_results:
+            seg.face = face_channel(fname, classes, frames, seg.start, seg.end)
+            seg.predictions[fname] = seg.face.prediction()
+        face_all = face_channel(fname, classes, frames, 0.0, duration)
+        has_video = "vision" in present
+        runs.append(face_run(face_model, fname, face_all, has_video))
+        if face_all.probabilities is None:
+            reasons[fname] = face_all.note or ""
+            if has_video:
+                warnings.append("no face was found in any frame: the face channel is n/a (no face)")
+        timeline = face_timeline(fname, classes, frames, duration, options.cue_rate_hz)
+        timings["face_channel"] = time.perf_counter() - t0
+        face_line = face_all
     t0 = time.perf_counter()
     cues = cues_on_grid([p.cue_frames for p in parts], duration, options.cue_rate_hz)
     key_frames = key_frames_from([p.faces for p in parts], duration, options.key_frames)
@@ -477,7 +546,9 @@ def _assemble(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         models=runs,
-        headline=make_headline(runs, scorable, headline_why),
+        headline=make_headline(runs, scorable, headline_why, reasons),
+        face=face_line,
+        face_timeline=timeline,
     )
     # the fused answer of every span and the headline that leads with it (every channel is in by now)
     fuse_result(result, {n: m.sign_accuracy for m, n in zip(models, names, strict=True)})

@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.analysis.predictions import FUSED_COLUMNS, fused_cells, prediction_cells
+from dmd_pipeline.analysis.predictions import (
+    FACE_COLUMNS,
+    FUSED_COLUMNS,
+    face_cells,
+    fused_cells,
+    is_face_run,
+    prediction_cells,
+)
 from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 from dmd_pipeline.executor import WorkerLost
 from dmd_pipeline.runner import Limits, Workers, run_supervised
@@ -283,7 +290,14 @@ def batch_record(opts: BatchOptions) -> dict[str, Any]:
     return result_options(opts.asr, opts.transcript, dirs)
 
 
-def probe_problem(path: Path) -> tuple[str, str] | None:
+def still_image(info: Any) -> str | None:
+    """Why a probed file is a still image rather than a clip, else None (:func:`dmd_pipeline.media.still_image`)."""
+    from dmd_pipeline import media
+
+    return media.still_image(info)
+
+
+def probe_problem(path: Path, photos: bool = False) -> tuple[str, str] | None:
     """(stage, reason) when ffprobe cannot read the file, else None; checked before any model loads.
 
     A missing ffmpeg/ffprobe raises :class:`~dmd_pipeline.media.FFmpegNotFoundError` (a usage error).
@@ -299,21 +313,9 @@ def probe_problem(path: Path) -> tuple[str, str] | None:
     if not (info.has_audio or info.has_video):
         return "media", "no audio or video stream"
     image = still_image(info)
-    if image is not None:
-        return "media", image
+    if image is not None and not photos:
+        return "media", f"{image} (a photo is read by the face channel only, which is off here: --no-face)"
     return None
-
-
-def still_image(info: Any) -> str | None:
-    """Why a probed file is a still image rather than a clip (ffmpeg reads a .png as a one-frame
-    "video": analysed, it would be "ok" with no duration, words, voice or score), else None."""
-    fmt = str(info.format_name or "")
-    if info.has_audio or not (fmt.endswith("_pipe") or fmt.split(",")[0] in ("image2", "gif", "apng")):
-        return None
-    if fmt in ("gif", "apng") and ((info.n_frames or 0) > 1 or info.duration > 0.1):
-        return None  # an animation is a (silent) clip
-    kind = fmt.removesuffix("_pipe") if fmt.endswith("_pipe") else info.video_codec or fmt
-    return f"a still image ({kind}), not a video or audio file: dmd analyze reads speech and faces over time"
 
 
 # ---- resume ---------------------------------------------------------------------------------------
@@ -410,10 +412,14 @@ def init_worker(model_ref: str | list[str] | None, threads: int, device: str = "
 
 
 def per_model_columns(doc: dict[str, Any]) -> list[str]:
-    """The per-model columns of a result: ``<name>:score`` (regression) or ``<name>:label``, ``<name>:p``."""
+    """The per-model columns of a result: ``<name>:score`` (regression) or ``<name>:label``, ``<name>:p``;
+    then, when a face model ran, the face channel's ``face:label``, ``face:p``, ``face:visible``."""
     cols: list[str] = []
     for m in doc.get("models") or []:
-        cols.extend(summary_cells(m["name"], m["task"], None))
+        if not is_face_run(m):
+            cols.extend(summary_cells(m["name"], m["task"], None))
+    if doc.get("face") is not None:
+        cols.extend(FACE_COLUMNS)
     return cols
 
 
@@ -560,7 +566,10 @@ def summary_row(doc: dict[str, Any] | None, file: str, json_path: Path | None, s
         )
         row.update(fused_cells(doc.get("fused"), lambda x: f"{x:.4f}"))
         for m in doc.get("models") or []:
-            row.update(summary_cells(m["name"], m["task"], m.get("overall")))
+            if not is_face_run(m):
+                row.update(summary_cells(m["name"], m["task"], m.get("overall")))
+        if doc.get("face") is not None:
+            row.update(face_cells(doc["face"], lambda x: f"{x:.4f}"))
     return row
 
 
@@ -591,9 +600,10 @@ def _table_fields(doc: dict[str, Any] | None) -> dict[str, Any] | None:
         "modalities": {"used": list(doc["modalities"]["used"])},
         "headline": doc.get("headline", ""),
         "models": [
-            {"name": m["name"], "task": m["task"], "overall": m.get("overall")}
+            {"name": m["name"], "task": m["task"], "role": m.get("role"), "overall": m.get("overall")}
             for m in doc.get("models") or []
         ],
+        "face": doc.get("face"),
     }
 
 
@@ -691,17 +701,32 @@ def _write_index(files: Sequence[Path], names: dict[Path, str], out_dir: Path) -
 
 
 # ---- the batch ------------------------------------------------------------------------------------
-def _probe_all(files: Sequence[Path]) -> list[tuple[str, str] | None]:
+def _probe_all(files: Sequence[Path], photos: bool = False) -> list[tuple[str, str] | None]:
     """:func:`probe_problem` of every file, in order; several ffprobe processes at a time (one per core,
-    at most 16): ~90 ms each, 100k inputs would take hours one after the other on the driver."""
+    at most 16): ~90 ms each, 100k inputs would take hours one after the other on the driver. ``photos``:
+    still images are analysed (a face model runs), not refused."""
     if len(files) < 2:
-        return [probe_problem(f) for f in files]
+        return [probe_problem(f, photos) for f in files]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(
         max_workers=max(1, min(16, os.cpu_count() or 1)), thread_name_prefix="probe"
     ) as pool:
-        return list(pool.map(probe_problem, files))
+        return list(pool.map(lambda f: probe_problem(f, photos), files))
+
+
+def _runs_face_model(refs: Any) -> bool:
+    """Whether the models of a batch include a face model (then a photo is analysed, not refused)."""
+    from dmd_pipeline.analysis.registry import default_face_model, resolve_model_refs
+
+    if refs is None:
+        return default_face_model() is not None
+    if any(getattr(r, "kind", None) == "face" for r in (refs if isinstance(refs, list) else [refs])):
+        return True
+    try:
+        return any(r.kind == "face" for r in resolve_model_refs(refs))
+    except (ModelFileError, ConfigError):
+        return False
 
 
 def _limits(opts: BatchOptions) -> Limits:
@@ -822,7 +847,7 @@ def _run_batch_locked(
     # fail fast: every input is probed before any model loads
     if todo:
         logger.info("checking %d file(s)", len(todo))
-    problems = _probe_all(todo)
+    problems = _probe_all(todo, photos=_runs_face_model(opts.model))
     for f, bad in zip(list(todo), problems, strict=True):
         if bad is not None:
             todo.remove(f)

@@ -12,7 +12,14 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dmd_pipeline.analysis.predictions import FUSED_COLUMNS, fused_cells, prediction_cells
+from dmd_pipeline.analysis.predictions import (
+    FACE_COLUMNS,
+    FUSED_COLUMNS,
+    face_cells,
+    fused_cells,
+    is_face_run,
+    prediction_cells,
+)
 
 #: ``--format`` values; ``all`` is every one of them.
 FORMATS = ("json", "csv", "tsv", "srt", "vtt")
@@ -48,12 +55,21 @@ def _cells(name: str, task: str, p: dict[str, Any] | None) -> dict[str, Any]:
     return prediction_cells(name, task, p, _r)
 
 
+def _has_face(doc: dict[str, Any]) -> bool:
+    """Whether a face model ran (schema 1.3 ``face``): then the timeline has the face columns."""
+    return doc.get("face") is not None
+
+
 def segment_columns(doc: dict[str, Any]) -> list[str]:
-    """The columns of the segment timeline (fixed ones, the fused answer, then per model)."""
+    """The columns of the segment timeline (fixed ones, the fused answer, then per DMD model, then the face
+    channel's ``face:label``, ``face:p``, ``face:visible`` when a face model ran)."""
     cols = ["file", "index", "start", "end", "score", "label7", "label2", "predicted_class", "text"]
     cols.extend(FUSED_COLUMNS)
     for m in doc.get("models") or []:
-        cols.extend(_cells(m["name"], m["task"], None))
+        if not is_face_run(m):
+            cols.extend(_cells(m["name"], m["task"], None))
+    if _has_face(doc):
+        cols.extend(FACE_COLUMNS)
     return cols
 
 
@@ -75,7 +91,10 @@ def segment_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             **fused_cells(s.get("fused"), _r),
         }
         for m in doc.get("models") or []:
-            row.update(_cells(m["name"], m["task"], (s.get("predictions") or {}).get(m["name"])))
+            if not is_face_run(m):
+                row.update(_cells(m["name"], m["task"], (s.get("predictions") or {}).get(m["name"])))
+        if _has_face(doc):
+            row.update(face_cells(s.get("face"), _r))
         rows.append(row)
     return rows
 
@@ -122,12 +141,27 @@ def fused_label(fused: dict[str, Any] | None) -> str | None:
     return text + f" uncertain ({fused['uncertain_reason']})" if fused.get("uncertain") else text
 
 
+def face_caption(face: dict[str, Any] | None) -> str | None:
+    """``face: happy 0.81 (visible 90 %)``, ``face: n/a (no face)``; None without a face model or video."""
+    if not face or not face.get("n_frames"):
+        return None
+    if face.get("probability") is None:
+        return f"face: {face.get('note') or 'n/a (no face)'}"
+    return f"face: {face['label']} {face['probability']:.2f} (visible {100 * face['visible_fraction']:.0f} %)"
+
+
 def segment_caption(doc: dict[str, Any], seg: dict[str, Any]) -> str:
-    """A subtitle's second line: the fused answer, then each model's segment prediction, e.g.
-    ``[fused: sad 0.69 · mosi-text-minilm: negative -1.65 · ravdess-voice-emotion: sad 0.61]``."""
+    """A subtitle's second line: the fused answer, the face channel, then each DMD model's segment
+    prediction, e.g. ``[fused: sad 0.69 · face: sad 0.52 (visible 100 %) · mosi-text-minilm: negative -1.65 ·
+    ravdess-voice-emotion: sad 0.61]``."""
     fused = fused_label(seg.get("fused"))
     parts = [f"fused: {fused}"] if fused else []
+    face = face_caption(seg.get("face"))
+    if face is not None:
+        parts.append(face)
     for m in doc.get("models") or []:
+        if is_face_run(m):
+            continue
         label = prediction_label(m["task"], (seg.get("predictions") or {}).get(m["name"]))
         if label is not None:
             parts.append(f"{m['name']}: {label}")

@@ -87,13 +87,17 @@ def _first_setting(
     return None
 
 
-def get_extractor(models: LoadedModel | Sequence[LoadedModel], options: AnalyzeOptions) -> Extractor:
+def get_extractor(
+    models: LoadedModel | Sequence[LoadedModel], options: AnalyzeOptions, face_model: Any = None
+) -> Extractor:
     """ONE ``pipeline.Extractor`` whose features serve every model (built once per settings and kept).
 
     Each setting comes from the models that use its modality: the acoustic setting from the audio models
     (:func:`acoustic_setting`), fps/face settings from the first vision model, the text encoder and token
     length from the first text model (two text models with different recorded encoders: ConfigError).
-    Each model then takes the columns it was trained on (:func:`model_columns`).
+    Each model then takes the columns it was trained on (:func:`model_columns`). With a ``face_model`` (a
+    :class:`~dmd_pipeline.face.model.FaceExpressionModel`) the visual frames also keep each frame's face
+    crop in that model's framing (``ExtractionConfig.face_crop``).
     """
     models = as_model_list(models)
     specs = {id(m): m.spec.config for m in models}
@@ -129,6 +133,8 @@ def get_extractor(models: LoadedModel | Sequence[LoadedModel], options: AnalyzeO
             val = next((specs[id(m)][key] for m in models if specs[id(m)].get(key)), None)
         if val is not None:
             kw[key] = val
+    if face_model is not None:
+        kw["face_crop"] = face_model.template.to_dict()
     key = repr(sorted(kw.items()))
     cache = first.extra.setdefault("extractors", {})
     if key not in cache:

@@ -1,6 +1,6 @@
 """How one prediction reads, wherever it is shown: the top class of a classification (:func:`top_class`),
 the cells a prediction fills in a table of per-model columns (:func:`prediction_cells`), and the cells of a
-fused answer (:func:`fused_cells`)."""
+fused answer (:func:`fused_cells`) and of the face channel (:func:`face_cells`)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,27 @@ def fused_cells(fused: Mapping[str, Any] | None, number: Callable[[float], Any])
         "fused:uncertain": "" if "uncertain" not in f else ("true" if f["uncertain"] else "false"),
         "fused:reason": f.get("uncertain_reason") or "",
     }
+
+
+#: The face channel's columns in timelines (CSV/TSV) and summary.csv.
+FACE_COLUMNS: tuple[str, ...] = ("face:label", "face:p", "face:visible")
+
+
+def face_cells(face: Mapping[str, Any] | None, number: Callable[[float], Any]) -> dict[str, Any]:
+    """The face channel's cells of a span (a result's ``face`` dict, or None when no face model ran):
+    ``face:label`` (the top class, or the note, e.g. ``n/a (no face)``), ``face:p`` (its probability) and
+    ``face:visible`` (the visible fraction); empty where there is no value."""
+    if not face:
+        return dict.fromkeys(FACE_COLUMNS, "")
+    p = face.get("probability")
+    seen = face.get("visible_fraction")
+    return {
+        "face:label": face.get("label") or face.get("note") or "",
+        "face:p": "" if p is None else number(p),
+        "face:visible": "" if seen is None or face.get("n_frames", 0) == 0 else number(seen),
+    }
+
+
+def is_face_run(run: Mapping[str, Any]) -> bool:
+    """Whether a ``models[]`` entry is the face model (its numbers go in the face columns, not per model)."""
+    return run.get("role") == "expression"

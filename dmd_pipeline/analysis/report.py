@@ -9,8 +9,9 @@ row on top) and the valence/arousal timeline (:mod:`~dmd_pipeline.analysis.repor
 per-model summary (one row per model run, with the notes on how each model was built and what it was fed as
 zeros), the primary model's timeline (sentiment score bars for a regression model), an emotion-over-time plot per
 classification model that has predictions (``emotion.png``, ``emotion_2.png``...: its class probabilities
-stacked per window or segment), the segment table with every model's prediction, key frames, the graph
-edges and the descriptive cues.
+stacked per window or segment), the face over time (``face.png``: the face model's class probabilities on
+the result's ``face_timeline``, gaps where no face is visible), the segment table with every model's
+prediction, key frames, the graph edges and the descriptive cues.
 """
 
 from __future__ import annotations
@@ -178,6 +179,30 @@ def plot_emotions(result: AnalysisResult, run: ModelRun, path: Path) -> Path | N
     ax.set_xlabel("time (s)")
     where = "windows" if run.windows else "segments"
     ax.set_title(f"{run.name}: emotion over time (per {where[:-1]})", fontsize=9)
+    _save(fig, path)
+    return path
+
+
+def plot_face(result: AnalysisResult, path: Path) -> Path | None:
+    """Face over time: one line per class of the face model's probabilities on the ``face_timeline`` grid
+    (gaps where no face is visible); None without a timeline or without any visible face."""
+    tl = result.face_timeline
+    if tl is None or not tl.times or not any(v is not None for vs in tl.probabilities.values() for v in vs):
+        return None
+    plt = _plt()
+    names = list(tl.probabilities)
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(10, 3.0))
+    for k, n in enumerate(names):
+        ys = [math.nan if v is None else float(v) for v in tl.probabilities[n]]
+        ax.plot(tl.times, ys, color=cmap(k % cmap.N), lw=1.6, label=n, marker="." if len(ys) < 40 else None)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, max(result.duration, 1e-3))
+    ax.set_ylabel("class probability")
+    ax.set_xlabel("time (s)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{tl.model}: facial expression over time ({tl.rate_hz:g} Hz)", fontsize=9)
     _save(fig, path)
     return path
 
@@ -352,8 +377,9 @@ def write_report(
     timeline = plot_timeline(result, assets / "timeline.png")
     va_png = plot_valence_arousal(result, assets / "valence_arousal.png")
     emotion_pngs: list[tuple[ModelRun, Path]] = []
+    face_png = plot_face(result, assets / "face.png")
     for run in result.models:
-        if run.task == "classification" and run.has_prediction:
+        if run.task == "classification" and run.has_prediction and run.role != "expression":
             name = "emotion.png" if not emotion_pngs else f"emotion_{len(emotion_pngs) + 1}.png"
             png = plot_emotions(result, run, assets / name)
             if png is not None:
@@ -422,6 +448,15 @@ def write_report(
     if len(result.models) > 1:
         parts.append(f'<p class="muted">{e(result.models[0].name)} ({e(result.models[0].role)})</p>')
     parts.append(f'<img src="{e(_rel(timeline, out_dir))}" alt="segment scores over time">')
+    if face_png is not None and result.face is not None:
+        parts.append(f"<h2>Face over time ({e(result.face.model)})</h2>")
+        parts.append(
+            f'<p class="muted">Face visible in {100 * result.face.visible_fraction:.0f} % of the frame time '
+            f"({result.face.n_frames} frames); gaps: no face.</p>"
+        )
+        parts.append(f'<img src="{e(_rel(face_png, out_dir))}" alt="facial expression over time">')
+    elif result.face is not None and result.face.note and result.media.has_video:
+        parts.append(f'<h2>Face over time</h2><p class="muted">{e(result.face.note)}</p>')
     for run, png in emotion_pngs:
         parts.append(f"<h2>Emotion over time ({e(run.name)})</h2>")
         parts.append(f'<img src="{e(_rel(png, out_dir))}" alt="emotion over time: {e(run.name)}">')

@@ -62,6 +62,21 @@ Versions:
   - ``warnings`` are about the user's file (damaged input, no speech, fallbacks); how a model was built and
     what it was fed as zeros stay in ``models[].note`` (and, for the primary model, ``modalities.note``, as
     in 1.0), never in ``warnings``.
+  - ``face`` (top level, the whole file) and ``segments[].face``: the face channel
+    (:class:`FaceChannel`): the facial-expression model's duration-weighted class probabilities over the
+    frames in which the face is visible, its top class, the visible fraction of the span's frame time, the
+    frames in the span, the face box ``[x, y, w, h]`` (fractions of the frame) and how many faces were
+    seen; with no visible face the probabilities, label and probability are null and ``note`` says
+    ``n/a (no face)`` (``n/a (no video)`` for a file without video). Null when no face model ran
+    (``--no-face``).
+  - ``face_timeline``: the face model's class probabilities on a regular grid (the report's
+    face-over-time plot); null without a face model or video.
+  - ``models[]`` lists the face model too (``role`` ``expression``, modalities ``vision``; its segment
+    predictions are in ``segments[].predictions`` like every model's); every entry has ``card`` (what
+    its config.json records: description, licence, training data, validation metrics) and
+    ``calibration`` (``{"calibrated": bool, "temperature": T or null}``).
+  - The channels' part of the headline (after the fused answer) leads with the face: ``face: happy 0.81 ·
+    voice: calm 0.56 · words: positive +1.20``.
 """
 
 from __future__ import annotations
@@ -179,6 +194,60 @@ class Prediction:
         return cls(probabilities=probs, predicted_class=best)
 
 
+#: ``note`` of a face channel over a span in which no face was visible.
+NO_FACE = "n/a (no face)"
+#: ``note`` of a face channel of a file without video.
+NO_VIDEO = "n/a (no video)"
+
+
+@dataclass
+class FaceChannel:
+    """The face channel over one span (a segment or the whole file), schema 1.3.
+
+    ``probabilities`` are the facial-expression model's duration-weighted class probabilities over the
+    frames of the span in which the face is visible (None when none is: then ``label`` and ``probability``
+    are None too and ``note`` says why, never zeros presented as an answer); ``visible_fraction`` the share
+    of the span's frame time with a visible face; ``box`` ``[x, y, w, h]`` of the face used, fractions of
+    the frame (None without a face); ``faces_seen`` how many faces were seen in the span.
+    """
+
+    model: str
+    probabilities: dict[str, float] | None
+    label: str | None
+    probability: float | None
+    visible_fraction: float
+    n_frames: int
+    box: list[float] | None = None
+    faces_seen: int = 0
+    note: str | None = None
+
+    @classmethod
+    def absent(cls, model: str, note: str, n_frames: int = 0) -> FaceChannel:
+        """A span without an answer: ``note`` says why (:data:`NO_FACE`, :data:`NO_VIDEO`)."""
+        return cls(model, None, None, None, 0.0, int(n_frames), None, 0, note)
+
+    def phrase(self) -> str:
+        """``happy 0.81``, or the note (``n/a (no face)``)."""
+        if not self.probabilities or self.label is None or self.probability is None:
+            return self.note or NO_FACE
+        return f"{self.label} {self.probability:.2f}"
+
+    def prediction(self) -> Prediction:
+        """The same numbers as a model's :class:`Prediction` (``segments[].predictions``)."""
+        return Prediction.from_probabilities(self.probabilities) if self.probabilities else Prediction()
+
+
+@dataclass
+class FaceTimeline:
+    """The face model's class probabilities on a regular grid (``rate_hz``): each point the mean over the
+    visible frames within half a step of it; None where no face was visible."""
+
+    model: str
+    rate_hz: float
+    times: list[float]
+    probabilities: dict[str, list[float | None]]
+
+
 @dataclass
 class SegmentResult:
     """One utterance: its span, text, words, prediction and graph edges."""
@@ -192,6 +261,7 @@ class SegmentResult:
     edges: GraphEdges | None = None
     predictions: dict[str, Prediction] = field(default_factory=dict)  # every model's, by model name
     fused: dict[str, Any] | None = None  # the fused answer of the span (1.3; dmd_pipeline.fusion)
+    face: FaceChannel | None = None  # the face channel over the segment (1.3; None: no face model ran)
 
     @property
     def duration(self) -> float:
@@ -276,6 +346,40 @@ def model_role(task: str) -> str:
     return "sentiment" if task == "regression" else "emotion"
 
 
+#: Meta keys a model's card in a result takes from its config.json, when present.
+_CARD_KEYS = ("description", "licence_note", "training_data", "metrics", "measured_with")
+
+
+def model_card(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a result says about a model (``models[].card``), from its config.json meta: ``description``,
+    ``licence`` (its licence note), ``trained_on`` (the training data as recorded) and ``valid`` (the
+    validation metrics it records: accuracy, UAR, macro-F1 for a classifier; the MMSA metrics of a
+    sentiment model; per-class details left out)."""
+    card: dict[str, Any] = {}
+    if meta.get("description"):
+        card["description"] = str(meta["description"])
+    if meta.get("licence_note"):
+        card["licence"] = str(meta["licence_note"])
+    training = meta.get("training")
+    data = (training or {}).get("data") if isinstance(training, dict) else None
+    if data is None and isinstance(meta.get("training_data"), dict):
+        data = meta["training_data"].get("path")
+    if data:
+        card["trained_on"] = str(data)
+    valid = (meta.get("metrics") or {}).get("valid") if isinstance(meta.get("metrics"), dict) else None
+    if isinstance(valid, dict):
+        card["valid"] = {
+            k: v for k, v in valid.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    return card
+
+
+def calibration_summary(calibration: Any) -> dict[str, Any]:
+    """``{"calibrated": bool, "temperature": T or None}`` of a model's calibration (None: uncalibrated)."""
+    t = getattr(calibration, "temperature", None)
+    return {"calibrated": t is not None, "temperature": None if t is None else round(float(t), 6)}
+
+
 @dataclass
 class WindowResult:
     """One analysis window of a short-clip model: a span inside segment ``segment`` and its prediction."""
@@ -304,6 +408,10 @@ class ModelRun:
     overall: Prediction
     note: str = ""
     windows: list[WindowResult] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)  # 1.3: description, licence, data, valid metrics
+    calibration: dict[str, Any] = field(  # 1.3: whether a temperature is applied, and T
+        default_factory=lambda: {"calibrated": False, "temperature": None}
+    )
 
     @property
     def has_prediction(self) -> bool:
@@ -348,16 +456,20 @@ def prediction_phrase(p: Prediction) -> str | None:
 
 
 def make_headline(
-    models: list[ModelRun], present: list[str] | None = None, missing: dict[str, str] | None = None
+    models: list[ModelRun],
+    present: list[str] | None = None,
+    missing: dict[str, str] | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> str:
-    """One short line leading with what the models can support, e.g. ``voice: angry 0.71 · words: neutral
-    -0.12``.
+    """One short line leading with what the models can support, e.g. ``face: happy 0.81 · voice: angry 0.71
+    · words: neutral -0.12``.
 
     Each model gives ``<source>: <phrase>``; the source word comes from the modalities it used (``voice``,
-    ``words``, ``face``, joined with ``+``). Models with a prediction come first (emotion before sentiment,
-    else in model order), models without one last as e.g. ``voice: n/a (no audio)``; ``missing`` overrides
-    what a modality's absence is called (``{"audio": "speech"}``: ``voice: n/a (no speech)``). A source word
-    two models share is followed by the model name.
+    ``words``, ``face``, joined with ``+``). Models with a prediction come first (the face expression, then
+    emotion, then sentiment, else in model order), models without one last as e.g. ``voice: n/a (no
+    audio)``; ``missing`` overrides what a modality's absence is called (``{"audio": "speech"}``: ``voice:
+    n/a (no speech)``), ``reasons`` the whole phrase of a model without a prediction (``{name: "n/a (no
+    face)"}``). A source word two models share is followed by the model name.
     """
     words = {**MISSING_WORDS, **(missing or {})}
     items: list[tuple[int, int, str, str]] = []  # (rank, order, source, phrase)
@@ -365,12 +477,13 @@ def make_headline(
         phrase = prediction_phrase(run.overall)
         if phrase is not None:
             src = source_word(run.modalities_used or run.info.modalities)
-            items.append((0 if run.task != "regression" else 1, i, src, phrase))
+            rank = 0 if run.role == "expression" else 1 if run.task != "regression" else 2
+            items.append((rank, i, src, phrase))
         else:
             src = source_word(run.info.modalities)
             gone = [m for m in MODALITIES if m in run.info.modalities and m not in (present or [])]
             why = " ".join(["no", " or ".join(words[m] for m in gone)]) if gone else "no input"
-            items.append((2, i, src, f"n/a ({why})"))
+            items.append((3, i, src, (reasons or {}).get(run.name) or f"n/a ({why})"))
     items.sort(key=lambda t: (t[0], t[1]))
     counts: dict[str, int] = {}
     for _, _, src, _ in items:
@@ -405,6 +518,8 @@ class AnalysisResult:
     headline: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # what it was made with (analysis/options.py)
     fused: dict[str, Any] | None = None  # the file's fused answer (1.3; dmd_pipeline.fusion)
+    face: FaceChannel | None = None  # 1.3: the face channel over the whole file (None: no face model ran)
+    face_timeline: FaceTimeline | None = None  # 1.3: face probabilities on a grid (None: no face model/video)
     schema_version: str = SCHEMA_VERSION
     generator: str = OUTPUT_MARKER  # marks the tool's own output (never read back as an input)
 
@@ -486,6 +601,7 @@ class AnalysisResult:
                     edges=GraphEdges(**edges) if edges else None,
                     predictions={k: Prediction(**v) for k, v in (s.get("predictions") or {}).items()},
                     fused=s.get("fused"),
+                    face=FaceChannel(**s["face"]) if s.get("face") else None,
                 )
             )
         runs = []
@@ -505,6 +621,8 @@ class AnalysisResult:
                         WindowResult(w["start"], w["end"], w["segment"], Prediction(**w["prediction"]))
                         for w in m.get("windows", [])
                     ],
+                    card=dict(m.get("card") or {}),
+                    calibration=dict(m.get("calibration") or {"calibrated": False, "temperature": None}),
                 )
             )
         cues = d["cues"]
@@ -533,6 +651,8 @@ class AnalysisResult:
             aggregation=d.get("aggregation", "duration_weighted_mean"),
             options=dict(d.get("options") or {}),
             fused=d.get("fused"),
+            face=FaceChannel(**d["face"]) if d.get("face") else None,
+            face_timeline=FaceTimeline(**d["face_timeline"]) if d.get("face_timeline") else None,
         )
 
     @classmethod

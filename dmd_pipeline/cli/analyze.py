@@ -75,6 +75,19 @@ def analyze(
         "give a comma list for several models (one extraction per file; the first is the primary). "
         "Default: every bundled default model ($DMD_MODEL overrides).",
     ),
+    face_model: str | None = typer.Option(
+        None,
+        "--face-model",
+        metavar="NAME|DIR",
+        help="Facial-expression model of the face channel: a bundled face model name or a folder "
+        "(default: the bundled fer-face-expression, or the face model --model names).",
+    ),
+    face: bool = typer.Option(
+        True,
+        "--face/--no-face",
+        help="Read the facial expression from the video (the face channel: 'face' in every result); "
+        "--no-face leaves it out (face: null).",
+    ),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder."),
     report: bool = typer.Option(False, "--report", help="Also write an HTML page per file and index.html."),
     workers: int = typer.Option(
@@ -153,7 +166,7 @@ def analyze(
     from rich.console import Console
 
     from dmd_pipeline.analysis.batch import BatchOptions, collect_media
-    from dmd_pipeline.analysis.registry import resolve_model_refs
+    from dmd_pipeline.analysis.registry import resolve_model_refs, with_face_model
     from dmd_pipeline.errors import ConfigError, InputError, ModelFileError, OutputError, os_error_reason
 
     err = Console(stderr=True)
@@ -176,8 +189,10 @@ def analyze(
         raise usage_error(f"--transcript applies to one file, but {len(files)} were given")
     require_ffmpeg()  # a missing system tool is a usage error, found before any model loads
 
+    if face_model is not None and not face:
+        raise usage_error("--face-model and --no-face contradict each other: give one of them")
     try:  # resolved once, here; the weights are loaded only when some file needs analysing
-        refs = resolve_model_refs(model or None)
+        refs = with_face_model(resolve_model_refs(model or None), face_model or face)
         for ref in refs:
             weights = ref.path / "model.safetensors"
             problem = safetensors_problem(weights)

@@ -85,6 +85,15 @@ def serve(
         "-m",
         help="Model name(s) or folder(s), as for dmd analyze (default: the bundled defaults).",
     ),
+    face_model: str | None = typer.Option(
+        None,
+        "--face-model",
+        metavar="NAME|DIR",
+        help="Facial-expression model of the face channel, as for dmd analyze (default: the bundled one).",
+    ),
+    face: bool = typer.Option(
+        True, "--face/--no-face", help="Read the facial expression from videos (the face channel)."
+    ),
     token_file: Path | None = typer.Option(
         None, "--token-file", exists=True, dir_okay=False, help="File holding the API token (Bearer auth)."
     ),
@@ -131,12 +140,7 @@ def serve(
         raise _usage_error(
             f"dmd serve needs the 'serve' extra ({exc.name} is missing): pip install 'dmd-pipeline[serve]'"
         ) from None
-    from dmd_pipeline.analysis.registry import (
-        default_model_names,
-        read_model_meta,
-        resolve_model_dir,
-        split_model_refs,
-    )
+    from dmd_pipeline.analysis.registry import resolve_model_refs, with_face_model
     from dmd_pipeline.errors import ConfigError, ModelFileError
 
     token = read_token(token_file) if token_file is not None else None
@@ -152,10 +156,10 @@ def serve(
             "alone.",
             err=True,
         )
-    try:
-        refs = split_model_refs(model) or default_model_names()
-        for ref in refs:
-            read_model_meta(resolve_model_dir(ref)[1])
+    if face_model is not None and not face:
+        raise _usage_error("--face-model and --no-face contradict each other: give one of them")
+    try:  # resolved and checked once, here (config.json of each); the workers load them
+        refs = with_face_model(resolve_model_refs(model or None), face_model or face)
     except (ModelFileError, ConfigError) as exc:
         raise _usage_error(str(exc)) from None
 
@@ -181,7 +185,7 @@ def serve(
     settings = ServeSettings(
         token=token,
         max_upload_bytes=int(max_upload_mb * (1 << 20)),
-        model_names=tuple(refs),
+        model_names=tuple(str(r) for r in refs),
         allowed_hosts=hosts,
         read_timeout_s=read_timeout,
         min_upload_bytes_s=min_upload_rate * 1024,

@@ -259,6 +259,30 @@ def whole_image_crop(image: np.ndarray, size: int = 48) -> np.ndarray:
     return cv2.resize(gray, (size, size), interpolation=interp)
 
 
+#: A face whose landmark box covers at least this fraction of an image fills it: the image is a face crop
+#: already and is used whole (``dmd evaluate`` on images, ``dmd analyze photo.jpg``).
+FILL_FRACTION = 0.4
+
+
+def image_face_crop(
+    image: np.ndarray,
+    finder: FaceFinder,
+    template: CropTemplate = FER_TEMPLATE,
+    fill_fraction: float = FILL_FRACTION,
+    whole_without_face: bool = True,
+) -> tuple[np.ndarray | None, FaceCrop, bool]:
+    """(the crop a face model reads, the :class:`FaceCrop` found, whether the image was used whole) of a
+    still image: the largest face's aligned crop; the whole image when the face found fills it (at least
+    ``fill_fraction`` of its area) or, with ``whole_without_face``, when no face is found (an image that
+    already is a face crop, e.g. FER's 48x48 faces); None for the crop when no face is found otherwise."""
+    fc = finder.crop(image, template)
+    if fc.found and fc.box is not None and fc.box[2] * fc.box[3] < fill_fraction:
+        return fc.crop, fc, False
+    if fc.found or whole_without_face:
+        return whole_image_crop(image, template.size), fc, True
+    return None, fc, False
+
+
 def crop_image(image: np.ndarray, finder: FaceFinder, template: CropTemplate = FER_TEMPLATE) -> FaceCrop:
     """:meth:`FaceFinder.crop` as a function (the procedure used on image files by ``dmd evaluate``)."""
     return finder.crop(image, template)

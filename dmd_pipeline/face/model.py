@@ -20,46 +20,29 @@ The bundled model is ``fer-face-expression`` (:data:`BUNDLED_FACE_MODEL`).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dmd_pipeline.analysis.result import ModelInfo, model_card
+from dmd_pipeline.calibration import Calibration, log_probabilities
 from dmd_pipeline.errors import ModelFileError
 from dmd_pipeline.face.crop import FER_TEMPLATE, CropTemplate, FaceCrop, FaceFinder
+from dmd_pipeline.face.folder import (
+    BUNDLED_FACE_MODEL,
+    FORMAT,
+    FORMAT_VERSION,
+    face_model_dir,
+    is_face_model,
+)
+from dmd_pipeline.face.folder import read_face_config as _read_config
 from dmd_pipeline.face.network import FaceExpressionNet, FaceNetConfig
 
 __all__ = ["BUNDLED_FACE_MODEL", "FaceExpressionModel", "face_model_dir", "is_face_model", "save_face_model"]
 
-FORMAT = "dmd-face-expression"
-FORMAT_VERSION = 1
-BUNDLED_FACE_MODEL = "fer-face-expression"
-_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "face_models"
-_CONFIG_LIMIT = 4 << 20  # bytes: a config.json larger than this is not ours
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-def face_model_dir(name_or_path: str | Path | None = None) -> Path:
-    """Folder of a face model: the bundled one by default, a bundled name, or a user folder."""
-    ref = name_or_path or BUNDLED_FACE_MODEL
-    p = Path(ref).expanduser()
-    if not p.is_dir() and (_MODELS_DIR / str(ref)).is_dir() and "/" not in str(ref):
-        p = _MODELS_DIR / str(ref)
-    if not p.is_dir():
-        raise ModelFileError(f"face model {str(ref)!r}: no such folder (nor a bundled face model name)")
-    return p
-
-
-def is_face_model(name_or_path: str | Path) -> bool:
-    """True for a bundled face model name or a folder whose config.json declares this format (a folder that
-    is not one, or unreadable, is False)."""
-    try:
-        _read_config(face_model_dir(name_or_path) / "config.json")
-    except ModelFileError:
-        return False
-    return True
 
 
 def save_face_model(
@@ -101,20 +84,6 @@ def save_face_model(
     return out
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    from dmd_pipeline.utils import read_bytes_bounded
-
-    try:
-        cfg = json.loads(read_bytes_bounded(path, _CONFIG_LIMIT).decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable face model config ({exc})") from exc
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a face expression model config (format must be {FORMAT!r})")
-    if cfg.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format_version {cfg.get('format_version')!r} is not supported")
-    return cfg
-
-
 class FaceExpressionModel:
     """A loaded facial-expression network in eval mode, its crop framing and its metadata."""
 
@@ -131,6 +100,15 @@ class FaceExpressionModel:
         self.meta = dict(meta or {})
         self.name = name or BUNDLED_FACE_MODEL
         self.path = path
+        where = (path / "config.json") if path is not None else "face model meta"
+        #: The temperature from its config.json (None: uncalibrated); :meth:`predict_crops` applies it.
+        self.calibration: Calibration | None = Calibration.from_meta(self.meta, where)
+
+    #: What kind of model this is among those the registry loads (a DMD model's is ``"dmd"``).
+    kind = "face"
+
+    def __repr__(self) -> str:
+        return f"FaceExpressionModel(name={self.name!r}, classes={self.classes}, path='{self.path}')"
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None) -> FaceExpressionModel:
@@ -171,7 +149,8 @@ class FaceExpressionModel:
         except RuntimeError as exc:
             raise ModelFileError(f"{wpath}: weights do not match the network in config.json ({exc})") from exc
         meta = {k: v for k, v in cfg.items() if k not in ("network", "crop")}
-        return cls(net, template, meta, name=str(name_or_path or BUNDLED_FACE_MODEL), path=folder)
+        # a malformed calibration block: ModelConfigError (a ModelFileError) naming the file
+        return cls(net, template, meta, name=_model_name(name_or_path, folder), path=folder)
 
     # -- what the model answers -----------------------------------------------------------------------
     @property
@@ -194,14 +173,49 @@ class FaceExpressionModel:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8)).float().div_(255).unsqueeze(1)
 
     @torch.no_grad()
-    def predict_crops(self, crops: np.ndarray, batch: int = 256, flip: bool = True) -> np.ndarray:
+    def predict_crops(
+        self, crops: np.ndarray, batch: int = 256, flip: bool = True, calibrated: bool = True
+    ) -> np.ndarray:
         """Class probabilities (N, C) float32 for uint8 crops (N, size, size); ``flip`` averages each crop
-        with its mirror image (as the model was evaluated)."""
+        with its mirror image (as the model was evaluated); ``calibrated`` applies the model's temperature
+        to those averaged probabilities, ``softmax(log p / T)`` (:meth:`calibrate`)."""
         x = self._tensor(crops)
         out = [self.net.predict_proba(x[i : i + batch], flip=flip) for i in range(0, len(x), batch)]
-        return (
-            torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+        p = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+        return self.calibrate(p) if calibrated else p
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """Probabilities (N, C) as the calibrated ones, ``softmax(log p / T)`` with the model's temperature
+        (unchanged without one; the argmax never changes). The temperature acts on the log of the mirrored
+        average because that average, not a logit, is what the model outputs."""
+        if self.calibration is None:
+            return probs
+        return self.calibration.probabilities(log_probabilities(probs)).astype(np.float32)
+
+    def info(self) -> ModelInfo:
+        """The ``models[].info`` block of an analysis result."""
+        return ModelInfo(
+            name=self.name,
+            path=str(self.path or ""),
+            task="classification",
+            num_classes=len(self.classes),
+            class_names=list(self.classes),
+            modalities=["vision"],
+            preset=None,
+            feature_dims=None,
+            seq_lens=None,
+            aligned=None,
         )
+
+    def card(self) -> dict[str, Any]:
+        """What a result says about the model (``models[].card``): its description, licence, training
+        data and validation metrics as its config.json records them (MODEL_CARD.md has the rest)."""
+        return model_card(self.meta)
+
+    @property
+    def role(self) -> str:
+        """``expression``: facial expression classes (what ``models[].role`` says of it)."""
+        return "expression"
 
     @torch.no_grad()
     def embed_crops(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -225,3 +239,11 @@ class FaceExpressionModel:
         and the crop used."""
         fc = finder.crop(image, self.template)
         return self.predict_crops(fc.crop[None])[0], fc
+
+
+def _model_name(ref: str | Path | None, folder: Path) -> str:
+    """A bundled model's name, else the folder's name (as DMD model folders are named)."""
+    if ref is None:
+        return BUNDLED_FACE_MODEL
+    p = Path(ref).expanduser()
+    return folder.resolve().name if p.is_dir() else str(ref)

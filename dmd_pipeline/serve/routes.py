@@ -94,26 +94,12 @@ def view(store: JobStore, job: Job, full: bool = True) -> dict[str, Any]:
 
 @router.get("/models", tags=["service"], dependencies=[Depends(require_token)])
 async def models(settings: ServeSettings = Depends(get_settings)) -> dict[str, Any]:
-    """The models every analysis runs (name, role, task, class names, modalities)."""
-    from dmd_pipeline.analysis.registry import read_model_meta, resolve_model_dir
-    from dmd_pipeline.analysis.result import model_role
+    """The models every analysis runs (name, role, task, class names, modalities; the face model too)."""
+    from dmd_pipeline.analysis.registry import describe_model, resolve_model_refs
 
-    out = []
-    for ref in settings.model_names:
-        name, d = resolve_model_dir(ref)
-        meta = read_model_meta(d)
-        task = str(meta.get("task") or "regression")
-        out.append(
-            {
-                "name": name,
-                "role": model_role(task),
-                "task": task,
-                "class_names": meta.get("class_names"),
-                "modalities": meta.get("modalities"),
-                "description": meta.get("description"),
-            }
-        )
-    return {"models": out}
+    if not settings.model_names:
+        return {"models": []}
+    return {"models": [describe_model(r) for r in resolve_model_refs(list(settings.model_names))]}
 
 
 @router.post("/session", tags=["service"], status_code=204, dependencies=[Depends(require_token)])
