@@ -124,7 +124,9 @@ class LiveRunner:
 
         self.source = source
         self.options = options or LiveOptions()
-        self.models = registry.load_models(None) if models is None else as_model_list(models)
+        loaded = registry.load_models(models)  # None: the defaults; loaded models are kept as they are
+        # the face channel is not built for live streams yet: a face model among the defaults is left out
+        self.models = as_model_list([m for m in loaded if getattr(m, "kind", "dmd") != "face"])
         self.names = run_names(self.models)
         self.analyze_options = AnalyzeOptions(
             asr=self.options.asr, max_segment_s=self.options.max_utterance_s
