@@ -73,6 +73,33 @@ def test_cli_evaluates_a_face_model_on_images(tiny_model: Path, tmp_path: Path) 
     doc = json.loads(res.stdout[res.stdout.index("{") :])
     assert doc["kind"] == "images" and doc["n"] == 4 and doc["n_failed"] == 1
     assert set(doc["metrics"]) == {"accuracy", "uar", "macro_f1", "weighted_f1"}
+    cal = doc["calibration"]  # ECE of the raw probabilities; no temperature in this model: no "after"
+    assert cal["n"] == 4 and 0 <= cal["ece_before"] <= 1 and cal["ece_after"] is None
+
+
+def test_a_face_model_temperature_is_applied_to_the_mirrored_average(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from dmd_pipeline.calibration import softmax
+    from dmd_pipeline.errors import ModelFileError
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_model, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["calibration"] = {"method": "temperature", "temperature": 2.0}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    raw, cal = FaceExpressionModel.load(tiny_model), FaceExpressionModel.load(folder)
+    crops = np.random.default_rng(0).integers(0, 255, (6, 48, 48), dtype=np.uint8)
+    p0, p1 = raw.predict_crops(crops), cal.predict_crops(crops)
+    assert np.allclose(p1, softmax(np.log(p0) / 2.0), atol=1e-5) and (p1.argmax(1) == p0.argmax(1)).all()
+    assert np.allclose(cal.predict_crops(crops, calibrated=False), p0, atol=1e-6)
+    assert cal.calibration is not None and cal.calibration.temperature == 2.0
+    cfg["calibration"]["temperature"] = -1
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="calibration.temperature"):
+        FaceExpressionModel.load(folder)
 
 
 def test_a_real_face_photo_is_cropped_not_used_whole(tiny_model: Path, tmp_path: Path, shared: Path) -> None:

@@ -127,7 +127,7 @@ def evaluate(
 
 def check_report_target(model: str | Path, report: Path) -> None:
     """``--report`` before anything runs: a ``.png`` file in an existing folder, for a DMD classifier (a
-    regression model has no class probabilities to calibrate; a face model reports no calibration yet)."""
+    regression model has no class probabilities to calibrate)."""
     from dmd_pipeline.analysis.registry import read_model_meta
     from dmd_pipeline.errors import ConfigError
     from dmd_pipeline.face.model import is_face_model
@@ -137,7 +137,7 @@ def check_report_target(model: str | Path, report: Path) -> None:
     if not Path(report).expanduser().resolve().parent.is_dir():
         raise ConfigError(f"--report {report}: the folder {Path(report).parent} does not exist")
     if is_face_model(model):
-        raise ConfigError("--report: calibration figures are not available for a face model yet")
+        return  # a classifier of images: its calibration is measured like a DMD classifier's
     meta = read_model_meta(resolve_model(model))
     n_classes = (meta.get("config") or {}).get("num_classes", 1)
     task = meta.get("task") or ("classification" if n_classes > 1 else "regression")
@@ -336,6 +336,7 @@ def _run_face_images(
         "faces_found": res.faces_found,
         "used_whole": res.used_whole,
         "report": rep,
+        "calibration": res.calibration,
     }
     return metrics, info
 

@@ -10,7 +10,10 @@ Each image goes through :meth:`~dmd_pipeline.face.crop.FaceFinder.crop`: the lar
 an image that already is a face crop is used whole - when no face is found in it, or when the face found
 fills it (its landmark box covers at least ``fill_fraction`` of the image). An unreadable image is listed
 as failed (file and reason) and the rest go on. Metrics: accuracy, UAR, macro-F1, weighted-F1, per-class
-figures and the confusion matrix (:func:`~dmd_pipeline.training.metrics.classification_report`).
+figures and the confusion matrix (:func:`~dmd_pipeline.training.metrics.classification_report`), and the
+calibration: the 15-bin ECE, NLL and mean top probability of the model's raw (mirror-averaged) probabilities
+and after its temperature (:func:`~dmd_pipeline.calibration.calibration_figures` on ``log p``, as the model
+applies it; ``raw_probs`` keeps the raw probabilities, what a temperature is fitted on).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import DataError
+from dmd_pipeline.face.crop import FILL_FRACTION
 
 __all__ = ["LABEL_SYNONYMS", "ImageEvaluation", "evaluate_images", "read_image_labels"]
 
@@ -57,6 +61,8 @@ class ImageEvaluation:
     used_whole: int = 0
     faces_found: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
+    raw_probs: np.ndarray | None = None  # (N, C) before the model's temperature
+    calibration: dict[str, Any] | None = None  # ECE/NLL before and after the temperature
 
 
 def _canonical(label: str) -> str:
@@ -103,7 +109,9 @@ def read_image_labels(csv_path: str | Path, split: str) -> tuple[list[ImageItem]
     return [it for it in items if key == "all" or it.split == key], key
 
 
-def _load_rgb(path: Path) -> np.ndarray:
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (HxWx3); ValueError with the reason for an unsafe path, an over-large or
+    unreadable file."""
     from PIL import Image, UnidentifiedImageError
 
     from dmd_pipeline.utils import path_problem
@@ -124,13 +132,13 @@ def evaluate_images(
     model: Any,
     csv_path: str | Path,
     split: str = "all",
-    fill_fraction: float = 0.4,
+    fill_fraction: float = FILL_FRACTION,
     batch_size: int = 256,
     on_item: Callable[[ImageItem, str | None], None] | None = None,
 ) -> ImageEvaluation:
     """Score a :class:`~dmd_pipeline.face.model.FaceExpressionModel` on the images of a label CSV (see the
     module docstring). ``on_item(item, failure_reason_or_None)`` is called once per image."""
-    from dmd_pipeline.face.crop import FaceFinder, whole_image_crop
+    from dmd_pipeline.face.crop import FaceFinder, image_face_crop
     from dmd_pipeline.training.metrics import classification_report
 
     items, _ = read_image_labels(csv_path, split)
@@ -147,26 +155,29 @@ def evaluate_images(
     with FaceFinder(num_faces=3) as finder:
         for it in items:
             try:
-                img = _load_rgb(it.path)
+                img = load_rgb(it.path)
             except (OSError, ValueError) as exc:
                 res.failed.append({"file": str(it.path), "row": str(it.row), "reason": str(exc)})
                 if on_item:
                     on_item(it, str(exc))
                 continue
-            fc = finder.crop(img, model.template)
+            crop, fc, whole = image_face_crop(img, finder, model.template, fill_fraction)
             res.faces_found += int(fc.found)
-            if not fc.found or fc.box[2] * fc.box[3] >= fill_fraction:
-                crops.append(whole_image_crop(img, model.input_size))
-                res.used_whole += 1
-            else:
-                crops.append(fc.crop)
+            res.used_whole += int(whole)
+            crops.append(crop)
             res.files.append(str(it.path))
             res.targets.append(_class_of(it.label, classes))
             if on_item:
                 on_item(it, None)
     if crops:
-        probs = model.predict_crops(np.stack(crops), batch=batch_size)
-        res.predictions = [classes[i] for i in probs.argmax(1)]
+        from dmd_pipeline.calibration import calibration_figures, log_probabilities
+
+        raw = model.predict_crops(np.stack(crops), batch=batch_size, calibrated=False)
+        pred = raw.argmax(1)  # a temperature never moves the argmax
+        res.raw_probs = raw
+        res.predictions = [classes[i] for i in pred]
         y = np.array([classes.index(t) for t in res.targets])
-        res.report = classification_report(y, probs.argmax(1), len(classes))
+        res.report = classification_report(y, pred, len(classes))
+        res.calibration = calibration_figures(log_probabilities(raw), y, model.calibration)
     return res
+
