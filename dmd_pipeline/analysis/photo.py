@@ -96,7 +96,7 @@ def analyze_photo(path: str | Path, model: Any, info: Any = None) -> AnalysisRes
     if face.box is not None:
         x, y, bw, bh = face.box
         x0y0x1y1 = [x, y, round(x + bw, 4), round(y + bh, 4)]
-    seg = SegmentResult(0, 0.0, 0.0, "", pred, [], None, {model.name: pred}, face)
+    seg = SegmentResult(0, 0.0, 0.0, "", pred, [], None, predictions={model.name: pred}, face=face)
     result = AnalysisResult(
         file=os.path.abspath(path),
         duration=0.0,
