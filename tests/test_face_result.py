@@ -98,6 +98,8 @@ def test_face_model_resolves_and_loads_through_the_registry(face_dir: Path, text
     assert isinstance(face, FaceExpressionModel) and face.name == "tiny-face" and len(dmd) == 1
     with pytest.raises(ConfigError, match="one face model"):
         split_face_model([*loaded, face])
+    with pytest.raises(ConfigError, match="photos only"):
+        split_face_model([face])
 
 
 # ---- spans, headline -----------------------------------------------------------------------------------

@@ -146,7 +146,13 @@ def split_face_model(models: Sequence[Any]) -> tuple[list[LoadedModel], Any]:
     ConfigError for no DMD model (a video's analysis is built on one: segments, transcript) or for more
     than one face model (one face channel per result)."""
     faces = [m for m in models if getattr(m, "kind", "dmd") == "face"]
-    dmd = as_model_list([m for m in models if getattr(m, "kind", "dmd") != "face"] if models else [])
+    others = [m for m in models if getattr(m, "kind", "dmd") != "face"]
+    if faces and not others:
+        raise ConfigError(
+            "a face model alone reads photos only: a video or audio file needs a DMD model too "
+            "(--model NAME, e.g. the bundled defaults)"
+        )
+    dmd = as_model_list(others)
     if len(faces) > 1:
         raise ConfigError(
             f"one face model at a time (got {', '.join(m.name for m in faces)}): the result has one face channel"
