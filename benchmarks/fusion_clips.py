@@ -82,6 +82,23 @@ def clip_row(doc: dict[str, Any], dataset: str, label: str) -> dict[str, Any]:
     }
 
 
+def tally(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many each channel and the fused answer got right of those it answered; the fused answer also
+    over the clips it did not flag uncertain."""
+    out: dict[str, Any] = {"n": len(rows)}
+    for k in ("face", "voice", "fused"):
+        out[k] = {
+            "right": sum(r[k] == r["label"] for r in rows),
+            "answered": sum(r[k] is not None for r in rows),
+        }
+    sure = [r for r in rows if r["fused"] is not None and r["uncertain"] is None]
+    out["fused, not uncertain"] = {
+        "right": sum(r["fused"] == r["label"] for r in sure),
+        "answered": len(sure),
+    }
+    return out
+
+
 def main() -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -99,15 +116,9 @@ def main() -> None:
         stem = Path(str(doc.get("file", ""))).stem
         if stem in truth:
             rows.append(clip_row(doc, *truth[stem]))
-    counts = {
-        k: {"right": sum(r[k] == r["label"] for r in rows), "answered": sum(r[k] is not None for r in rows)}
-        for k in ("face", "voice", "fused")
-    }
-    confident = [r for r in rows if r["uncertain"] is None]
-    counts["fused, not uncertain"] = {
-        "right": sum(r["fused"] == r["label"] for r in confident),
-        "answered": len(confident),
-    }
+    counts = {"all": tally(rows)}
+    for ds in sorted({r["dataset"] for r in rows}):
+        counts[ds] = tally([r for r in rows if r["dataset"] == ds])
     if args.json:
         print(json.dumps({"n": len(rows), "counts": counts, "clips": rows}, indent=2))
         return
@@ -128,8 +139,10 @@ def main() -> None:
             f"| {score} | {cell(r['fused'], r['fused_p'])} | {r['uncertain'] or ''} | {shares} |"
         )
     print()
-    for k, v in counts.items():
-        print(f"{k}: {v['right']} of {v['answered']} right (n = {len(rows)} clips)")
+    for group, tallies in counts.items():
+        n = tallies.pop("n")
+        said = "; ".join(f"{k} {v['right']}/{v['answered']}" for k, v in tallies.items())
+        print(f"{group} (n = {n}): right/answered: {said}")
 
 
 if __name__ == "__main__":
