@@ -222,3 +222,58 @@ def test_ravdess_clip_final_state_equals_ctranslate2(shared: Path, base: Whisper
     mel = log_mel(y)
     ref = _ct2_encode(whisper_base_dir(), mel)
     _assert_close(base.hidden_states(y, states=[7])[0], ref)
+
+
+# ---- end to end: a layers model with the pooling head, served by dmd analyze's one extraction ------------
+@pytest.mark.slow
+def test_layers_model_with_pooling_head_analyses_speech(tmp_path: Path, tmp_path_factory) -> None:
+    import torch
+    from media_factory import session_factory
+
+    from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip, get_extractor
+    from dmd_pipeline.analysis.registry import load_model
+    from dmd_pipeline.analysis.result import validate_result
+    from dmd_pipeline.config import get_preset
+    from dmd_pipeline.models import DMDSystem
+    from dmd_pipeline.models.checkpoint import save_checkpoint
+    from dmd_pipeline.pipeline import ExtractionConfig
+
+    setting, dim = "whisper-base-layers-s2", 7 * 512
+    names = [f"whisper_base_l{k}_{i}" for k in range(7) for i in range(512)]
+    classes = ["angry", "happy", "neutral", "sad"]
+    cfg = get_preset(
+        "mosi_unaligned",
+        feature_dims=(384, dim, 66),
+        seq_lens=(8, 50, 8),
+        dst_feature_dim=8,
+        nheads=2,
+        nlevels=1,
+        num_classes=4,
+        head="stats",
+        audio_layers=7,
+    )
+    torch.manual_seed(0)
+    spec = {
+        "config": ExtractionConfig.for_setting(False, acoustic=setting, asr="none").to_dict(),
+        "dims": {"text": 384, "audio": dim, "vision": 66},
+        "acoustic": setting,
+        "names": {"audio": names},
+    }
+    meta = {
+        "name": "layers-voice",
+        "modalities": ["audio"],
+        "task": "classification",
+        "class_names": classes,
+        "feature_spec": {"feature_spec": spec, "aligned": False, "class_names": classes},
+        "analysis_window_s": 4.0,
+    }
+    save_checkpoint(tmp_path / "layers-voice", DMDSystem(cfg), meta)
+    model = load_model(tmp_path / "layers-voice")
+    assert model.acoustic_setting == setting
+    opts = AnalyzeOptions(asr="none")
+    assert get_extractor([model], opts).config.acoustic == "whisper-base-layers-s2+librosa"
+    wav = session_factory(tmp_path_factory).speech_wav("The weather is lovely today.")
+    r = analyze_clip(wav, [model], opts)
+    assert validate_result(r.to_dict()) == []
+    probs = r.segments[0].predictions["layers-voice"].probabilities
+    assert set(probs) == set(classes) and abs(sum(probs.values()) - 1.0) < 1e-5
