@@ -160,7 +160,9 @@ class WhisperEncoderExtractor:
 class WhisperBaseExtractor:
     """The ``whisper-base*`` encoder parts: Whisper base states from the float32 torch encoder
     (:class:`~dmd_pipeline.extractors.whisper_layers.WhisperLayersExtractor`), the final state alone
-    (``layers=False``) or the 7 layer states layer-major, mean-pooled over ``stride`` 20 ms frames."""
+    (``layers=False``) or the 7 layer states layer-major, mean-pooled over ``stride`` 20 ms frames. Always the
+    bundled Whisper base (:func:`~dmd_pipeline.model_files.whisper_base_dir`): ``ExtractionConfig.whisper_model``
+    names the ASR / ``whisper`` setting's model, not this one."""
 
     def __init__(self, layers: bool = False, stride: int = 1, chunk_s: float = 4.0) -> None:
         from dmd_pipeline.extractors.whisper_layers import WhisperLayersExtractor
