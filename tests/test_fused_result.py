@@ -147,6 +147,7 @@ def test_tables_and_subtitles_carry_the_fused_answer() -> None:
     assert [row["fused:label"] for row in rows] == ["happy", "angry"]
     assert all(row["fused:uncertain"] in ("true", "false") for row in rows)
     assert float(rows[0]["fused:p"]) == pytest.approx(r.segments[0].fused["probability"], abs=1e-4)
+    assert float(rows[0]["fused:valence"]) > 0 > float(rows[1]["fused:valence"])  # the derived timeline
     first_cue = r.to_srt().split("\n\n")[0]
     assert "[fused: happy " in first_cue
     assert "[fused: angry " in r.to_vtt()

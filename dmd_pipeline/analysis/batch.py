@@ -16,7 +16,7 @@ the run, and an unusable one (missing, read-only, full) raises :class:`~dmd_pipe
 
 ``summary.csv`` has the columns of :data:`SUMMARY_COLUMNS` (the primary model's overall result, as in
 schema 1.0) then ``headline``, the fused answer (``fused:label``, ``fused:p``, ``fused:uncertain``,
-``fused:reason``) and one group per model that ran: ``<name>:score`` for a regression model,
+``fused:reason``, the derived ``fused:valence``/``fused:arousal``) and one group per model that ran: ``<name>:score`` for a regression model,
 ``<name>:label`` and ``<name>:p`` (top class and its probability) for a classification model.
 """
 

@@ -34,19 +34,33 @@ def prediction_cells(
 
 
 #: The columns of a fused answer in a table (segment CSV/TSV, summary.csv).
-FUSED_COLUMNS: tuple[str, ...] = ("fused:label", "fused:p", "fused:uncertain", "fused:reason")
+FUSED_COLUMNS: tuple[str, ...] = (
+    "fused:label",
+    "fused:p",
+    "fused:uncertain",
+    "fused:reason",
+    "fused:valence",
+    "fused:arousal",
+)
 
 
 def fused_cells(fused: Mapping[str, Any] | None, number: Callable[[float], Any]) -> dict[str, Any]:
-    """``fused:label``, ``fused:p``, ``fused:uncertain`` (``true``/``false``) and ``fused:reason`` of a
-    result's ``fused`` dict (schema 1.3); empty strings where there is no value (an older result)."""
+    """``fused:label``, ``fused:p``, ``fused:uncertain`` (``true``/``false``), ``fused:reason`` and the derived
+    ``fused:valence``/``fused:arousal`` of a result's ``fused`` dict (schema 1.3); empty strings where there is
+    no value (an older result)."""
     f = fused or {}
-    p = f.get("probability")
+
+    def num(key: str) -> Any:
+        x = f.get(key)
+        return "" if x is None else number(x)
+
     return {
         "fused:label": f.get("label") or "",
-        "fused:p": "" if p is None else number(p),
+        "fused:p": num("probability"),
         "fused:uncertain": "" if "uncertain" not in f else ("true" if f["uncertain"] else "false"),
         "fused:reason": f.get("uncertain_reason") or "",
+        "fused:valence": num("valence"),
+        "fused:arousal": num("arousal"),
     }
 
 
