@@ -275,3 +275,12 @@ def test_photo_rules_small_and_faceless(media: MediaFactory, models: list, tmp_p
     Image.new("RGB", (48, 48), (128, 128, 128)).save(small)
     tiny = analyze_clip(small, models).to_dict()  # a small image is taken for a face crop (as FER's)
     assert tiny["face"]["label"] is not None and any("read whole" in w for w in tiny["warnings"])
+
+
+def test_two_faces_are_counted_and_the_chosen_face_is_boxed(media: MediaFactory, models: list) -> None:
+    """The speaking-face choice (face.speaking) gives each segment's box and faces seen."""
+    doc = analyze_clip(media.two_face_video(), models, AnalyzeOptions(transcript=DEFAULT_TEXT)).to_dict()
+    assert validate_result(doc) == []
+    assert doc["face"]["faces_seen"] == 2
+    for seg in doc["segments"]:
+        assert seg["face"]["faces_seen"] == 2 and seg["face"]["box"] is not None

@@ -60,6 +60,7 @@ from dmd_pipeline.analysis.face import (
     face_run,
     face_timeline,
     join_face_frames,
+    with_choice,
 )
 from dmd_pipeline.analysis.fused import fuse_result
 from dmd_pipeline.analysis.messages import rank_warnings
@@ -221,6 +222,7 @@ class _Part:
     faces: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # (times, has face, boxes)
     timings: dict[str, float]
     face: FaceFrames | None = None  # the face channel's per-frame numbers (None: no face model or video)
+    face_choices: list[dict[str, Any]] | None = None  # per segment: the speaking face chosen (face.speaking)
 
 
 def _score_part(
@@ -321,6 +323,10 @@ def _score_part(
         faces=faces,
         timings=timings,
         face=face,
+        face_choices=list(
+            (bundle.visual.extras.get("face_choices") or []) if bundle.visual is not None else []
+        )
+        or None,
     )
 
 
@@ -498,10 +504,22 @@ def _assemble(
         fname = _unique(face_model.name, names)
         frames = join_face_frames([p.face for p in parts])
         classes = list(face_model.classes)
-        for seg in seg_results:
-            seg.face = face_channel(fname, classes, frames, seg.start, seg.end)
+        choices = [
+            c
+            for p in parts
+            for c in (
+                p.face_choices
+                if p.face_choices and len(p.face_choices) == len(p.segments)
+                else [None] * len(p.segments)
+            )
+        ]
+        for seg, choice in zip(seg_results, choices, strict=True):
+            seg.face = with_choice(face_channel(fname, classes, frames, seg.start, seg.end), choice)
             seg.predictions[fname] = seg.face.prediction()
         face_all = face_channel(fname, classes, frames, 0.0, duration)
+        seen = [int(c.get("faces_seen") or 0) for c in choices if c]
+        if seen:  # the most faces seen at once in any segment (the speaking-face choice counts them)
+            face_all.faces_seen = max(seen)
         has_video = "vision" in present
         runs.append(face_run(face_model, fname, face_all, has_video))
         if face_all.probabilities is None:

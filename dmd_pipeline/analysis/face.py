@@ -9,9 +9,12 @@ duration-weighted mean over the frames in which the face is visible, and the vis
 result's :class:`~dmd_pipeline.analysis.result.FaceChannel`; :func:`face_timeline` puts them on a regular
 grid for the report's face-over-time plot; :func:`face_run` is the face model's ``models[]`` entry.
 
-The face used is the one the visual extractor tracks (the largest, most central face, followed from frame
-to frame); ``box`` is the median of its boxes over the span's visible frames, ``[x, y, w, h]`` as fractions
-of the frame, and ``faces_seen`` is 1 when it was seen in the span, else 0.
+The face used in a segment is its speaking face (:mod:`dmd_pipeline.face.speaking`: every face tracked, the
+one whose mouth moves with the speech chosen; the analysis composes each utterance's frames and crops from
+it): :func:`with_choice` takes the segment's ``box`` (``[x, y, w, h]``, fractions of the frame) and
+``faces_seen`` (the most faces seen at once) from that choice. Without a choice (frames composed elsewhere)
+``box`` is the median of the face's boxes over the span's visible frames and ``faces_seen`` is 1 when it
+was seen, else 0; the file's ``faces_seen`` is the most over its segments.
 """
 
 from __future__ import annotations
@@ -33,7 +36,15 @@ from dmd_pipeline.analysis.result import (
 from dmd_pipeline.extractors.base import FrameFeatures
 from dmd_pipeline.face.channel import frame_probabilities, summarise_span
 
-__all__ = ["FaceFrames", "face_channel", "face_frames_of", "face_run", "face_timeline", "join_face_frames"]
+__all__ = [
+    "FaceFrames",
+    "face_channel",
+    "face_frames_of",
+    "face_run",
+    "face_timeline",
+    "join_face_frames",
+    "with_choice",
+]
 
 
 @dataclass
@@ -117,6 +128,18 @@ def face_channel(
         faces_seen=1,
         note=None,
     )
+
+
+def with_choice(face: FaceChannel, choice: dict[str, Any] | None) -> FaceChannel:
+    """``face`` with the box and faces seen of the segment's speaking-face choice (``extras["face_choices"]``
+    of :func:`dmd_pipeline.face.speaking.compose`); unchanged without one. The box stays None when no face was
+    visible (no answer: nothing to point at)."""
+    if not choice:
+        return face
+    if face.probabilities is not None and choice.get("box") is not None:
+        face.box = [round(float(x), 4) for x in choice["box"]]
+    face.faces_seen = int(choice.get("faces_seen") or 0)
+    return face
 
 
 def face_timeline(
