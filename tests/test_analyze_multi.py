@@ -328,7 +328,9 @@ def test_cli_several_models_summary_and_report(model_dirs, media: MediaFactory, 
     doc = json.loads((out / "talk.json").read_text())
     assert validate_result(doc) == []
     assert doc["headline"] in res.output.replace("\n", " ") or doc["headline"].split(" · ")[0] in res.output
+    assert "fused" in res.output  # the segment table's fused column (the voice spoke)
     row = next(csv.DictReader((out / "summary.csv").open()))
+    assert row["fused:label"] == doc["fused"]["label"] and row["fused:uncertain"] in ("true", "false")
     voice = doc["models"][1]["overall"]
     assert row["voice-emotion:label"] == voice["predicted_class"]
     assert float(row["voice-emotion:p"]) == pytest.approx(max(voice["probabilities"].values()), abs=1e-4)

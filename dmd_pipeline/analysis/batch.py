@@ -587,7 +587,7 @@ _DOCS: dict[Path, tuple[tuple[int, int], dict[str, Any] | None]] = {}
 
 def _table_fields(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the tables and the index read of a result (file, duration, overall, segment count, modalities
-    used, headline, each model's name/task/overall): the driver keeps this, not whole documents, in
+    used, headline, each model's name/task/overall, the face and the fused answer): the driver keeps this, not whole documents, in
     memory for every result in the folder (3.9 KB per result instead of 32 KB for a 2 s clip, and more
     for long files)."""
     if doc is None:
@@ -604,7 +604,13 @@ def _table_fields(doc: dict[str, Any] | None) -> dict[str, Any] | None:
             for m in doc.get("models") or []
         ],
         "face": doc.get("face"),
+        # the fused answer's table cells only (its class probabilities are not in any table)
+        "fused": {k: v for k, v in (doc.get("fused") or {}).items() if k in _FUSED_TABLE_KEYS} or None,
     }
+
+
+#: The keys of a result's ``fused`` dict that summary.csv reads (:func:`~dmd_pipeline.analysis.predictions.fused_cells`).
+_FUSED_TABLE_KEYS = frozenset({"label", "probability", "uncertain", "uncertain_reason", "valence", "arousal"})
 
 
 def _read_doc(jp: Path) -> dict[str, Any] | None:

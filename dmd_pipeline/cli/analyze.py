@@ -484,6 +484,7 @@ def _print_summary(outcome: object, out: Path, console: object) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from dmd_pipeline.analysis.export import fused_label
     from dmd_pipeline.analysis.result import AnalysisResult, read_result_file
 
     docs = []
@@ -507,6 +508,9 @@ def _print_summary(outcome: object, out: Path, console: object) -> None:
         t = Table(show_header=True, header_style="bold")
         t.add_column("start")
         t.add_column("end")
+        fused = any(s.fused and s.fused.get("label") for s in r.segments)
+        if fused:  # the fused answer leads, as in the headline
+            t.add_column("fused")
         for run in r.models:
             t.add_column(
                 run.name if len(r.models) > 1 else ("score" if run.task == "regression" else "class")
@@ -514,6 +518,8 @@ def _print_summary(outcome: object, out: Path, console: object) -> None:
         t.add_column("text")
         for s in r.segments[:30]:
             cells = [_cell(s.predictions.get(run.name, s.prediction)) for run in r.models]
+            if fused:
+                cells.insert(0, fused_label(s.fused) or "–")
             t.add_row(f"{s.start:.2f}", f"{s.end:.2f}", *cells, s.text)
         console.print(t)
         if len(r.segments) > 30:
