@@ -109,10 +109,13 @@ def test_headline_leads_with_the_fused_answer_then_each_channel() -> None:
 
 
 def test_a_conflict_is_named_in_the_headline() -> None:
+    from dmd_pipeline.analysis.result import FaceChannel
+
     r = build(["sad", "sad"], [0.0, 0.0])
-    face = {"probabilities": peaked(FACE, "happy", 0.8), "visible_fraction": 1.0}
-    for obj in (r, *r.segments):  # the face channel (schema 1.3, issue 22) as a result would carry it
-        object.__setattr__(obj, "face", face)
+    probs = peaked(FACE, "happy", 0.8)
+    r.face = FaceChannel("fer", probs, "happy", 0.8, 1.0, 20)  # the face channel as a result carries it
+    for s in r.segments:
+        s.face = FaceChannel("fer", probs, "happy", 0.8, 1.0, 10)
     fuse_result(r)
     assert r.fused["uncertain"] and r.fused["uncertain_reason"] == "conflict"
     assert "uncertain (conflict: face happy, voice sad)" in r.headline

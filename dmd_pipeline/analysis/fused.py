@@ -3,8 +3,8 @@
 
 The channels (any subset may be present):
 
-* **face**: the span's ``face`` dict (schema 1.3, the face channel): its ``probabilities`` and
-  ``visible_fraction`` (the weight);
+* **face**: the span's ``face`` (:class:`~dmd_pipeline.analysis.result.FaceChannel`, schema 1.3; a dict of
+  the same fields is read too): its ``probabilities`` and ``visible_fraction`` (the weight);
 * **voice**: the first classification model that listens to audio only (:func:`voice_run`): its
   ``probabilities`` for the span (weight 1; none when it says n/a: no speech, no audio);
 * **words**: the first regression (sentiment) model with a score (:func:`words_run`): its ``score``, as
@@ -52,7 +52,7 @@ def words_run(runs: Sequence[ModelRun]) -> ModelRun | None:
 
 
 def _face(obj: Any) -> tuple[Mapping[str, float] | None, float]:
-    """(probabilities, visible fraction) of a ``face`` dict (or dataclass); (None, 0) without one."""
+    """(probabilities, visible fraction) of a span's ``face`` (a FaceChannel or a dict); (None, 0) without."""
     face = getattr(obj, "face", None)
     if face is None:
         return None, 0.0
@@ -60,8 +60,7 @@ def _face(obj: Any) -> tuple[Mapping[str, float] | None, float]:
         face = asdict(face)
     if not isinstance(face, Mapping):
         return None, 0.0
-    probs = face.get("probabilities") or face.get("probs")
-    return (probs or None), float(face.get("visible_fraction") or 0.0)
+    return (face.get("probabilities") or None), float(face.get("visible_fraction") or 0.0)
 
 
 def _fuse(
