@@ -54,11 +54,12 @@ itself in [0, 1]), a categorical channel vs the words ``1 - |valence(p) - score 
 * ``missing channel``: no face or voice evidence to name a class from (their weights sum below
   :data:`MIN_CATEGORICAL_WEIGHT`, e.g. no voice and a face seen under half the time);
 * ``conflict``: face and voice each confident (top probability >= :data:`CONFIDENT`) in different classes,
-  or the words clearly positive/negative (``|score| >= 1``) against a fused label of the opposite valence;
+  or the words clearly positive/negative (``|score| >= 1``) against a clearly unpleasant/pleasant fused label
+  (circumplex valence of the opposite sign, at least 0.3 in size);
 * ``low confidence``: the fused probability is below :data:`LOW_CONFIDENCE`.
 
-The label is still given (the best guess) when uncertain for a conflict or low confidence; ``detail`` says
-which channels said what (``face happy, voice sad``).
+The label is given whenever the face or the voice spoke, uncertain or not (the best guess); ``detail`` says
+what each channel said, or for a conflict which channels contradict each other (``face happy, voice sad``).
 
 **Valence and arousal, derived** (:func:`circumplex`): no dimensional model was trained here (there is no
 valence/arousal training data); the estimate is the expected position on Russell's (1980) circumplex of
