@@ -71,8 +71,8 @@ def read_face_config(path: Path) -> dict[str, Any]:
 
     try:
         cfg = json.loads(read_bytes_bounded(path, _CONFIG_LIMIT).decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable face model config ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to parse
+        raise ModelFileError(f"{path}: not a readable face model config ({exc})") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a face expression model config (format must be {FORMAT!r})")
     if cfg.get("format_version") != FORMAT_VERSION:
