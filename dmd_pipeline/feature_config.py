@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.extractors.whisper_encoder import ACOUSTIC_SETTINGS
+from dmd_pipeline.face.features import VISUAL_SETTINGS
 from dmd_pipeline.features import package_versions
 from dmd_pipeline.model_files import WHISPER_BASE_SHA256, bundled_file_hashes
 from dmd_pipeline.utils import config_hash
@@ -43,11 +44,18 @@ class ExtractionConfig:
     acoustic: str = "librosa"
     # keep each frame's aligned face crop for a face-expression model (a CropTemplate's dict; None: no crops)
     face_crop: dict[str, Any] | None = None
+    # visual feature set: landmarks (66-d FaceLandmarker features) | expression (face-expression network:
+    # face_present + 7 probabilities + 256-d embedding) | expression+landmarks (dmd_pipeline.face.features)
+    visual: str = "landmarks"
 
     def __post_init__(self) -> None:
         if self.acoustic not in ACOUSTIC_SETTINGS:
             raise ValueError(
                 f"unknown acoustic setting {self.acoustic!r}; choose one of {', '.join(ACOUSTIC_SETTINGS)}"
+            )
+        if self.visual not in VISUAL_SETTINGS:
+            raise ValueError(
+                f"unknown visual setting {self.visual!r}; choose one of {', '.join(VISUAL_SETTINGS)}"
             )
         if self.asr not in ASR_ENGINES:
             raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
@@ -67,6 +75,8 @@ class ExtractionConfig:
         d["seq_lens"] = list(self.seq_lens)
         if d["face_crop"] is None:  # as before face crops existed: recorded settings and hashes unchanged
             del d["face_crop"]
+        if d["visual"] == "landmarks":  # likewise for the default visual setting
+            del d["visual"]
         return d
 
     def feature_hash(self) -> str:
@@ -104,7 +114,23 @@ class ExtractionConfig:
                 "model.bin": WHISPER_BASE_SHA256["model.bin"],
                 "encoder": "torch-v1",
             }
+        if self.visual != "landmarks":  # likewise: the default adds nothing
+            relevant["visual"] = self.visual
+            relevant["models"]["face_expression"] = _face_expression_identity()
         return config_hash(relevant)
+
+
+def _face_expression_identity() -> Any:
+    """The bundled face-expression model's weights sha256 (recorded in its config.json)."""
+    import json
+
+    from dmd_pipeline.face.model import face_model_dir
+
+    try:
+        cfg = json.loads((face_model_dir() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return cfg.get("weights_sha256")
 
 
 def _model_identity(path: str | None) -> Any:

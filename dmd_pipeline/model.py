@@ -66,6 +66,8 @@ class FeatureSpec:
     names: dict[str, list[str]] = field(default_factory=dict)
     #: The acoustic feature setting (``librosa`` when not recorded).
     acoustic: str = "librosa"
+    #: The visual feature setting (``landmarks`` when not recorded; :mod:`dmd_pipeline.face.features`).
+    visual: str = "landmarks"
     #: Trained on word-aligned features (None: not recorded).
     aligned: bool | None = None
     #: Length of the clips a short-clip model was trained on (None: not a short-clip model).
@@ -99,6 +101,7 @@ class FeatureSpec:
             config=config,
             names=names,
             acoustic=str(config.get("acoustic") or extraction.get("acoustic") or "librosa"),
+            visual=str(config.get("visual") or extraction.get("visual") or "landmarks"),
             aligned=None if aligned is None else bool(aligned),
             analysis_window_s=_positive(meta.get("analysis_window_s", data.get("analysis_window_s"))),
             data_class_names=[str(c) for c in class_names] if isinstance(class_names, list) else None,
@@ -183,6 +186,11 @@ class LoadedModel:
     def acoustic_setting(self) -> str:
         """The acoustic feature setting the model was trained on (``librosa`` when not recorded)."""
         return self.spec.acoustic
+
+    @property
+    def visual_setting(self) -> str:
+        """The visual feature setting the model was trained on (``landmarks`` when not recorded)."""
+        return self.spec.visual
 
     @property
     def analysis_window_s(self) -> float | None:
@@ -335,7 +343,8 @@ class LoadedModel:
             return f"acoustic setting {self.acoustic_setting!r}"
         if modality == "text":
             return f"text encoder {self.text_encoder or 'bundled all-MiniLM-L6-v2'}"
-        return f"visual setting keep_landmarks={bool(self.spec.config.get('keep_landmarks', False))}"
+        keep = bool(self.spec.config.get("keep_landmarks", False))
+        return f"visual setting {self.visual_setting!r} (keep_landmarks={keep})"
 
     def check_dims(
         self,
@@ -555,7 +564,7 @@ def extraction_setting_text(ext: Extractor, modality: str) -> str:
         return f"acoustic setting {cfg.acoustic!r}"
     if modality == "text":
         return f"text encoder {cfg.text_model or 'bundled all-MiniLM-L6-v2'}"
-    return f"visual setting keep_landmarks={cfg.keep_landmarks}"
+    return f"visual setting {cfg.visual!r} (keep_landmarks={cfg.keep_landmarks})"
 
 
 def _slice(frames: FrameFeatures | None, start: float, end: float) -> FrameFeatures | None:

@@ -120,19 +120,21 @@ class Extractor:
 
     @property
     def visual(self) -> Any:
-        """The :class:`~dmd_pipeline.extractors.visual.VisualExtractor` (created on first use)."""
+        """The visual extractor of ``config.visual`` (created on first use): the
+        :class:`~dmd_pipeline.extractors.visual.VisualExtractor` or a
+        :class:`~dmd_pipeline.face.features.VisualFeatureSet`."""
         if self._visual is None:
-            logger.info("loading the face landmarker")
+            logger.info("loading the face landmarker (%s)", self.config.visual)
             t0 = time.perf_counter()
-            from dmd_pipeline.extractors.visual import VisualExtractor
+            from dmd_pipeline.face.features import make_visual_extractor
 
             crop = None
             if self.config.face_crop is not None:
                 from dmd_pipeline.face.crop import CropTemplate
 
                 crop = CropTemplate.from_dict(self.config.face_crop)
-            self._visual = VisualExtractor(
-                model_path=self.config.face_model, landmarks=self.config.keep_landmarks, face_crop=crop
+            self._visual = make_visual_extractor(
+                self.config.visual, self.config.face_model, self.config.keep_landmarks, face_crop=crop
             )
             self.load_timings["visual"] = time.perf_counter() - t0
         return self._visual
@@ -173,6 +175,7 @@ class Extractor:
             "feature_hash": self.feature_hash,
             "config": self.config.to_dict(),
             "acoustic": self.config.acoustic,
+            "visual": self.config.visual,
             "audio_rate_hz": round(1.0 / float(self.acoustic.hop_s), 6),
             "versions": package_versions(),
         }

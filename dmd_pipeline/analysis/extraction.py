@@ -4,8 +4,9 @@ their dims (:meth:`LoadedModel.check_dims`).
 
 Each setting comes from the models that use its modality: the acoustic setting from the audio models
 (:func:`acoustic_setting`: ``<encoder>+librosa`` when they need one Whisper encoder's features, so the librosa
-cue columns stay; ConfigError when two audio models need incompatible settings), fps/face settings from the first vision
-model, the text encoder and token length from the first text model.
+cue columns stay; ConfigError when two audio models need incompatible settings), the visual setting from the
+vision models (:func:`visual_setting`), fps/face settings from the first vision model, the text encoder and
+token length from the first text model.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def acoustic_setting(models: Sequence[LoadedModel]) -> str:
     return f"{next(iter(by_encoder))}+librosa"
 
 
+def visual_setting(models: Sequence[LoadedModel]) -> str:
+    """The one visual setting that serves every model using vision: theirs when they agree (``landmarks``
+    without a vision model), else ``expression+landmarks``, whose columns hold both (each model takes the
+    columns it recorded)."""
+    settings = {m.visual_setting for m in models if "vision" in m.modalities}
+    if not settings:
+        return "landmarks"
+    return next(iter(settings)) if len(settings) == 1 else "expression+landmarks"
+
+
 def _first_setting(
     models: Sequence[LoadedModel], specs: dict[int, dict[str, Any]], key: str, modality: str
 ) -> Any:
@@ -115,6 +126,7 @@ def get_extractor(
         ),
         "seq_lens": tuple(int(x) for x in lens_from.config.seq_lens),
         "acoustic": acoustic_setting(models),
+        "visual": visual_setting(models),
     }
     encoders = {m.name: m.text_encoder for m in text_models}
     named = {n: e for n, e in encoders.items() if e}

@@ -59,6 +59,15 @@ class AcousticSetting(str, Enum):
     whisper_base_layers_s4_librosa = "whisper-base-layers-s4+librosa"
 
 
+class VisualSetting(str, Enum):
+    """``--visual``: the visual feature set (the values of
+    :data:`dmd_pipeline.face.features.VISUAL_SETTINGS`)."""
+
+    landmarks = "landmarks"
+    expression = "expression"
+    expression_landmarks = "expression+landmarks"
+
+
 def device_option(default: Device = Device.auto) -> Any:
     """The ``--device`` option (the same choices and default on every command)."""
     return typer.Option(default, "--device", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")

@@ -25,7 +25,7 @@ from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import AcousticSetting, AsrEngine
+from dmd_pipeline.cli.common import AcousticSetting, AsrEngine, VisualSetting
 from dmd_pipeline.cli.engine import (
     Engine,
     actors_option,
@@ -124,6 +124,12 @@ def extract(
         "states, 50 Hz; -s2: 25 Hz, -s4: 12.5 Hz) | any of them +librosa (the 25 librosa dims pooled to "
         "the same rate). README: columns and cache size per setting.",
     ),
+    visual: VisualSetting = typer.Option(
+        VisualSetting.landmarks,
+        "--visual",
+        help="Face features: landmarks (66-d blendshapes, head pose, ratios) | expression (the face-expression "
+        "network: face_present + 7 class probabilities + 256-d embedding, 264-d) | expression+landmarks (329-d).",
+    ),
     text_model: Path | None = typer.Option(
         None, "--text-model", help="Local BERT-family folder (default MiniLM)."
     ),
@@ -196,6 +202,7 @@ def extract(
         fps=fps,
         asr=asr.value,
         acoustic=acoustic.value,
+        visual=visual.value,
         text_model=str(text_model) if text_model else None,
         face_model=str(face_model) if face_model else None,
         aligned=aligned,

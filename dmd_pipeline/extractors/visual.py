@@ -41,7 +41,8 @@ composes them again from the speech activity, so that each segment reads its spe
 eye-aligned grayscale crop (:func:`~dmd_pipeline.face.crop.aligned_crop`) for the face-expression model,
 zeros when absent; the crop is taken here because the frame is in memory only now. With several tracks
 also the M detections: ``det_frame`` (M,) frame index, ``det_track`` (M,) track id, ``det_values`` (M, D)
-feature rows, ``det_boxes`` (M, 4) and, with ``face_crop``, ``det_crops`` (M, size, size).
+feature rows, ``det_boxes`` (M, 4), ``det_mouth`` (M,) the mouth opening (what the speaking-face rule
+reads, kept apart from the rows so that any feature setting can be composed) and, with ``face_crop``, ``det_crops`` (M, size, size).
 
 One landmarker (VIDEO running mode) is created per extractor and reused across clips; each clip's frame
 timestamps are shifted by a running offset so that mediapipe always sees increasing timestamps. An
@@ -353,7 +354,7 @@ class VisualExtractor:
         """The clip's frames from its detections: with one track its rows; with several, the detections
         (``det_*`` extras) and, as rows, the largest face (:func:`~dmd_pipeline.face.speaking.compose`
         with no speech; the pipeline composes again with the speech activity)."""
-        from dmd_pipeline.face.speaking import compose
+        from dmd_pipeline.face.speaking import compose, mouth_level
         from dmd_pipeline.face.tracking import join_fragments
 
         n = len(times)
@@ -384,6 +385,7 @@ class VisualExtractor:
                 extras["face_crops"][frame] = crops
             return FrameFeatures(values, np.array(times, dtype=np.float64), list(self.feature_names), extras)
         extras.update(det_frame=frame, det_track=track, det_values=rows, det_boxes=boxes, boxes=frame_boxes)
+        extras["det_mouth"] = mouth_level(rows, self.feature_names).astype(np.float32)
         if crops is not None:
             extras["det_crops"] = crops
             extras["face_crops"] = np.zeros((n, crop_side, crop_side), dtype=np.uint8)

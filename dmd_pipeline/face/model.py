@@ -228,6 +228,27 @@ class FaceExpressionModel:
             else np.zeros((0, self.net.config.hidden), np.float32)
         )
 
+    @torch.no_grad()
+    def features(self, crops: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding (N, hidden), probabilities (N, C)) float32 of uint8 crops (N, size, size), each the
+        mean over the crop and its mirror image: one pass per view gives both (the probabilities equal
+        :meth:`predict_crops`'s)."""
+        x = self._tensor(crops)
+        net = self.net
+        embs, probs = [], []
+        for i in range(0, len(x), batch):
+            xb = x[i : i + batch]
+            e1, e2 = net.embed(xb), net.embed(torch.flip(xb, dims=[3]))
+            p = (torch.softmax(net.classifier(e1), dim=1) + torch.softmax(net.classifier(e2), dim=1)) / 2
+            embs.append((e1 + e2) / 2)
+            probs.append(p)
+        if not embs:
+            return (
+                np.zeros((0, self.net.config.hidden), np.float32),
+                np.zeros((0, len(self.classes)), np.float32),
+            )
+        return torch.cat(embs).numpy().astype(np.float32), torch.cat(probs).numpy().astype(np.float32)
+
     def crop_face(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """This model's crop of the face with the given normalised landmarks in an RGB or gray image."""
         from dmd_pipeline.face.crop import aligned_crop

@@ -51,6 +51,7 @@ __all__ = [
     "choose_face",
     "compose",
     "mouth_activity",
+    "mouth_level",
     "speech_at_frames",
 ]
 
@@ -65,7 +66,6 @@ SPEECH_FRAME = 0.5
 #: Seconds added on each side of a segment for the correlation.
 PAD_S = 1.0
 
-_DET_KEYS = ("det_frame", "det_track", "det_values", "det_boxes", "det_crops")
 
 
 @dataclass
@@ -144,7 +144,8 @@ class _Tracks:
     n_frames: int
 
 
-def _level(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+def mouth_level(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The mouth opening of feature rows (``mouth_open`` + ``bs_jawOpen``; 0 without those columns)."""
     v = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
     out = np.zeros(len(v))
     for col in ("mouth_open", "bs_jawOpen"):
@@ -166,7 +167,11 @@ def _tracks(visual: FrameFeatures) -> _Tracks:
             frame,
             np.asarray(ex["det_track"], dtype=np.int64),
             np.asarray(ex["det_boxes"], dtype=np.float64).reshape(-1, 4),
-            _level(ex["det_values"], visual.names),
+            (
+                np.asarray(ex["det_mouth"], dtype=np.float64).reshape(-1)
+                if "det_mouth" in ex
+                else mouth_level(ex["det_values"], visual.names)
+            ),
             n_faces,
             n,
         )
@@ -180,7 +185,7 @@ def _tracks(visual: FrameFeatures) -> _Tracks:
     track = np.asarray(ex.get("track", np.zeros(n)), dtype=np.int64).reshape(-1)
     if len(track) != n:
         track = np.zeros(n, np.int64)
-    return _Tracks(idx, track[idx], boxes[idx], _level(visual.values[idx], visual.names), n_faces, n)
+    return _Tracks(idx, track[idx], boxes[idx], mouth_level(visual.values[idx], visual.names), n_faces, n)
 
 
 def _xywh(box: np.ndarray) -> list[float]:
