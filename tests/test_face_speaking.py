@@ -214,3 +214,30 @@ def test_one_real_face(shared: Path) -> None:
     assert c["rule"] == "only face" and c["faces_seen"] == 1 and c["track"] == 0
     assert 0.3 < c["box"][0] + c["box"][2] / 2 < 0.7  # the actor, centred
     assert np.all(v.extras["track"][v.column("face_present") > 0] == 0)
+
+
+@pytest.mark.slow
+def test_analyze_records_the_speaking_face_per_segment(two_real_faces: Path, tmp_path: Path) -> None:
+    """`dmd analyze`: the segment's face channel reads the small speaking face, with its box, the faces
+    seen and the rule that chose it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dmd_pipeline.cli.app import app
+
+    transcript = tmp_path / "words.txt"
+    transcript.write_text("Kids are talking by the door\n")
+    out = tmp_path / "out"
+    args = ["analyze", str(two_real_faces), "--model", "ravdess-voice-emotion", "--out", str(out)]
+    args += ["--transcript", str(transcript), "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "two_faces.json").read_text())
+    (seg,) = result["segments"]
+    face = seg["face"]
+    assert face["chosen_by"] == "speech correlation" and face["faces_seen"] == 2, face
+    x, _, w, _ = face["box"]
+    assert x + w < 0.4 and face["probabilities"] is not None
+    assert result["face"]["chosen_by"] == "speech correlation" and result["face"]["faces_seen"] == 2
+    assert all(k["box"] is None or k["box"][2] < 0.4 for k in result["key_frames"])  # x1 of the small face

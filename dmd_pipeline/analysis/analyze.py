@@ -520,6 +520,9 @@ def _assemble(
         seen = [int(c.get("faces_seen") or 0) for c in choices if c]
         if seen:  # the most faces seen at once in any segment (the speaking-face choice counts them)
             face_all.faces_seen = max(seen)
+        rules = {str(c.get("rule")) for c in choices if c}
+        if len(rules) == 1:  # the file's face was chosen by one rule in every segment
+            face_all.chosen_by = rules.pop()
         has_video = "vision" in present
         runs.append(face_run(face_model, fname, face_all, has_video))
         if face_all.probabilities is None:

@@ -12,7 +12,7 @@ grid for the report's face-over-time plot; :func:`face_run` is the face model's 
 The face used in a segment is its speaking face (:mod:`dmd_pipeline.face.speaking`: every face tracked, the
 one whose mouth moves with the speech chosen; the analysis composes each utterance's frames and crops from
 it): :func:`with_choice` takes the segment's ``box`` (``[x, y, w, h]``, fractions of the frame) and
-``faces_seen`` (the most faces seen at once) from that choice. Without a choice (frames composed elsewhere)
+``faces_seen`` (the most faces seen at once) from that choice, and ``chosen_by``, the rule that chose it. Without a choice (frames composed elsewhere)
 ``box`` is the median of the face's boxes over the span's visible frames and ``faces_seen`` is 1 when it
 was seen, else 0; the file's ``faces_seen`` is the most over its segments.
 """
@@ -131,14 +131,15 @@ def face_channel(
 
 
 def with_choice(face: FaceChannel, choice: dict[str, Any] | None) -> FaceChannel:
-    """``face`` with the box and faces seen of the segment's speaking-face choice (``extras["face_choices"]``
-    of :func:`dmd_pipeline.face.speaking.compose`); unchanged without one. The box stays None when no face was
-    visible (no answer: nothing to point at)."""
+    """``face`` with the box, faces seen and rule (``chosen_by``) of the segment's speaking-face choice
+    (``extras["face_choices"]`` of :func:`dmd_pipeline.face.speaking.compose`); unchanged without one. The
+    box stays None when no face was visible (no answer: nothing to point at)."""
     if not choice:
         return face
     if face.probabilities is not None and choice.get("box") is not None:
         face.box = [round(float(x), 4) for x in choice["box"]]
     face.faces_seen = int(choice.get("faces_seen") or 0)
+    face.chosen_by = str(choice["rule"]) if choice.get("rule") else None
     return face
 
 

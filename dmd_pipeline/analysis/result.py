@@ -208,7 +208,10 @@ class FaceChannel:
     frames of the span in which the face is visible (None when none is: then ``label`` and ``probability``
     are None too and ``note`` says why, never zeros presented as an answer); ``visible_fraction`` the share
     of the span's frame time with a visible face; ``box`` ``[x, y, w, h]`` of the face used, fractions of
-    the frame (None without a face); ``faces_seen`` how many faces were seen in the span.
+    the frame (None without a face); ``faces_seen`` how many faces were seen in the span (the most in one
+    frame); ``chosen_by`` the rule that chose the face among several (:mod:`dmd_pipeline.face.speaking`:
+    ``only face``, ``speech correlation``, ``mouth activity``, ``largest face (no speech)``, ``largest face
+    (no clear speaker)``; for the whole file the segments' rule when they share one, else None).
     """
 
     model: str
@@ -220,6 +223,7 @@ class FaceChannel:
     box: list[float] | None = None
     faces_seen: int = 0
     note: str | None = None
+    chosen_by: str | None = None
 
     @classmethod
     def absent(cls, model: str, note: str, n_frames: int = 0) -> FaceChannel:
