@@ -7,6 +7,10 @@ Interleaved rounds on one warm process (one torch thread): the visual stage as t
 the same stage keeping each frame's aligned face crop (``face_crop=model.template``) plus the face model on
 every crop (``face.channel.frame_probabilities``, batched, mirrored). Prints the medians, the added seconds
 and their ratio, and the load average before and after, as JSON.
+
+With ``--analyze`` the whole warm ``dmd analyze`` of the clip is timed instead (``analyze_clip`` with the
+bundled default models, loaded once, against the same models plus the bundled face model: the face channel
+in the result), in interleaved rounds; ``--asr`` as for ``dmd analyze`` (default whisper).
 """
 
 from __future__ import annotations
@@ -39,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--analyze", action="store_true", help="time the whole warm analyze, with and without")
+    ap.add_argument("--asr", default="whisper")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.analyze:
+        return analyze_rounds(args)
     model = FaceExpressionModel.load(args.model)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_face_") as tmp:
@@ -79,6 +87,46 @@ def main(argv: list[str] | None = None) -> int:
         "added_s": round(mb - ma, 3), "ratio": round(mb / ma, 3),
         "face_model_s_median": round(statistics.median(net_s), 3),
         "face_model_ms_per_frame": round(statistics.median(net_s) / n_frames * 1000, 3),
+        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }, indent=1))  # fmt: skip
+    return 0
+
+
+def analyze_rounds(args: argparse.Namespace) -> int:
+    """``--analyze``: interleaved warm ``analyze_clip`` rounds without and with the face channel."""
+    from media_factory import MediaFactory
+
+    from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
+    from dmd_pipeline.analysis.registry import default_model_names, load_face_model, load_models
+
+    dmd = load_models(default_model_names())
+    face = load_face_model(args.model)
+    opts = AnalyzeOptions(asr=args.asr)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_face_") as tmp:
+        clip = MediaFactory(tmp).face_video(duration=args.duration, size=(640, 480), fps=25)
+        stages: dict[str, list[float]] = {"without": [], "with": []}
+
+        def run(models: list) -> float:
+            t0 = time.perf_counter()
+            r = analyze_clip(clip, models, opts)
+            key = "with" if len(models) > len(dmd) else "without"
+            stages[key].append(r.timings.get("face_model", 0.0) + r.timings.get("face_channel", 0.0))
+            return time.perf_counter() - t0
+
+        run(dmd), run([*dmd, face])  # warm-up: models, extractors, caches
+        stages = {"without": [], "with": []}
+        a, b = [], []
+        for _ in range(args.rounds):
+            a.append(run(dmd))
+            b.append(run([*dmd, face]))
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(json.dumps({
+        "mode": "analyze", "asr": args.asr, "duration_s": args.duration, "rounds": args.rounds,
+        "without_face_s": [round(x, 3) for x in a], "with_face_s": [round(x, 3) for x in b],
+        "median_without_s": round(ma, 3), "median_with_s": round(mb, 3),
+        "added_s": round(mb - ma, 3), "ratio_of_medians": round(mb / ma, 3),
+        "face_model_and_channel_s_median": round(statistics.median(stages["with"]), 3),
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }, indent=1))  # fmt: skip
     return 0

@@ -6,6 +6,11 @@ crop), the face model on every frame with a face, the clip's duration-weighted m
 frames with a face. RAVDESS labels come from the file names (emotion code, 3rd field); ``calm`` is no FER
 class, so those clips are listed but not counted. n is tiny: this is a sanity check, not an accuracy.
 Prints a markdown table and a JSON line with the totals.
+
+With ``--results DIR`` the clips are not re-extracted: their ``dmd analyze`` results in DIR (``<stem>.json``,
+e.g. an ``--out`` folder or ``tests/golden/analyze``) are read instead, and the table gives the result's
+face channel (``face`` over the whole file: label, probability, visible fraction) next to the label: what a
+user of ``dmd analyze`` sees, at its frame rate and with the model's calibration.
 """
 
 from __future__ import annotations
@@ -51,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--fps", type=float, default=10.0)
     ap.add_argument("--shared", type=Path, default=SHARED)
+    ap.add_argument("--results", type=Path, default=None, help="read dmd analyze results from this folder")
     args = ap.parse_args(argv)
+    if args.results is not None:
+        return from_results(args.results, args.shared)
     torch.set_num_threads(1)
     model = FaceExpressionModel.load(args.model)
     rows, right, counted, face_frac, ms_net = [], 0, 0, [], []
@@ -87,6 +95,42 @@ def main(argv: list[str] | None = None) -> int:
         "median_net_ms_per_face_batched": float(np.median(ms_net)), "fps": args.fps,
     }  # fmt: skip
     print(json.dumps(total))
+    return 0
+
+
+def from_results(folder: Path, shared: Path) -> int:
+    """The table and totals from the ``dmd analyze`` results of the clips in ``folder`` (``--results``)."""
+    from dmd_pipeline.face.evaluate import _class_of
+
+    right = counted = 0
+    fracs: list[float] = []
+    print("| clip | label | face says (p) | 2nd | face visible | voice says |")
+    print("|---|---|---|---|---|---|")
+    for path, label in clips(shared):
+        jp = folder / f"{path.stem}.json"
+        if not jp.is_file():
+            print(f"| {path.name} | {label} | (no result in {folder}) | | | |")
+            continue
+        doc = json.loads(jp.read_text(encoding="utf-8"))
+        face = doc.get("face") or {}
+        probs = face.get("probabilities") or {}
+        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+        want = _class_of(label, list(probs)) if probs else None
+        top = ranked[0][0] if ranked else None
+        if want is not None and top is not None:
+            counted += 1
+            right += int(top == want)
+        mark = "" if want is None else (" ✓" if top == want else "")
+        said = f"{top} ({ranked[0][1]:.2f}){mark}" if ranked else str(face.get("note") or "n/a")
+        second = f"{ranked[1][0]} ({ranked[1][1]:.2f})" if len(ranked) > 1 else ""
+        voice = next((m for m in doc.get("models") or [] if m.get("role") == "emotion"), None)
+        vp = (voice or {}).get("overall", {}).get("probabilities") or {}
+        vsaid = f"{max(vp, key=vp.get)} ({max(vp.values()):.2f})" if vp else "n/a"
+        frac = float(face.get("visible_fraction") or 0.0)
+        fracs.append(frac)
+        print(f"| {path.name} | {label} | {said} | {second} | {frac:.0%} | {vsaid} |", flush=True)
+    print(json.dumps({"right": right, "counted": counted, "clips": len(fracs),
+                      "min_visible_fraction": min(fracs) if fracs else None}))  # fmt: skip
     return 0
 
 
