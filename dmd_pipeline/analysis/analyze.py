@@ -600,10 +600,13 @@ def score_stretch(
     ext: Extractor,
     options: AnalyzeOptions,
     offset: float,
+    spans: Sequence[Any] = (),
 ) -> ScoredPart:
-    """Score one stretch of a stream (an utterance of ``dmd live``; times relative to ``offset`` seconds on
-    the stream's clock) exactly as ``dmd analyze`` scores a file or one of its streaming windows."""
-    return _score_part(Path(source), bundle, models, names, ext, options, [], offset)
+    """Score one stretch of a stream (an utterance of ``dmd live``, or several joined; times relative to
+    ``offset`` seconds on the stream's clock) exactly as ``dmd analyze`` scores a file or one of its
+    streaming windows; ``spans`` (timed segments, relative times) group the words into utterances as a
+    timed transcript does."""
+    return _score_part(Path(source), bundle, models, names, ext, options, list(spans), offset)
 
 
 def assemble_result(

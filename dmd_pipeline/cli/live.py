@@ -117,8 +117,14 @@ def live(
     except (ModelFileError, ConfigError) as exc:
         raise usage_error(str(exc)) from None
 
+    signals: list[int] = []
+
     def _stop(signum: int, _frame: Any) -> None:
-        say(f"live: {signal.Signals(signum).name}: finishing the utterances already heard ...")
+        signals.append(signum)
+        if len(signals) > 1:  # a second Ctrl-C: stop now, without the final files
+            say("live: interrupted again: exiting without the final files")
+            os._exit(130)
+        say(f"live: {signal.Signals(signum).name}: finishing the utterances already heard (again: abort) ...")
         runner.stop()
 
     signal.signal(signal.SIGINT, _stop)

@@ -26,6 +26,9 @@ class Utterance:
     lead_s: float
     speech_s: float
     cut: str  # why it ended: pause | max | end
+    #: the audio between the previous utterance's end and this one's start (None when longer than
+    #: ``keep_gap_s``): what joins two utterances into one stretch when the scorer merges a backlog
+    gap: np.ndarray | None = None
 
 
 class UtteranceCutter:
@@ -41,6 +44,7 @@ class UtteranceCutter:
         pad_s: float = 0.2,
         context_s: float = 0.5,
         threshold: float = SPEECH_THRESHOLD,
+        keep_gap_s: float = 10.0,
     ) -> None:
         if sr != 16000:
             raise ValueError("the voice activity model takes 16 kHz audio")
@@ -52,6 +56,7 @@ class UtteranceCutter:
         self.pad = int(round(pad_s * sr))
         self.context = int(round(context_s * sr))
         self.threshold = float(threshold)
+        self.keep_gap = int(round(keep_gap_s * sr))
         self._buf = np.zeros(0, np.float32)
         self._buf_start = 0  # stream sample index of _buf[0]
         self._tail = np.zeros(0, np.float32)  # samples not yet a whole frame
@@ -106,9 +111,12 @@ class UtteranceCutter:
         b = min(self._buf_start + self._buf.size, end_frame * FRAME + (self.pad if pad_end else 0))
         if b <= a:
             return []
-        self._last_end = b
+        prev_end = self._last_end
         lead = min(self.context, a - self._buf_start)
         i0, i1 = a - self._buf_start, b - self._buf_start
+        gap = None
+        if self._count and prev_end >= self._buf_start and a - prev_end <= self.keep_gap:
+            gap = self._buf[prev_end - self._buf_start : i0].copy()
         utt = Utterance(
             index=self._count,
             start=a / self.sr,
@@ -118,17 +126,20 @@ class UtteranceCutter:
             lead_s=lead / self.sr,
             speech_s=voiced * self.frame_s,
             cut=why,
+            gap=gap,
         )
+        self._last_end = b
         self._count += 1
         return [utt]
 
     def _trim(self) -> None:
-        """Keep only the audio an utterance may still need (its start, padding and context)."""
+        """Keep only the audio an utterance may still need (its start, padding and context, and the gap since
+        the last utterance up to ``keep_gap_s``)."""
         if self._start is not None:
             keep_from = self._start * FRAME - self.pad - self.context
         else:
             keep_from = self._frame * FRAME - self.pad - self.context
-        keep_from = max(self._buf_start, keep_from)
+        keep_from = max(self._buf_start, min(keep_from, max(self._last_end, keep_from - self.keep_gap)))
         drop = keep_from - self._buf_start
         if drop > self.sr:  # trim in steps of a second at least
             self._buf = self._buf[drop:].copy()

@@ -29,6 +29,7 @@ from dmd_pipeline.errors import InputError
 from dmd_pipeline.live.cutter import Utterance, UtteranceCutter
 from dmd_pipeline.live.source import LiveDecoder, LiveSource, LiveSourceError
 
+_NOTHING = object()  # no queue item held back
 #: Face-frame rate factors of the degradation levels (level 0: every decoded frame).
 DEGRADE_FACE = (1.0, 0.5, 0.25, 0.0)
 
@@ -48,6 +49,7 @@ class LiveOptions:
     max_duration_s: float | None = None  # stop after this much stream time
     behind_s: float = 3.0  # a result later than this after its utterance's end counts as behind
     max_backlog: int = 8  # utterances waiting above which the backlog is reported as too long
+    join_s: float = 25.0  # a backlog of utterances is scored as one stretch up to this long (one ASR pass)
 
 
 @dataclass
@@ -143,6 +145,7 @@ class LiveRunner:
         self._stop = threading.Event()
         self._level = 0
         self._error: BaseException | None = None
+        self._held: Any = _NOTHING  # taken from the queue but not joinable: scored next (None: the end)
         sr = self.ext.config.sample_rate
         o = self.options
         self.cutter = UtteranceCutter(sr, o.pause_s, o.max_utterance_s, o.min_speech_s)
@@ -244,13 +247,15 @@ class LiveRunner:
     def _score_loop(self) -> None:
         try:
             while True:
-                item = self._queue.get()
+                item = self._queue.get() if self._held is _NOTHING else self._held
+                self._held = _NOTHING
                 if item is None:
                     return
+                batch = [item] + self._joinable(item[0])
                 try:
-                    self._score(*item)
-                except InputError as exc:  # one utterance that cannot be scored: said, and the run goes on
-                    msg = f"utterance at {item[0].start:.2f}-{item[0].end:.2f} s not scored: {exc.reason}"
+                    self._score(batch)
+                except InputError as exc:  # a stretch that cannot be scored: said, and the run goes on
+                    msg = f"utterances at {batch[0][0].start:.2f}-{batch[-1][0].end:.2f} s not scored: {exc.reason}"
                     self.stats.notes.append(msg)
                     self.on_status(msg)
         except BaseException as exc:  # noqa: BLE001 - re-raised by run()
@@ -283,42 +288,80 @@ class LiveRunner:
                 f"backlog of {waiting} utterances (over {o.max_backlog}): this machine cannot keep up"
             )
 
-    def _score(self, utt: Utterance, end_wall: float) -> None:
-        from dmd_pipeline.analysis.analyze import score_stretch
+    def _joinable(self, first: Utterance) -> list[tuple[Utterance, float]]:
+        """Utterances already waiting behind ``first`` that join it into one stretch (contiguous audio, at
+        most ``join_s`` long): a backlog is scored in one pass of the models (speech recognition costs about
+        the same for 2 s or 25 s of audio) instead of growing."""
+        out: list[tuple[Utterance, float]] = []
+        while True:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            if nxt is None or nxt[0].gap is None or nxt[0].end - first.start > self.options.join_s:
+                self._held = nxt
+                return out
+            out.append(nxt)
 
-        waiting = self._queue.qsize()
-        self._adjust(waiting, time.monotonic() - end_wall)
+    def _score(self, batch: list[tuple[Utterance, float]]) -> None:
+        from dmd_pipeline.analysis.analyze import score_stretch
+        from dmd_pipeline.extractors.words import Segment
+        from dmd_pipeline.streaming import spans_in
+        from dmd_pipeline.utils import json_safe
+
+        utts = [u for u, _ in batch]
+        first, last = utts[0], utts[-1]
+        waiting = (
+            self._queue.qsize() + (self._held is not _NOTHING and self._held is not None) + len(batch) - 1
+        )
+        self._adjust(waiting, time.monotonic() - batch[0][1])
         factor = DEGRADE_FACE[self._level]
         every = 1.0 / (self.fps * factor) if factor > 0 else float("inf")
-        frames, skipped = self._frames.take(utt.start, utt.end, every)
+        frames, skipped = self._frames.take(first.start, last.end, every)
         self.stats.face_frames_used += len(frames)
         self.stats.face_frames_dropped += skipped
         has_video = self.decoder.video and (self.decoder.stats.frames > 0 or bool(frames))
         info = self._media_info(True, has_video)
+        pieces = [first.audio]
+        for u in utts[1:]:
+            pieces += [u.gap, u.audio]  # type: ignore[list-item]
+        audio = np.concatenate(pieces) if len(pieces) > 1 else first.audio
+        wide = np.concatenate([first.wide[: first.wide.size - first.audio.size], audio])
         bundle = self.ext.extract_arrays(
-            self.source.spec, info, utt.audio, frames if has_video else None, utt.start, utt.end - utt.start,
-            wide=utt.wide, lead_s=utt.lead_s,
+            self.source.spec, info, audio, frames if has_video else None, first.start, last.end - first.start,
+            wide=wide, lead_s=first.lead_s,
         )  # fmt: skip
+        spans = []
+        if (
+            len(utts) > 1
+        ):  # joined: the recognised text of each utterance groups its words, as a transcript does
+            for u in utts:
+                a, b = u.start - first.start, u.end - first.start
+                said = " ".join(x.text.strip() for x in spans_in(bundle.segments, a, b) if x.text.strip())
+                if not said:  # a recognised segment running across two utterances: its words
+                    said = " ".join(w.text for w in bundle.words if a <= 0.5 * (w.start + w.end) < b)
+                spans.append(Segment(a, b, said, []))
         part = score_stretch(self.source.spec, bundle, self.models, self.names, self.ext, self.analyze_options,
-                             utt.start)  # fmt: skip
+                             first.start, spans)  # fmt: skip
         del bundle
         self.parts.append(part)
-        self._info = info
-        latency = time.monotonic() - end_wall
-        behind = waiting > 0 or latency > self.options.behind_s
-        self.stats.utterances += 1
-        self.stats.latencies.append(latency)
-        self.stats.backlog.append(waiting)
-        self.stats.behind += int(behind)
+        now = time.monotonic()
         base = sum(len(p.segments) for p in self.parts[:-1])
-        from dmd_pipeline.utils import json_safe
-
         for k, seg in enumerate(part.segments):
+            mid = 0.5 * (seg.start + seg.end)
+            j = min(range(len(utts)), key=lambda i: 0.0 if utts[i].start <= mid < utts[i].end else
+                    min(abs(mid - utts[i].start), abs(mid - utts[i].end)))  # fmt: skip
+            latency = now - batch[j][1]
+            behind = waiting > 0 or latency > self.options.behind_s
+            self.stats.latencies.append(latency)
+            self.stats.backlog.append(waiting)
+            self.stats.behind += int(behind)
+            self.stats.utterances += 1
             rec = json_safe(asdict(seg))
             rec["index"] = base + k
             rec["live"] = {
-                "utterance": utt.index, "latency_s": round(latency, 3), "waiting": waiting, "behind": behind,
-                "degrade_level": self._level, "face_frames": len(frames), "cut": utt.cut,
+                "utterance": utts[j].index, "latency_s": round(latency, 3), "waiting": waiting, "behind": behind,
+                "joined": len(utts), "degrade_level": self._level, "face_frames": len(frames), "cut": utts[j].cut,
             }  # fmt: skip
             self.on_result({"type": "utterance", **rec})
 
