@@ -248,3 +248,24 @@ def test_udp_stream_live_matches_analyze(three_clips: Path, tmp_path: Path) -> N
             assert a["start"] == pytest.approx(b["start"], abs=0.3)
         p, q = live_seg["predictions"][text_model], file_seg["predictions"][text_model]
         assert p["label7"] == q["label7"] and p["score"] == pytest.approx(q["score"], abs=0.05)
+
+
+def test_a_backlog_is_joined_and_each_utterance_keeps_its_segment(three_clips: Path) -> None:
+    """A file read as fast as it decodes (not --realtime) puts every utterance in the queue at once: the
+    scorer joins them into one stretch, says it is behind, and still hands out one record per utterance,
+    in order, with its own words; the assembled result is a valid dmd analyze result."""
+    from dmd_pipeline.analysis.result import validate_result
+    from dmd_pipeline.live import LiveOptions, LiveRunner
+
+    recs: list[dict] = []
+    status: list[str] = []
+    runner = LiveRunner(parse_source(str(three_clips)), None, LiveOptions(), recs.append, status.append)
+    result = runner.run()
+    assert [r["index"] for r in recs] == list(range(len(recs))) and len(recs) == 3
+    assert all(a["end"] <= b["start"] for a, b in zip(recs, recs[1:], strict=False))
+    assert max(r["live"]["joined"] for r in recs) > 1 and any(r["live"]["behind"] for r in recs)
+    assert any(s.startswith("behind") for s in status)
+    assert all(r["text"].strip() and r["words"] for r in recs)
+    doc = result.to_dict()
+    assert validate_result(doc) == [] and len(doc["segments"]) == 3
+    assert doc["timings"]["live_utterances"] == 3 and doc["options"]["live"]["kind"] == "file"

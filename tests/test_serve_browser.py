@@ -42,7 +42,7 @@ pytestmark = [
 ]
 
 
-def _driver(tmp_path: Path):  # noqa: ANN202 - a selenium WebDriver
+def _driver(tmp_path: Path, extra: tuple[str, ...] = ()):  # noqa: ANN202 - a selenium WebDriver
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -67,6 +67,7 @@ def _driver(tmp_path: Path):  # noqa: ANN202 - a selenium WebDriver
         "--metrics-recording-only",
         "--no-proxy-server",
         f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        *extra,
     ):
         opts.add_argument(arg)
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
@@ -238,3 +239,64 @@ def test_page_shows_the_fused_answer_the_strip_and_the_valence_timeline(tmp_path
     finally:
         if driver is not None:
             driver.quit()
+
+
+def test_page_live_mode_with_a_fake_camera_and_microphone(tmp_path: Path) -> None:
+    """ "Use my camera and microphone": Chromium's fake capture devices play a real clip (three RAVDESS
+    sentences: y4m video, wav sound) into the page, which sends MediaRecorder chunks to /v1/live (the token
+    as its first message) and shows each utterance as it comes, with the running answer and the strip."""
+    import subprocess
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dmd_pipeline.utils import shared_dir
+
+    d = shared_dir()
+    video = d / "data" / "ravdess" / "video" if d is not None else None
+    clips = ["01-01-01-01-01-01-01.mp4", "01-01-08-01-01-02-01.mp4", "01-01-08-02-02-02-01.mp4"]
+    if video is None or not all((video / c).is_file() for c in clips):
+        pytest.skip("../shared/data/ravdess/video is absent; skipping the live page test on real clips")
+    inputs = [a for c in clips for a in ("-i", str(video / c))]
+    graph = (
+        "".join(f"[{k}:v][{k}:a]" for k in range(3)) + "concat=n=3:v=1:a=1[c][a];[c]scale=320:240,fps=10[v]"
+    )
+    y4m, wav = tmp_path / "clip.y4m", tmp_path / "clip.wav"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", *inputs, "-filter_complex", graph,
+         "-map", "[v]", "-pix_fmt", "yuv420p", str(y4m),
+         "-map", "[a]", "-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le", str(wav)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    srv = Server(tmp_path / "data", token=TOKEN)
+    driver = None
+    try:
+        srv.start()
+        driver = _driver(tmp_path, (
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}",
+            "--autoplay-policy=no-user-gesture-required",
+        ))  # fmt: skip
+        driver.set_page_load_timeout(30)
+        driver.get(srv.url + "/")
+        wait = WebDriverWait(driver, 300, poll_frequency=0.5)
+        token_box = wait.until(ec.visibility_of_element_located((By.ID, "token")))
+        token_box.send_keys(TOKEN)
+        driver.find_element(By.ID, "save-token").click()
+        driver.find_element(By.ID, "live-start").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#live-list tbody tr")) >= 2)
+        rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#live-list tbody tr")]
+        assert all("mosi-text-minilm" in r for r in rows), rows
+        assert "door" in " ".join(rows).lower(), (
+            rows
+        )  # what the actor says, recognised from the fake microphone
+        assert driver.find_element(By.ID, "live-answer").text.strip()
+        assert driver.find_elements(By.CSS_SELECTOR, "#live-strip span")
+        driver.save_screenshot(str(tmp_path / "live_page.png"))
+        driver.find_element(By.ID, "live-stop").click()
+        wait.until(lambda d: "ended" in d.find_element(By.ID, "live-status").text)
+    finally:
+        if driver is not None:
+            driver.quit()
+        srv.stop()

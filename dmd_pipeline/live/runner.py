@@ -49,6 +49,7 @@ class LiveOptions:
     max_duration_s: float | None = None  # stop after this much stream time
     behind_s: float = 3.0  # a result later than this after its utterance's end counts as behind
     max_backlog: int = 8  # utterances waiting above which the backlog is reported as too long
+    stop_on_backlog: bool = False  # end the run (instead of only saying so) when over max_backlog
     join_s: float = 25.0  # a backlog of utterances is scored as one stretch up to this long (one ASR pass)
 
 
@@ -179,6 +180,8 @@ class LiveRunner:
         """End the run: decoding stops now; what was finished is still scored and handed out."""
         self._stop.set()
         self.decoder.stop()
+        if self.source.feed is not None:
+            self.source.feed.close()
 
     def warm_up(self) -> None:
         """Load every model and run one stretch of synthetic input through the scoring path, so that the
@@ -287,6 +290,9 @@ class LiveRunner:
             self.on_status(
                 f"backlog of {waiting} utterances (over {o.max_backlog}): this machine cannot keep up"
             )
+            if o.stop_on_backlog:
+                self.stats.notes.append(f"stopped: a backlog of {waiting} utterances (over {o.max_backlog})")
+                self.stop()
 
     def _joinable(self, first: Utterance) -> list[tuple[Utterance, float]]:
         """Utterances already waiting behind ``first`` that join it into one stretch (contiguous audio, at

@@ -13,6 +13,7 @@ so that the clock keeps pace with the wall clock; a source that never delivers a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -45,6 +46,49 @@ class LiveSourceError(DMDError):
         self.reason = reason
 
 
+class Feed:
+    """Bytes of a container handed to ffmpeg's stdin as they come (e.g. a browser's MediaRecorder chunks over
+    a WebSocket), at most ``max_bytes`` buffered: :meth:`put` refuses more instead of growing."""
+
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        import queue
+
+        self.max_bytes = int(max_bytes)
+        self.buffered = 0
+        self._q: queue.Queue[bytes | None] = queue.Queue()
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes) -> bool:
+        """Queue ``data`` for ffmpeg; False (nothing queued) when that would exceed ``max_bytes``."""
+        with self._lock:
+            if self.buffered + len(data) > self.max_bytes:
+                return False
+            self.buffered += len(data)
+        self._q.put(bytes(data))
+        return True
+
+    def close(self) -> None:
+        """The end of the input: ffmpeg reads to the end of what was queued, then the stream ends."""
+        self._q.put(None)
+
+    def pump(self, fh) -> None:  # noqa: ANN001 - ffmpeg's stdin
+        """Write the queued bytes into ``fh`` until :meth:`close` (or ffmpeg is gone); then close ``fh``."""
+        try:
+            while True:
+                data = self._q.get()
+                if data is None:
+                    return
+                with self._lock:
+                    self.buffered -= len(data)
+                fh.write(data)
+                fh.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                fh.close()
+
+
 @dataclass
 class LiveSource:
     """A parsed SOURCE: ``kind`` is file | network | camera | microphone | stdin; ``args`` the ffmpeg input
@@ -56,6 +100,7 @@ class LiveSource:
     has_audio: bool | None = None
     has_video: bool | None = None
     info: media.MediaInfo | None = None
+    feed: Feed | None = None
 
     @property
     def reconnects(self) -> bool:
@@ -147,6 +192,13 @@ def check_reachable(src: LiveSource, timeout_s: float = 5.0) -> None:
         raise LiveSourceError(src.spec, f"unreachable ({host}:{port}: {reason.lower()})") from None
 
 
+def feed_source(feed: Feed, label: str = "websocket", video: bool = True) -> LiveSource:
+    """A container written into ``feed`` as it comes (``dmd serve``'s ``/v1/live``: a browser's webm)."""
+    tune = ["-probesize", "500000", "-analyzeduration", "1000000"]
+    return LiveSource(label, "feed", tune + media.live_input_args("pipe") + ["-i", "pipe:0"], None, video or False,
+                      feed=feed)  # fmt: skip
+
+
 def _video_filter(fps: float, max_side: int) -> str:
     """Frames at ``fps``, the long side scaled down to ``max_side`` (even sizes, aspect kept)."""
     s = int(max_side)
@@ -159,7 +211,7 @@ def ffmpeg_command(
     """The one ffmpeg command of a live source: audio (if ``audio``) as f32le mono at ``sr`` on stdout, with
     gaps in the input filled so samples keep the input's time; frames (if ``video_fd``) as PPM images on
     that pipe."""
-    cmd = [media.ffmpeg_exe(), *([] if src.kind == "stdin" else ["-nostdin"]), "-hide_banner",
+    cmd = [media.ffmpeg_exe(), *([] if src.kind in ("stdin", "feed") else ["-nostdin"]), "-hide_banner",
            "-loglevel", "error", "-fflags", "+nobuffer+discardcorrupt", *src.args]  # fmt: skip
     if audio:
         audio_map = "1:a:0" if src.kind == "camera" else "0:a:0"
@@ -332,7 +384,7 @@ class LiveDecoder:
             rfd, wfd = os.pipe()
         cmd = ffmpeg_command(self.src, self.sr, self.fps, self.max_side, self.audio, wfd)
         err = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-        stdin = None if self.src.kind == "stdin" else subprocess.DEVNULL
+        stdin = {"stdin": None, "feed": subprocess.PIPE}.get(self.src.kind, subprocess.DEVNULL)
         try:
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE if self.audio else subprocess.DEVNULL, stderr=err, stdin=stdin,
@@ -346,6 +398,10 @@ class LiveDecoder:
             raise LiveSourceError(self.src.spec, f"cannot start ffmpeg: {exc}") from None
         if wfd is not None:
             os.close(wfd)
+        if self.src.feed is not None and proc.stdin is not None:
+            threading.Thread(
+                target=self.src.feed.pump, args=(proc.stdin,), daemon=True, name="dmd-live-feed"
+            ).start()
         with self._lock:
             self._proc = proc
         self._last_data = time.monotonic()

@@ -36,13 +36,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dmd_pipeline.serve.deps import ApiError, ServeSettings, csrf_problem
 from dmd_pipeline.serve.jobs import JobStore
+from dmd_pipeline.serve.live import router as live_router
 from dmd_pipeline.serve.routes import router
 from dmd_pipeline.serve.upload import ClientUploads
 
 log = logging.getLogger("dmd_pipeline.serve")
 _PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
-    "connect-src 'self'; frame-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; media-src 'self' blob: mediastream:; frame-src 'self'; form-action 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
 )
 
 
@@ -78,6 +80,9 @@ def create_app(store: JobStore, settings: ServeSettings | None = None) -> FastAP
     _add_guards(app, settings)
     _add_pages(app, store, settings, version)
     app.include_router(router)
+    app.state.live_sessions = {}  # client address -> live sessions running
+    app.state.live_models = None  # loaded on the first live session
+    app.include_router(live_router)
     return app
 
 

@@ -65,6 +65,9 @@ class ServeSettings:
     min_upload_bytes_s: float = 16 << 10
     rate_grace_s: float = 10.0
     max_uploads_per_client: int = 8
+    live_sessions: int = 1  # live sessions (/v1/live) at once on the server (and one per client address)
+    live_max_s: float = 600.0  # seconds of stream one live session may last
+    live_max_buffer_bytes: int = 8 << 20  # input a live session may have waiting for its decoder
     cookie_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __repr__(self) -> str:  # never print the token
