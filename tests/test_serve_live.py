@@ -100,6 +100,6 @@ def test_live_socket_scores_webm_chunks(tmp_path: Path, webm_clip: Path) -> None
     assert msgs[-1]["type"] == "result", msgs[-1]
     assert len(utts) == 3 and [u["index"] for u in utts] == [0, 1, 2]
     assert all(a["end"] <= b["start"] for a, b in zip(utts, utts[1:], strict=False))
-    assert all(u["text"].strip() and len(u["predictions"]) == 2 for u in utts)
+    assert all(u["text"].strip() and len(u["predictions"]) >= 2 for u in utts)
     assert msgs[-1]["headline"] and msgs[-1]["timings"]["live_utterances"] == 3
     assert client.app.state.live_sessions == {}  # the session is over and counted out

@@ -601,12 +601,13 @@ def score_stretch(
     options: AnalyzeOptions,
     offset: float,
     spans: Sequence[Any] = (),
+    face_model: Any = None,
 ) -> ScoredPart:
     """Score one stretch of a stream (an utterance of ``dmd live``, or several joined; times relative to
     ``offset`` seconds on the stream's clock) exactly as ``dmd analyze`` scores a file or one of its
     streaming windows; ``spans`` (timed segments, relative times) group the words into utterances as a
     timed transcript does."""
-    return _score_part(Path(source), bundle, models, names, ext, options, list(spans), offset)
+    return _score_part(Path(source), bundle, models, names, ext, options, list(spans), offset, face_model)
 
 
 def assemble_result(
@@ -617,10 +618,13 @@ def assemble_result(
     duration: float,
     options: AnalyzeOptions,
     timings: dict[str, float],
+    face_model: Any = None,
 ) -> AnalysisResult:
     """The result of a stream from its scored stretches, in time order, as ``dmd analyze`` assembles a file's
-    windows (``file`` is ``source`` as given: a URL or a device is no local path)."""
-    result = _assemble(Path(source), models, names, parts, duration, options, timings, None)
+    windows, with every channel (the face channel, the fused answer) added the same way (``file`` is
+    ``source`` as given: a URL or a device is no local path). ``dmd live`` also assembles each new stretch
+    alone, so that each utterance it hands out carries the same channels as the final result."""
+    result = _assemble(Path(source), models, names, parts, duration, options, timings, None, face_model)
     result.file = source
     result.warnings = rank_warnings(result.warnings)
     return result

@@ -185,7 +185,7 @@ def _line(rec: dict[str, Any], runner: Any) -> str:
     tasks = {n: m.task for n, m in zip(runner.names, runner.models, strict=True)}
     preds = rec.get("predictions") or {}
     labels = [f"{n}: {prediction_label(tasks.get(n, ''), p) or 'n/a'}" for n, p in preds.items()]
-    for key in ("face", "fused"):  # channels other parts of the pipeline add per segment
+    for key in ("fused",):  # the face channel is among the predictions already
         ch = rec.get(key)
         if isinstance(ch, dict) and ch.get("label"):
             prob = ch.get("probability")

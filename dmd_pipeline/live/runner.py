@@ -30,6 +30,8 @@ from dmd_pipeline.live.cutter import Utterance, UtteranceCutter
 from dmd_pipeline.live.source import LiveDecoder, LiveSource, LiveSourceError
 
 _NOTHING = object()  # no queue item held back
+#: Seconds the scorer waits at most for the frames of an utterance's end (video decoding may lag the audio).
+FRAME_WAIT_S = 1.0
 #: Face-frame rate factors of the degradation levels (level 0: every decoded frame).
 DEGRADE_FACE = (1.0, 0.5, 0.25, 0.0)
 
@@ -43,7 +45,7 @@ class LiveOptions:
     max_utterance_s: float = 10.0  # ... or at this length
     min_speech_s: float = 0.25  # shorter bursts of voice are not utterances
     fps: float | None = None  # face frames per second decoded (None: the models' extraction rate)
-    max_side: int = 320  # frames are scaled down to this long side
+    max_side: int | None = None  # frames are scaled down to this long side (None: as dmd analyze does)
     stall_s: float = 10.0  # a network source silent this long is reconnected
     retries: int = 3  # reconnection attempts after a drop (network sources)
     max_duration_s: float | None = None  # stop after this much stream time
@@ -87,10 +89,20 @@ class _Frames:
     def __init__(self, max_frames: int) -> None:
         self._items: deque[tuple[float, np.ndarray]] = deque(maxlen=max_frames)
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.latest = float("-inf")
 
     def add(self, t: float, frame: np.ndarray) -> None:
-        with self._lock:
+        with self._cond:
             self._items.append((t, frame))
+            self.latest = t
+            self._cond.notify_all()
+
+    def wait_until(self, t: float, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for a frame at ``t`` or later: video decoding may run a little
+        behind the audio."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.latest >= t, timeout=timeout)
 
     def take(self, a: float, b: float, every: float) -> tuple[list[tuple[float, np.ndarray]], int]:
         """Frames in ``[a, b)`` at least ``every`` seconds apart (``inf``: none), dropping older ones;
@@ -122,19 +134,20 @@ class LiveRunner:
     ) -> None:
         from dmd_pipeline.analysis import registry
         from dmd_pipeline.analysis.analysis_options import AnalyzeOptions
-        from dmd_pipeline.analysis.analyze import run_names
+        from dmd_pipeline.analysis.analyze import run_names, split_face_model
         from dmd_pipeline.analysis.extraction import as_model_list, get_extractor
 
         self.source = source
         self.options = options or LiveOptions()
         loaded = registry.load_models(models)  # None: the defaults; loaded models are kept as they are
-        # the face channel is not built for live streams yet: a face model among the defaults is left out
-        self.models = as_model_list([m for m in loaded if getattr(m, "kind", "dmd") != "face"])
+        # the face-expression model (if any) builds the face channel, as in dmd analyze
+        dmd_models, self.face_model = split_face_model(loaded)
+        self.models = as_model_list(dmd_models)
         self.names = run_names(self.models)
         self.analyze_options = AnalyzeOptions(
             asr=self.options.asr, max_segment_s=self.options.max_utterance_s
         )
-        self.ext = get_extractor(self.models, self.analyze_options)
+        self.ext = get_extractor(self.models, self.analyze_options, self.face_model)
         self.on_result = on_result or (lambda _r: None)
         self.on_status = on_status or (lambda _m: None)
         self.stats = LiveStats()
@@ -151,7 +164,7 @@ class LiveRunner:
         o = self.options
         self.cutter = UtteranceCutter(sr, o.pause_s, o.max_utterance_s, o.min_speech_s)
         self.decoder = LiveDecoder(
-            source, self._on_audio, self._frames.add, sr=sr, fps=self.fps, max_side=o.max_side,
+            source, self._on_audio, self._frames.add, sr=sr, fps=self.fps, max_side=o.max_side or self.ext.config.max_side or 640,
             stall_s=o.stall_s, retries=o.retries, on_status=self.on_status,
         )  # fmt: skip
         self._info: Any = None
@@ -186,14 +199,18 @@ class LiveRunner:
     def warm_up(self) -> None:
         """Load every model and run one stretch of synthetic input through the scoring path, so that the
         first utterance is not slowed by lazy loading."""
-        from dmd_pipeline.analysis.analyze import score_stretch
+        from dmd_pipeline.analysis.analyze import assemble_result, score_stretch
 
         sr = self.ext.config.sample_rate
         t = np.arange(int(1.5 * sr)) / sr
         tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         frames = [(k / self.fps, np.zeros((180, 320, 3), np.uint8)) for k in range(3)]
         bundle = self.ext.extract_arrays("warm-up", self._media_info(True, True), tone, frames, 0.0, 1.5)
-        score_stretch("warm-up", bundle, self.models, self.names, self.ext, self.analyze_options, 0.0)
+        part = score_stretch("warm-up", bundle, self.models, self.names, self.ext, self.analyze_options, 0.0,
+                             (), self.face_model)  # fmt: skip
+        assemble_result(
+            "warm-up", self.models, self.names, [part], 1.5, self.analyze_options, {}, self.face_model
+        )
         if any("text" in m.modalities for m in self.models):
             _ = self.ext.text_encoder
 
@@ -310,7 +327,7 @@ class LiveRunner:
             out.append(nxt)
 
     def _score(self, batch: list[tuple[Utterance, float]]) -> None:
-        from dmd_pipeline.analysis.analyze import score_stretch
+        from dmd_pipeline.analysis.analyze import assemble_result, score_stretch
         from dmd_pipeline.extractors.words import Segment
         from dmd_pipeline.streaming import spans_in
         from dmd_pipeline.utils import json_safe
@@ -323,6 +340,8 @@ class LiveRunner:
         self._adjust(waiting, time.monotonic() - batch[0][1])
         factor = DEGRADE_FACE[self._level]
         every = 1.0 / (self.fps * factor) if factor > 0 else float("inf")
+        if self.decoder.video and np.isfinite(every) and not self._stop.is_set():
+            self._frames.wait_until(last.end - 1.0 / self.fps, timeout=FRAME_WAIT_S)
         frames, skipped = self._frames.take(first.start, last.end, every)
         self.stats.face_frames_used += len(frames)
         self.stats.face_frames_dropped += skipped
@@ -338,9 +357,7 @@ class LiveRunner:
             wide=wide, lead_s=first.lead_s,
         )  # fmt: skip
         spans = []
-        if (
-            len(utts) > 1
-        ):  # joined: the recognised text of each utterance groups its words, as a transcript does
+        if len(utts) > 1:  # joined: each utterance's recognised text groups its words, as a transcript does
             for u in utts:
                 a, b = u.start - first.start, u.end - first.start
                 said = " ".join(x.text.strip() for x in spans_in(bundle.segments, a, b) if x.text.strip())
@@ -348,12 +365,15 @@ class LiveRunner:
                     said = " ".join(w.text for w in bundle.words if a <= 0.5 * (w.start + w.end) < b)
                 spans.append(Segment(a, b, said, []))
         part = score_stretch(self.source.spec, bundle, self.models, self.names, self.ext, self.analyze_options,
-                             first.start, spans)  # fmt: skip
+                             first.start, spans, self.face_model)  # fmt: skip
         del bundle
         self.parts.append(part)
+        # the stretch assembled alone: its segments get every channel the final result gives them
+        view = assemble_result(self.source.spec, self.models, self.names, [part], last.end, self.analyze_options,
+                               {}, self.face_model)  # fmt: skip
         now = time.monotonic()
         base = sum(len(p.segments) for p in self.parts[:-1])
-        for k, seg in enumerate(part.segments):
+        for k, seg in enumerate(view.segments):
             mid = 0.5 * (seg.start + seg.end)
             j = min(range(len(utts)), key=lambda i: 0.0 if utts[i].start <= mid < utts[i].end else
                     min(abs(mid - utts[i].start), abs(mid - utts[i].end)))  # fmt: skip
@@ -381,7 +401,7 @@ class LiveRunner:
         timings = dict(self.stats.summary())
         res = assemble_result(self.source.spec, self.models, self.names, self.parts,
                               max(self.duration, self.parts[-1].segments[-1].end if self.parts[-1].segments else 0.0),
-                              self.analyze_options, timings)  # fmt: skip
+                              self.analyze_options, timings, self.face_model)  # fmt: skip
         notes = list(self.decoder.stats.notes) + list(self.stats.notes)
         if self.stats.behind:
             notes.append(
