@@ -90,8 +90,8 @@ def test_cli_one_clip_with_transcript_file(tmp_path: Path, media: MediaFactory, 
     assert res.exit_code == 0, res.output
     doc = _strict_json(out / f"{clip.stem}.json")
     _check_result(doc)
-    # the console headline; the bundled face model reads the face first
-    assert doc["headline"].startswith("face: ") and " · words: " in doc["headline"]
+    # the console headline: the fused answer, then the channels (the bundled face model reads the face first)
+    assert " | face: " in doc["headline"] and " · words: " in doc["headline"]
     assert doc["headline"] in res.output
     assert doc["transcript"]["source"] == f"file:{tx}"
     assert doc["transcript"]["n_words"] == len(DEFAULT_TEXT.split())
