@@ -50,6 +50,7 @@ def analyze(
     model: ModelRefs = None,
     *,
     asr: str = "whisper",
+    language: str = "auto",
     transcript: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     report: bool = False,
@@ -61,7 +62,9 @@ def analyze(
     ``model``: a LoadedModel (fastest for many files), a bundled model name, a model folder, a list of
     these (several models, one extraction; the first is the primary one), or None for every bundled
     default model. ``transcript``: a transcript file (.txt/.srt/.vtt/.json) or literal text; else a
-    sidecar beside the media, else ASR (``asr``: whisper | pocketsphinx | none). With ``out_dir`` the
+    sidecar beside the media, else ASR (``asr``: whisper | pocketsphinx | none). ``language``: ``auto``
+    (identified by Whisper base), ``en`` or a Whisper language code; words in a language the text model does
+    not read are not scored (README, "Speech in other languages"). With ``out_dir`` the
     result is also written to ``<out_dir>/<stem>.json`` (and ``<stem>.html`` with ``report=True``), or to
     ``<stem>-<hash of the path>.json`` when ``<stem>.json`` there is another file's result (as
     ``dmd analyze`` names it: no result is ever replaced by another source's).
@@ -72,13 +75,14 @@ def analyze(
     loaded = load_models(model)
     opts = AnalyzeOptions(
         asr=asr,
+        language=language,
         transcript=Path(transcript) if isinstance(transcript, os.PathLike) else transcript,
         cue_rate_hz=cue_rate_hz,
         stream_window_s=stream_window_s,
     )
     result = analyze_clip(path, loaded, opts)
 
-    result.options = file_options(result_options(asr, transcript, [m.path for m in loaded]), path)
+    result.options = file_options(result_options(asr, transcript, [m.path for m in loaded], language), path)
     if out_dir is not None:
         out = Path(out_dir)
         source = Path(os.path.abspath(path))

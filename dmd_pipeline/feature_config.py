@@ -29,6 +29,8 @@ class ExtractionConfig:
 
     fps: float = 10.0  # visual sampling rate (frames/s)
     asr: str = "whisper"  # whisper | pocketsphinx | none (used only without given/sidecar transcript)
+    # spoken language: auto (identified by Whisper base) | en | a Whisper code (extractors/language.py)
+    language: str = "auto"
     text_model: str | None = None  # local BERT-family folder; None = bundled all-MiniLM-L6-v2
     face_model: str | None = None  # face_landmarker.task; None = bundled
     whisper_model: str | None = None  # CTranslate2 Whisper folder; None = bundled tiny.en
@@ -59,6 +61,9 @@ class ExtractionConfig:
             )
         if self.asr not in ASR_ENGINES:
             raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
+        from dmd_pipeline.extractors.language import check_language
+
+        self.language = check_language(self.language)
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         self.seq_lens = tuple(int(x) for x in self.seq_lens)  # type: ignore[assignment]
@@ -92,6 +97,7 @@ class ExtractionConfig:
             "speech_measure": "silero-vad-v6",  # metadata["speech_s"]: bundles cached before lack it
             # every face tracked, each segment's rows from its speaking face (face.speaking): new key
             "faces": "tracked/speaking-v1",
+            "language": self.language,  # metadata["language"] and the ASR model: bundles cached before lack it
             "text_len": self.seq_lens[0],
             "keep_landmarks": self.keep_landmarks,
             "max_side": self.max_side,

@@ -265,6 +265,17 @@ class LoadedModel:
             return str(cfg.text_encoder)
         return None
 
+    @property
+    def text_language(self) -> str | None:
+        """The language of the words the model reads (a Whisper code), None for a model without text.
+
+        ``text_language`` in its meta, else ``en``: every text encoder a model here was trained on (the
+        bundled all-MiniLM-L6-v2, CMU-MOSI transcripts) is English. The analysis does not score words in
+        another language with it (the words channel says ``n/a (language pl)``)."""
+        if "text" not in self.modalities:
+            return None
+        return str(self.meta.get("text_language") or "en")
+
     def text_encoder_folder(self) -> Path:
         """The local folder of the text encoder the model reads: the one inside a use_bert model, else the one
         whose frozen features it was trained on (the bundled MiniLM when not recorded; sha256-checked)."""

@@ -62,7 +62,7 @@ from dmd_pipeline.utils import config_hash, path_problem, sha256_file
 #: Stage messages ("clip.mp4: transcribe", "loading the text encoder") at INFO; the CLI shows them live.
 logger = logging.getLogger("dmd_pipeline.pipeline")
 
-STAGES = ("probe", "audio", "transcript", "align", "acoustic", "visual", "text")
+STAGES = ("probe", "audio", "transcript", "language", "align", "acoustic", "visual", "text")
 
 #: Stage messages ("clip.mp4: transcribe", "loading the text encoder") at INFO; the CLI shows them live.
 logger = logging.getLogger("dmd_pipeline.pipeline")
@@ -351,18 +351,28 @@ class Extractor:
             words: list = []
             transcript_source = None
             asr_quality: dict = {}
+            spoken: dict | None = None
+            asr_model: str | None = None
             with self._stage("transcript", path, timings):
                 tr = self._transcript(path, audio, sr, given, duration, is_segment, asr)
             if tr is not None:
                 transcript_source = tr.source
                 asr_quality = dict(getattr(tr, "quality", {}) or {})
+                asr_model = getattr(tr, "asr_model", None)
                 notes.extend(getattr(tr, "notes", []) or [])
+                english = True
                 if tr.segments:
+                    if audio is not None:
+                        with self._stage("language", path, timings):
+                            spoken = self._languages(tr, audio, sr)
+                    english = (spoken or {}).get("code") in (None, "en")
                     with self._stage("align", path, timings):
-                        tr = self._align(tr, audio, sr, duration)
+                        tr = self._align(tr, audio, sr, duration, realign_asr=english)
                 segments = list(tr.segments)
                 words = [w for seg in segments for w in seg.words]
                 fallback = sum(1 for w in words if w.source in ("asr", "proportional"))
+                if not english:  # the aligner's dictionary is English: Whisper's own word times are kept
+                    fallback = sum(1 for w in words if w.source == "proportional")
                 if fallback:  # e.g. a transcript that does not match the audio makes forced alignment fail
                     notes.append(
                         f"forced alignment did not place {fallback} of {len(words)} words (does the transcript "
@@ -422,6 +432,10 @@ class Extractor:
         }
         if asr_quality:
             bundle.metadata["asr_quality"] = asr_quality
+        if spoken is not None:
+            bundle.metadata["language"] = spoken
+        if asr_model is not None:
+            bundle.metadata["asr_model"] = asr_model
         return bundle
 
     def extract_stream(
@@ -589,16 +603,47 @@ class Extractor:
             transcript=None,
             asr=self.config.asr,
             model_path=self.config.whisper_model,
+            language=self.config.language,
         )
 
-    def _align(self, tr: Any, audio: np.ndarray | None, sr: int, duration: float) -> Any:
-        """Force-align the words of every segment (sidecar word times are kept); without audio the words
-        share each segment's span in proportion to their length (``source="proportional"``)."""
+    def _languages(self, tr: Any, audio: np.ndarray, sr: int) -> dict[str, Any] | None:
+        """The spoken language of a transcript's audio (:mod:`~dmd_pipeline.extractors.language`): the file's
+        (what speech recognition found, else identified now, or the given ``--language``) and, under
+        ``"segments"``, each segment's."""
+        from dmd_pipeline.extractors import language as lang_id
+        from dmd_pipeline.extractors.transcribe import whisper_base_model
+
+        setting = self.config.language
+        audio16 = to_16k(audio, sr)
+        spoken = dict(tr.language) if getattr(tr, "language", None) else None
+        if spoken is None:
+            if setting != lang_id.LANGUAGE_AUTO:
+                spoken = lang_id.record(setting, None, "given")
+            elif len(audio16) >= 0.2 * lang_id.SR:
+                spoken = lang_id.detect(audio16, whisper_base_model())
+        spans = [(float(s.start), float(s.end)) for s in tr.segments]
+        if setting == lang_id.LANGUAGE_AUTO and len(spans) > 1:
+            per = lang_id.segment_languages(audio16, spans, spoken, whisper_base_model())
+        else:  # one segment is the file; a given language holds for every segment
+            same = lang_id.record(spoken["code"], spoken["probability"], "file") if spoken else None
+            per = [same for _ in spans]
+        if spoken is not None:
+            spoken["segments"] = [
+                {"start": round(a, 3), "end": round(b, 3), **rec} for (a, b), rec in zip(spans, per, strict=True) if rec
+            ]
+        return spoken
+
+    def _align(
+        self, tr: Any, audio: np.ndarray | None, sr: int, duration: float, realign_asr: bool = True
+    ) -> Any:
+        """Force-align the words of every segment (sidecar word times are kept; ASR word times too unless
+        ``realign_asr``: the aligner's dictionary is English); without audio the words share each segment's
+        span in proportion to their length (``source="proportional"``)."""
         from dmd_pipeline.extractors import align
         from dmd_pipeline.extractors.transcribe import Segment, Transcript, Word, normalize_text
 
         if audio is not None:
-            return align.align_transcript(tr, audio, sr)
+            return align.align_transcript(tr, audio, sr, realign_asr=realign_asr)
         segs = []
         for seg in tr.segments:
             toks = normalize_text(seg.text).split()

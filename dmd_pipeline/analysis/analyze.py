@@ -94,6 +94,7 @@ from dmd_pipeline.analysis.utterances import (  # noqa: F401 - re-exported: the 
     utterances,
 )
 from dmd_pipeline.errors import ConfigError, InputError
+from dmd_pipeline.extractors import language as lang_id
 from dmd_pipeline.extractors.words import Word
 from dmd_pipeline.face.speaking import compose
 from dmd_pipeline.features import FeatureBundle, word_source_counts
@@ -218,6 +219,9 @@ class _Part:
     used: list[list[str]]  # per model: the modalities it was fed here
     n_words: int
     word_sources: dict[str, int]
+    language: dict[str, Any] | None  # the stretch's spoken language (bundle metadata "language")
+    foreign: list[str | None]  # per model: the language code of words it does not read here, else None
+    asr_model: str | None
     cue_frames: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]
     faces: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # (times, has face, boxes)
     timings: dict[str, float]
@@ -252,7 +256,11 @@ def _score_part(
     speech = float(speech) if speech is not None and "audio" in present else None
     if peak is not None or (speech is not None and speech < MIN_VOICE_SPEECH_S):
         scorable.remove("audio")  # no voice to score: digital silence, or too little speech
-    columns = [m.check_dims(ext, scorable) for m in models]
+    spoken = meta.get("language")
+    # words in a language a model's text encoder does not read are not scored by it (n/a, not a guess)
+    foreign = [lang_id.differs(spoken, m.text_language) if "text" in scorable else None for m in models]
+    own = [[x for x in scorable if x != "text" or not foreign[k]] for k in range(len(models))]
+    columns = [m.check_dims(ext, own[k]) for k, m in enumerate(models)]
 
     t0 = time.perf_counter()
     segs = utterances(bundle, duration, options, spans)
@@ -264,10 +272,10 @@ def _score_part(
     used_by: list[list[str]] = []
     timings["segment_features"] = timings["model"] = 0.0
     for k, (m, name) in enumerate(zip(models, names, strict=True)):
-        used = [x for x in MODALITIES if x in m.modalities and x in scorable]
+        used = [x for x in MODALITIES if x in m.modalities and x in own[k]]
         if used or k == 0:  # the primary always runs: its graph edges describe the segments (as in 1.0)
             sc = score_model(
-                m, bundle, segs, ext, scorable, columns[k], options.batch_size, predict=bool(used)
+                m, bundle, segs, ext, own[k], columns[k], options.batch_size, predict=bool(used)
             )
         else:
             sc = ModelScores([Prediction() for _ in segs], [None] * len(segs), [])
@@ -295,6 +303,7 @@ def _score_part(
                 words=[_word(w, s.start, s.end, offset) for w in s.words],
                 edges=scores[0].edges[i],
                 predictions={name: sc.segments[i] for name, sc in zip(names, scores, strict=True)},
+                language=segment_language(spoken, s.start, s.end),
             )
         )
     face = None
@@ -319,6 +328,9 @@ def _score_part(
         used=used_by,
         n_words=len(words),
         word_sources={str(k): int(v) for k, v in word_source_counts(words).items()},
+        language=spoken,
+        foreign=foreign,
+        asr_model=meta.get("asr_model"),
         cue_frames=cues,
         faces=faces,
         timings=timings,
@@ -328,6 +340,42 @@ def _score_part(
         )
         or None,
     )
+
+
+def segment_language(spoken: dict[str, Any] | None, start: float, end: float) -> dict[str, Any] | None:
+    """The language record of the utterance ``[start, end]``: that of the transcript segment it overlaps most
+    (``spoken["segments"]``), else the file's with ``source: "file"``; None when the language is unknown."""
+    if not spoken:
+        return None
+    best, overlap = None, 0.0
+    for rec in spoken.get("segments") or []:
+        o = min(end, float(rec["end"])) - max(start, float(rec["start"]))
+        if o > overlap:
+            best, overlap = rec, o
+    if best is not None:
+        return lang_id.record(best["code"], best["probability"], best["source"])
+    source = "given" if spoken.get("source") == "given" else "file"
+    return lang_id.record(spoken.get("code"), spoken.get("probability"), source)
+
+
+def file_language(parts: Sequence[_Part]) -> dict[str, Any] | None:
+    """The file's language record: that of its one stretch, or of a streamed file the language of the most
+    seconds (its probability the seconds-weighted mean over those windows)."""
+    known = [p for p in parts if p.language and p.language.get("code")]
+    if not known:
+        return None
+    secs: dict[str, float] = {}
+    for p in known:
+        secs[p.language["code"]] = secs.get(p.language["code"], 0.0) + p.duration  # type: ignore[index]
+    code = max(secs, key=secs.__getitem__)
+    same = [p for p in known if p.language["code"] == code]  # type: ignore[index]
+    probs = [p.language.get("probability") for p in same]  # type: ignore[union-attr]
+    prob = (
+        None
+        if any(x is None for x in probs)
+        else sum(float(x) * p.duration for x, p in zip(probs, same, strict=True)) / max(secs[code], 1e-9)
+    )
+    return lang_id.record(code, prob, str(same[0].language.get("source") or "detected"))  # type: ignore[union-attr]
 
 
 def analyze_clip(
@@ -468,9 +516,27 @@ def _assemble(
 
     runs: list[ModelRun] = []
     primary_notes: list[str] = []
+    not_read: dict[str, str] = {}  # model name -> why its words are n/a (headline)
     for k, (m, name) in enumerate(zip(models, names, strict=True)):
         used = [x for x in MODALITIES if any(x in p.used[k] for p in parts)]
-        notes, nothing = model_notes(m, scorable, absent)
+        own, why = scorable, absent
+        foreign = sorted({str(p.foreign[k]) for p in parts if p.foreign[k]})
+        if foreign:
+            codes = ", ".join(foreign)
+            if all(p.foreign[k] or "text" not in p.present for p in parts):  # no words it reads anywhere
+                own = [x for x in scorable if x != "text"]
+                why = {
+                    **absent,
+                    "text": f"words in language {codes}, which its text encoder ({m.text_language}) does not read",
+                }
+                not_read[name] = f"n/a (language {codes})"
+            else:
+                n = sum(1 for p in parts if p.foreign[k])
+                warnings.append(
+                    f"{name}: words in language {codes} in {n} of {len(parts)} windows are not scored there "
+                    f"(its text encoder reads {m.text_language})"
+                )
+        notes, nothing = model_notes(m, own, why)
         preds = [pr for p in parts for pr in p.scores[k].segments]
         overall = (
             weighted_prediction(m, preds, [d for p in parts for d in p.durations]) if used else Prediction()
@@ -564,6 +630,7 @@ def _assemble(
             source=str(source_label or first.get("transcript_source") or "none"),
             n_words=sum(p.n_words for p in parts),
             word_time_sources=sources,
+            asr_model=", ".join(dict.fromkeys(str(p.asr_model) for p in parts if p.asr_model)) or None,
         ),
         cues=cues,
         model=primary.info,
@@ -573,9 +640,10 @@ def _assemble(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         models=runs,
-        headline=make_headline(runs, scorable, headline_why, reasons),
+        headline=make_headline(runs, scorable, headline_why, {**reasons, **not_read}),
         face=face_line,
         face_timeline=timeline,
+        language=file_language(parts),
     )
     # the fused answer of every span and the headline that leads with it (every channel is in by now)
     fuse_result(result, {n: m.sign_accuracy for m, n in zip(models, names, strict=True)})

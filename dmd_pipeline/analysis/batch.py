@@ -131,6 +131,7 @@ class BatchOptions:
     # resolved models (registry.resolve_model_refs), or one reference, a comma list or a list; None: the defaults
     model: Any = None
     asr: str = "whisper"
+    language: str = "auto"  # auto | en | a Whisper language code
     transcript: str | None = None
     report: bool = False
     fmt: str | list[str] = "json"  # json, csv, tsv, srt, vtt, all (a comma list or a list)
@@ -287,7 +288,7 @@ def batch_record(opts: BatchOptions) -> dict[str, Any]:
         dirs = [str(r.path) for r in resolve_model_refs(opts.model)]
     except (ModelFileError, ConfigError):
         dirs = split_model_refs(opts.model)
-    return result_options(opts.asr, opts.transcript, dirs)
+    return result_options(opts.asr, opts.transcript, dirs, opts.language)
 
 
 def still_image(info: Any) -> str | None:
@@ -487,7 +488,12 @@ def process_file(
         result = analyze_clip(
             path,
             model,
-            AnalyzeOptions(asr=opts.asr, transcript=opts.transcript, stream_window_s=opts.stream_window_s),
+            AnalyzeOptions(
+                asr=opts.asr,
+                language=opts.language,
+                transcript=opts.transcript,
+                stream_window_s=opts.stream_window_s,
+            ),
         )
         result.options = file_options(batch_record(opts), path)
         doc = result.to_dict()

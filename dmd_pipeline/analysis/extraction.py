@@ -121,6 +121,7 @@ def get_extractor(
     kw: dict[str, Any] = {
         "fps": float(fps),
         "asr": options.asr,
+        "language": options.language,
         "aligned": bool(
             first.aligned if first.aligned is not None else specs[id(first)].get("aligned", True)
         ),

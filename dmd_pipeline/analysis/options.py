@@ -88,11 +88,16 @@ def transcript_identity(transcript: str | os.PathLike[str] | None) -> dict[str, 
 
 
 def result_options(
-    asr: str, transcript: str | os.PathLike[str] | None, model_dirs: Sequence[str | os.PathLike[str]]
+    asr: str,
+    transcript: str | os.PathLike[str] | None,
+    model_dirs: Sequence[str | os.PathLike[str]],
+    language: str = "auto",
 ) -> dict[str, Any]:
-    """The ``options`` record of a result: ASR engine, transcript identity, model identities (in order)."""
+    """The ``options`` record of a result: ASR engine, ``--language``, transcript identity, model identities
+    (in order)."""
     return {
         "asr": str(asr),
+        "language": str(language),
         "transcript": transcript_identity(transcript),
         "models": [model_identity(d) for d in model_dirs],
     }
@@ -156,6 +161,8 @@ def options_difference(stored: dict[str, Any] | None, current: dict[str, Any]) -
             return why
     if stored.get("asr") != current.get("asr"):
         return f"--asr changed ({stored.get('asr')} -> {current.get('asr')})"
+    if stored.get("language", "en") != current.get("language", "auto"):  # before 1.3: English only
+        return f"--language changed ({stored.get('language', 'en')} -> {current.get('language', 'auto')})"
     why = _transcript_difference(stored.get("transcript"), current.get("transcript"))
     if why is not None:
         return why

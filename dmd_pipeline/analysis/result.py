@@ -77,6 +77,9 @@ Versions:
     ``calibration`` (``{"calibrated": bool, "temperature": T or null}``).
   - The channels' part of the headline (after the fused answer) leads with the face: ``face: happy 0.81 ·
     voice: calm 0.56 · words: positive +1.20``.
+  - ``language`` (file) and ``segments[].language``: the spoken language, ``{"code", "probability",
+    "source"}`` (:mod:`dmd_pipeline.extractors.language`); ``transcript.asr_model``: the Whisper model that
+    transcribed (``whisper-tiny.en`` for English, ``whisper-base`` for other languages).
 """
 
 from __future__ import annotations
@@ -266,6 +269,8 @@ class SegmentResult:
     predictions: dict[str, Prediction] = field(default_factory=dict)  # every model's, by model name
     fused: dict[str, Any] | None = None  # the fused answer of the span (1.3; dmd_pipeline.fusion)
     face: FaceChannel | None = None  # the face channel over the segment (1.3; None: no face model ran)
+    #: the spoken language (1.3): ``{"code", "probability", "source"}``; None when unknown
+    language: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float:
@@ -327,6 +332,7 @@ class TranscriptInfo:
     source: str
     n_words: int
     word_time_sources: dict[str, int]
+    asr_model: str | None = None  # 1.3: the Whisper model that transcribed (None: no speech recognition ran)
 
 
 @dataclass
@@ -524,6 +530,8 @@ class AnalysisResult:
     fused: dict[str, Any] | None = None  # the file's fused answer (1.3; dmd_pipeline.fusion)
     face: FaceChannel | None = None  # 1.3: the face channel over the whole file (None: no face model ran)
     face_timeline: FaceTimeline | None = None  # 1.3: face probabilities on a grid (None: no face model/video)
+    #: the spoken language of the file (1.3): ``{"code", "probability", "source"}``; None when unknown
+    language: dict[str, Any] | None = None
     schema_version: str = SCHEMA_VERSION
     generator: str = OUTPUT_MARKER  # marks the tool's own output (never read back as an input)
 
@@ -606,6 +614,7 @@ class AnalysisResult:
                     predictions={k: Prediction(**v) for k, v in (s.get("predictions") or {}).items()},
                     fused=s.get("fused"),
                     face=FaceChannel(**s["face"]) if s.get("face") else None,
+                    language=s.get("language"),
                 )
             )
         runs = []
@@ -657,6 +666,7 @@ class AnalysisResult:
             fused=d.get("fused"),
             face=FaceChannel(**d["face"]) if d.get("face") else None,
             face_timeline=FaceTimeline(**d["face_timeline"]) if d.get("face_timeline") else None,
+            language=d.get("language"),
         )
 
     @classmethod

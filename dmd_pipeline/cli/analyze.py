@@ -26,8 +26,10 @@ import typer
 
 from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.cli.common import (
+    LANGUAGE_HELP,
     AsrEngine,
     Device,
+    checked_language,
     device_option,
     quiet_option,
     require_ffmpeg,
@@ -113,6 +115,7 @@ def analyze(
     asr: AsrEngine = typer.Option(
         AsrEngine.whisper, "--asr", help="Speech recognition when no transcript is given."
     ),
+    language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
     transcript: Path | None = typer.Option(
         None,
         "--transcript",
@@ -205,6 +208,7 @@ def analyze(
         out_dir=out,
         model=refs,
         asr=asr.value,
+        language=language,
         transcript=str(transcript) if transcript is not None else None,
         stream_window_s=float(stream_window),
         report=report,

@@ -165,6 +165,24 @@ def install_cli_style() -> None:
     rich_utils._dmd_style = True
 
 
+#: ``--language`` help (``dmd analyze``, ``dmd extract``).
+LANGUAGE_HELP = (
+    "Spoken language: auto (identified by Whisper base; English is transcribed by tiny.en, other "
+    "languages by Whisper base), en, or a Whisper language code (de, pl, it, tr, ur, ...)."
+)
+
+
+def checked_language(value: str) -> str:
+    """``--language`` lower-cased when it is ``auto`` or a Whisper language code (the option's callback:
+    checked before anything else, a bad value is a usage error like any bad choice)."""
+    from dmd_pipeline.extractors.language import check_language
+
+    try:
+        return check_language(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def usage_error(msg: str) -> typer.Exit:
     """Print ``Error: msg`` on stderr and return the exit-2 exception to raise."""
     typer.echo(f"Error: {msg}", err=True)

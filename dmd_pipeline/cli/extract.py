@@ -25,7 +25,7 @@ from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import AcousticSetting, AsrEngine, VisualSetting
+from dmd_pipeline.cli.common import LANGUAGE_HELP, AcousticSetting, AsrEngine, VisualSetting, checked_language
 from dmd_pipeline.cli.engine import (
     Engine,
     actors_option,
@@ -115,6 +115,7 @@ def extract(
     asr: AsrEngine = typer.Option(
         AsrEngine.whisper, "--asr", help="Speech recognition when no transcript is given."
     ),
+    language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
     fps: float = typer.Option(10.0, "--fps", min=0.1, help="Video frames per second for the face features."),
     acoustic: AcousticSetting = typer.Option(
         AcousticSetting.librosa,
@@ -201,6 +202,7 @@ def extract(
     config = ExtractionConfig(
         fps=fps,
         asr=asr.value,
+        language=language,
         acoustic=acoustic.value,
         visual=visual.value,
         text_model=str(text_model) if text_model else None,

@@ -31,7 +31,9 @@ Bounds: a transcript file is read only when it is a regular file of at most :dat
 :data:`MAX_WORDS_PER_SECOND` words per second of media (beyond :data:`MIN_WORD_ALLOWANCE`) is refused:
 it cannot be this file's speech, and aligning it would take unbounded time and memory.
 
-Language: the bundled Whisper is tiny.en (English only), which turns other languages into invented English.
+Language: English is transcribed by the bundled tiny.en, every other language by Whisper base after Whisper
+base identified it (``language="auto"``, the default; :mod:`~dmd_pipeline.extractors.language`). tiny.en alone
+(``language="en"``) turns other languages into invented English.
 :func:`asr_confidence` measures Whisper's own confidence (mean word probability, average log-probability of
 the decoded tokens); below :data:`LOW_WORD_PROB` / :data:`LOW_AVG_LOGPROB` the transcript gets
 ``quality["low_confidence"] = True`` and a note that the speech is probably not English. Measured on
@@ -52,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from dmd_pipeline.errors import InputError
+from dmd_pipeline.extractors import language as lang_id
 from dmd_pipeline.extractors.align import decode_pocketsphinx, speech_regions
 from dmd_pipeline.extractors.words import (
     Segment,
@@ -83,6 +86,7 @@ __all__ = [
     "split_words_at_pauses",
     "to_16k",
     "transcribe",
+    "whisper_base_model",
     "whisper_model",
 ]
 
@@ -395,14 +399,29 @@ def whisper_model(
         return _MODEL_CACHE[key]
 
 
+def whisper_base_model(cpu_threads: int | None = None) -> Any:
+    """The multilingual Whisper base (:func:`~dmd_pipeline.model_files.whisper_base_dir`), loaded once per
+    process: it identifies the language (:mod:`~dmd_pipeline.extractors.language`) and transcribes every
+    language but English."""
+    from dmd_pipeline.model_files import whisper_base_dir
+
+    return whisper_model(whisper_base_dir(), cpu_threads=cpu_threads)
+
+
 def _transcribe_whisper(
     audio16: np.ndarray, model_path: str | Path | None, vad: bool, beam_size: int, language: str | None
 ) -> Transcript:
-    model = whisper_model(model_path)
+    """Whisper's transcript of 16 kHz audio in ``language`` (``auto``: identified by Whisper base first;
+    None: ``en``, as before languages were told apart), by the model :func:`language.asr_model_for` picks."""
+    setting = lang_id.check_language(language or lang_id.ENGLISH)
+    if setting == lang_id.LANGUAGE_AUTO:
+        spoken = lang_id.detect(audio16, whisper_base_model(), vad=vad)
+    else:
+        spoken = lang_id.record(setting, None, "given")
+    model_name, folder = lang_id.asr_model_for(spoken["code"], model_path)
+    model = whisper_model(folder)
     duration = len(audio16) / 16000.0
-    lang = language
-    if lang is None and not getattr(model.model, "is_multilingual", False):
-        lang = "en"
+    lang = spoken["code"] if getattr(model.model, "is_multilingual", False) else "en"
     segments, _info = model.transcribe(
         audio16,
         language=lang,
@@ -461,7 +480,7 @@ def _transcribe_whisper(
                 else "the transcript and the scores from it are unreliable"
             )
         )
-    return Transcript(out, "whisper", notes, quality)
+    return Transcript(out, "whisper", notes, quality, language=spoken, asr_model=model_name)
 
 
 def drop_implausible_times(segments: list[Segment]) -> list[dict[str, Any]]:
@@ -529,7 +548,7 @@ def transcribe(
     *,
     vad: bool = True,
     beam_size: int = WHISPER_BEAM_SIZE,
-    language: str | None = None,
+    language: str | None = lang_id.LANGUAGE_AUTO,
     pause_s: float = 0.5,
     max_len_s: float = 15.0,
 ) -> Transcript:
@@ -537,7 +556,10 @@ def transcribe(
 
     Whisper (faster-whisper, CPU int8, bundled tiny.en unless ``model_path`` names another CTranslate2
     Whisper folder) returns its own segments with word times (source ``"asr"``, coarse: refine them with
-    forced alignment). ``vad`` enables faster-whisper's Silero VAD (skips silence, tighter segment starts).
+    forced alignment). ``language`` is ``auto`` (identified by Whisper base, then English by tiny.en and any
+    other language by Whisper base), ``en`` or a Whisper language code (:mod:`~dmd_pipeline.extractors.language`);
+    the transcript records it (``language``) and the model (``asr_model``). ``vad`` enables faster-whisper's
+    Silero VAD (skips silence, tighter segment starts).
     pocketsphinx decodes energy-detected speech regions with its bundled LM and cuts at pauses.
     ``"none"`` returns an empty transcript with a note.
     """
@@ -559,8 +581,10 @@ def get_transcript(
     transcript: str | Path | None = None,
     asr: str = "whisper",
     model_path: str | Path | None = None,
+    language: str | None = lang_id.LANGUAGE_AUTO,
 ) -> Transcript:
-    """The transcript of a media file: sidecar file > ``transcript`` argument > ASR (``asr`` engine).
+    """The transcript of a media file: sidecar file > ``transcript`` argument > ASR (``asr`` engine; Whisper
+    in ``language``, see :func:`transcribe`).
 
     ``transcript`` may be a :class:`~pathlib.Path` (must exist), a string naming an existing
     .json/.srt/.vtt/.txt file, or literal text (one segment over the whole audio, aligned later).
@@ -585,4 +609,4 @@ def get_transcript(
         if not _words_from_text(text):
             return Transcript([], "given", ["the given transcript holds no words"])
         return Transcript([Segment(0.0, duration, text, [])], "given")
-    return transcribe(audio, sr, engine=asr, model_path=model_path)
+    return transcribe(audio, sr, engine=asr, model_path=model_path, language=language)

@@ -9,6 +9,7 @@ conventions are described in :mod:`~dmd_pipeline.extractors.transcribe`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,6 +86,10 @@ class Transcript:
     source: str
     notes: list[str] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)  # ASR confidence (see asr_confidence)
+    #: the spoken language (:mod:`~dmd_pipeline.extractors.language`): ``{"code", "probability", "source"}``
+    #: and ``"segments"``, one ``{"start", "end", "code", "probability", "source"}`` per segment; None: unknown
+    language: dict[str, Any] | None = None
+    asr_model: str | None = None  # the Whisper model that made it (``whisper-tiny.en`` / ``whisper-base``)
 
     @property
     def text(self) -> str:
@@ -116,16 +121,25 @@ _APOS = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 _NON_WORD = re.compile(r"[^a-z0-9' ]+")
 
 
+def _keep_word_chars(text: str) -> str:
+    """``text`` with only letters, digits and combining marks of any script (Unicode categories L, N, M),
+    apostrophes and white space: Polish "źródłem" or an Urdu word survive as they are (an ASCII-only filter
+    would cut them to pieces). For ASCII text this is the same as ``[a-z0-9' ]``."""
+    if text.isascii():
+        return _NON_WORD.sub("", text)
+    return "".join(c for c in text if c in "' " or c.isspace() or unicodedata.category(c)[0] in "LNM")
+
+
 def normalize_text(text: str, mosi: bool = False) -> str:
     """Lower-case, strip punctuation and collapse spaces.
 
     Apostrophes inside words are kept (``"don't"``, needed by the pronunciation dictionary) unless
     ``mosi=True``, which removes them as CMU-MOSI transcripts do (``"dont"``). Hyphens and slashes split
-    words; other punctuation is dropped.
+    words; other punctuation is dropped. Letters of every script are kept (:func:`_keep_word_chars`).
     """
     t = text.translate(_APOS).lower()
     t = re.sub(r"[-\u2013\u2014/_]", " ", t)
-    t = _NON_WORD.sub("", t)
+    t = _keep_word_chars(t)
     words = []
     for w in t.split():
         w = w.strip("'")

@@ -65,6 +65,7 @@ class Job:
     upload: str  # the stored upload's name inside the job folder (random)
     size: int
     asr: str = "whisper"
+    language: str = "auto"  # auto | en | a Whisper language code
     has_transcript: bool = False
     status: str = "queued"  # queued | running | done | failed
     created: float = field(default_factory=time.time)
@@ -270,6 +271,7 @@ class JobStore:
             out_dir=d,
             model=self.model,
             asr=job.asr,
+            language=job.language,
             transcript=str(d / "transcript.txt") if job.has_transcript else None,
             report=True,
         )

@@ -54,6 +54,11 @@ UPLOAD_SCHEMA = {
                         "file": {"type": "string", "format": "binary", "description": "the clip"},
                         "transcript": {"type": "string", "description": "what is said (skips ASR)"},
                         "asr": {"type": "string", "enum": list(ASR_CHOICES), "default": "whisper"},
+                        "language": {
+                            "type": "string",
+                            "default": "auto",
+                            "description": "spoken language: auto, en or a Whisper language code (pl, de, ...)",
+                        },
                     },
                 }
             }
@@ -153,8 +158,10 @@ async def _receive(request: Request, settings: ServeSettings, up: MultipartUploa
     up.finish()
 
 
-def _fields(up: MultipartUpload) -> tuple[str, str]:
-    """(asr, transcript) of a complete upload, or 400/422."""
+def _fields(up: MultipartUpload) -> tuple[str, str, str]:
+    """(asr, transcript, language) of a complete upload, or 400/422."""
+    from dmd_pipeline.extractors.language import check_language
+
     if up.stored is None:
         raise ApiError(400, "no file: send the clip in the multipart field 'file'")
     if up.size == 0:
@@ -162,7 +169,11 @@ def _fields(up: MultipartUpload) -> tuple[str, str]:
     asr = (up.text("asr") or "whisper").strip().lower()
     if asr not in ASR_CHOICES:
         raise ApiError(422, f"asr must be one of {', '.join(ASR_CHOICES)}")
-    return asr, (up.text("transcript") or "").strip()
+    try:
+        language = check_language(up.text("language") or "auto")
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    return asr, (up.text("transcript") or "").strip(), language
 
 
 async def _accept(
@@ -182,7 +193,7 @@ async def _accept(
         tmp.mkdir(mode=0o700)
         up = MultipartUpload(boundary, tmp, settings.max_upload_bytes)
         await _receive(request, settings, up)
-        asr, transcript = _fields(up)
+        asr, transcript, language = _fields(up)
         try:
             info = await asyncio.to_thread(probe, tmp / up.stored)  # no playlist, no list of other files
             image = still_image(info)
@@ -193,7 +204,7 @@ async def _accept(
         if image is not None:
             raise ApiError(422, f"not a media file we can analyse: {image}")
         job = Job(id=job_id, filename=up.filename or "upload", upload=up.stored or "", size=up.size, asr=asr,
-                  has_transcript=bool(transcript), duration=round(info.duration, 3))  # fmt: skip
+                  language=language, has_transcript=bool(transcript), duration=round(info.duration, 3))  # fmt: skip
         try:
             with store.reservation():  # counted against the queue only now that the body is here
                 store.add(job, tmp, transcript)

@@ -1,0 +1,156 @@
+"""Issue 21, item 5: speech in any language.
+
+Language identification by Whisper base on real Polish and Italian clips, ``--language pl`` forcing the
+language, an English clip staying English (tiny.en, its words scored), the words channel saying
+``n/a (language pl)`` for words the English text model cannot read, and the 1.3 result validating. The unit
+tests need no model; the real-clip ones skip without ``../shared``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dmd_pipeline.analysis.options import options_difference, result_options
+from dmd_pipeline.analysis.result import validate_result
+from dmd_pipeline.extractors import language as lang_id
+from dmd_pipeline.extractors.words import normalize_text
+
+POLISH = "speech/nemo/MK0_neutral_87.opus"
+ITALIAN = "speech/emovo/neu-f3-l1.opus"
+ENGLISH = "clips/Sqr0AcuoNnk_12.mp4"
+
+
+# ---- without models ----------------------------------------------------------------------------------
+def test_check_language() -> None:
+    assert lang_id.check_language("auto") == "auto"
+    assert lang_id.check_language(" PL ") == "pl"
+    assert lang_id.check_language(None) == "auto"
+    with pytest.raises(ValueError, match="unknown language 'xx'"):
+        lang_id.check_language("xx")
+
+
+def test_cli_refuses_an_unknown_language() -> None:
+    from dmd_pipeline.cli.app import app
+
+    res = CliRunner().invoke(app, ["analyze", "x.mp4", "--language", "klingon"])
+    assert res.exit_code == 2
+    assert "Error: Invalid value for '--language': unknown language 'klingon'" in res.output
+
+
+def test_words_of_any_script_survive_normalisation() -> None:
+    assert normalize_text("Mleko jest źródłem wapnia!") == "mleko jest źródłem wapnia"
+    assert normalize_text("یہ اچھا ہے۔") == "یہ اچھا ہے"
+    assert normalize_text("Don't forget a jacket.") == "don't forget a jacket"  # ASCII: as before
+
+
+def test_segment_language_takes_the_most_overlapping_segment() -> None:
+    from dmd_pipeline.analysis.analyze import segment_language
+
+    spoken = {
+        "code": "en",
+        "probability": 0.9,
+        "source": "detected",
+        "segments": [
+            {"start": 0.0, "end": 3.0, "code": "en", "probability": 0.95, "source": "detected"},
+            {"start": 3.0, "end": 9.0, "code": "pl", "probability": 0.8, "source": "detected"},
+        ],
+    }
+    assert segment_language(spoken, 2.5, 8.0)["code"] == "pl"
+    assert segment_language(spoken, 0.0, 2.9)["code"] == "en"
+    assert segment_language(spoken, 20.0, 21.0) == {"code": "en", "probability": 0.9, "source": "file"}
+    assert segment_language(None, 0.0, 1.0) is None
+
+
+def test_a_changed_language_redoes_a_result() -> None:
+    auto = result_options("whisper", None, [], "auto")
+    assert options_difference(auto, result_options("whisper", None, [], "auto")) is None
+    assert options_difference(auto, result_options("whisper", None, [], "pl")) == "--language changed (auto -> pl)"
+
+
+def test_headline_says_why_the_words_are_not_scored() -> None:
+    from dmd_pipeline.analysis.result import ModelInfo, ModelRun, Prediction, make_headline
+
+    info = ModelInfo("words", "", "regression", 1, None, ["text"])
+    run = ModelRun.from_info(info, Prediction(), [], ["text"], "")
+    assert make_headline([run], ["text", "audio"], None, {"words": "language pl"}) == "words: n/a (language pl)"
+
+
+# ---- real clips --------------------------------------------------------------------------------------
+def _clip(shared: Path, rel: str) -> Path:
+    p = shared / "data" / rel
+    if not p.is_file():
+        pytest.skip(f"{p} is absent; skipping the language tests on real clips")
+    return p
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    from dmd_pipeline.errors import ModelFileError
+    from dmd_pipeline.extractors.transcribe import whisper_base_model
+
+    try:
+        return whisper_base_model()
+    except ModelFileError as exc:
+        pytest.skip(f"Whisper base is not installed: {exc}")
+
+
+@pytest.mark.parametrize(("rel", "code"), [(POLISH, "pl"), (ITALIAN, "it")])
+def test_detects_polish_and_italian_speech(shared: Path, base_model, rel: str, code: str) -> None:
+    from dmd_pipeline import media
+
+    audio = media.load_audio(_clip(shared, rel))
+    found = lang_id.detect(audio, base_model)
+    assert found["code"] == code, found
+    assert found["source"] == "detected" and 0.0 < found["probability"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def models():
+    from dmd_pipeline.analysis.registry import load_models
+
+    return load_models(None)
+
+
+def _analyze(path: Path, models, language: str) -> dict:
+    from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
+
+    doc = analyze_clip(path, models, AnalyzeOptions(language=language)).to_dict()
+    assert validate_result(doc) == []
+    return doc
+
+
+def test_polish_words_are_not_scored_by_the_english_text_model(shared: Path, base_model, models) -> None:
+    doc = _analyze(_clip(shared, POLISH), models, "auto")
+    assert doc["language"]["code"] == "pl" and doc["language"]["source"] == "detected"
+    assert doc["transcript"]["asr_model"] == "whisper-base"
+    assert all(s["language"]["code"] == "pl" for s in doc["segments"])
+    words = next(m for m in doc["models"] if "text" in m["info"]["modalities"])
+    assert words["overall"]["score"] is None
+    assert "language pl" in words["note"]
+    assert "words: n/a (language pl)" in doc["headline"]
+    voice = [m for m in doc["models"] if m["info"]["modalities"] == ["audio"]]
+    assert all(m["overall"]["probabilities"] for m in voice)  # the voice still answers
+
+
+def test_language_option_forces_the_language(shared: Path, base_model, models) -> None:
+    doc = _analyze(_clip(shared, ITALIAN), models, "pl")
+    assert doc["language"] == {"code": "pl", "probability": None, "source": "given"}
+    assert doc["transcript"]["asr_model"] == "whisper-base"
+    assert "words: n/a (language pl)" in doc["headline"]
+
+
+def test_an_english_clip_stays_english(shared: Path, base_model, models) -> None:
+    auto = _analyze(_clip(shared, ENGLISH), models, "auto")
+    assert auto["language"]["code"] == "en" and auto["language"]["source"] == "detected"
+    assert auto["transcript"]["asr_model"] == "whisper-tiny.en"
+    words = next(m for m in auto["models"] if "text" in m["info"]["modalities"])
+    assert words["overall"]["score"] is not None
+    english = _analyze(_clip(shared, ENGLISH), models, "en")  # the behaviour before languages were told apart
+    assert english["language"] == {"code": "en", "probability": None, "source": "given"}
+    assert [s["text"] for s in auto["segments"]] == [s["text"] for s in english["segments"]]
+    score = next(m for m in english["models"] if "text" in m["info"]["modalities"])["overall"]["score"]
+    assert np.isclose(words["overall"]["score"], score)
