@@ -123,8 +123,13 @@ def _analyze(path: Path, models, language: str) -> dict:
     return doc
 
 
-def test_polish_words_are_not_scored_by_the_english_text_model(shared: Path, base_model, models) -> None:
-    doc = _analyze(_clip(shared, POLISH), models, "auto")
+@pytest.fixture(scope="module")
+def polish_doc(shared: Path, base_model, models) -> dict:
+    return _analyze(_clip(shared, POLISH), models, "auto")
+
+
+def test_polish_words_are_not_scored_by_the_english_text_model(polish_doc: dict) -> None:
+    doc = polish_doc
     assert doc["language"]["code"] == "pl" and doc["language"]["source"] == "detected"
     assert doc["transcript"]["asr_model"] == "whisper-base"
     assert all(s["language"]["code"] == "pl" for s in doc["segments"])
@@ -154,3 +159,10 @@ def test_an_english_clip_stays_english(shared: Path, base_model, models) -> None
     assert [s["text"] for s in auto["segments"]] == [s["text"] for s in english["segments"]]
     score = next(m for m in english["models"] if "text" in m["info"]["modalities"])["overall"]["score"]
     assert np.isclose(words["overall"]["score"], score)
+
+
+def test_a_voice_model_is_not_told_about_languages(polish_doc: dict) -> None:
+    """Only a model that reads words loses them to a language: the voice model's note and input are as
+    before (text present, fed as zeros)."""
+    voice = [m for m in polish_doc["models"] if m["info"]["modalities"] == ["audio"]]
+    assert voice and all("language" not in m["note"] and "text" in m["note"] for m in voice)

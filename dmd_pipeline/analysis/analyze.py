@@ -258,7 +258,10 @@ def _score_part(
         scorable.remove("audio")  # no voice to score: digital silence, or too little speech
     spoken = meta.get("language")
     # words in a language a model's text encoder does not read are not scored by it (n/a, not a guess)
-    foreign = [lang_id.differs(spoken, m.text_language) if "text" in scorable else None for m in models]
+    foreign = [
+        lang_id.differs(spoken, m.text_language) if "text" in scorable and m.text_language else None
+        for m in models
+    ]
     own = [[x for x in scorable if x != "text" or not foreign[k]] for k in range(len(models))]
     columns = [m.check_dims(ext, own[k]) for k, m in enumerate(models)]
 
