@@ -84,6 +84,10 @@ class Extractor:
         self.config = config or ExtractionConfig()
         #: run the face and acoustic stages on stage threads beside the speech path (same output as serial)
         self.concurrent = bool(concurrent)
+        #: identify the language of a given or sidecar transcript's audio, and of each segment, too (the
+        #: analysis sets it: its words channel needs the language; ``dmd extract`` and ``dmd evaluate`` only
+        #: need it to pick the ASR model, which speech recognition does itself). Not part of the features.
+        self.identify_languages = False
         self._pool: ThreadPoolExecutor | None = None
         self._calls_lock = threading.Lock()
         self.cache = FeatureCache(cache) if isinstance(cache, (str, Path)) else cache
@@ -608,8 +612,9 @@ class Extractor:
 
     def _languages(self, tr: Any, audio: np.ndarray, sr: int) -> dict[str, Any] | None:
         """The spoken language of a transcript's audio (:mod:`~dmd_pipeline.extractors.language`): the file's
-        (what speech recognition found, else identified now, or the given ``--language``) and, under
-        ``"segments"``, each segment's."""
+        (what speech recognition found, else the given ``--language``, else, with :attr:`identify_languages`,
+        identified now) and, under ``"segments"``, each segment's (identified on its own audio only with
+        :attr:`identify_languages`; else the file's)."""
         from dmd_pipeline.extractors import language as lang_id
         from dmd_pipeline.extractors.transcribe import whisper_base_model
 
@@ -619,10 +624,10 @@ class Extractor:
         if spoken is None:
             if setting != lang_id.LANGUAGE_AUTO:
                 spoken = lang_id.record(setting, None, "given")
-            elif len(audio16) >= 0.2 * lang_id.SR:
+            elif self.identify_languages and len(audio16) >= 0.2 * lang_id.SR:
                 spoken = lang_id.detect(audio16, whisper_base_model())
         spans = [(float(s.start), float(s.end)) for s in tr.segments]
-        if setting == lang_id.LANGUAGE_AUTO and len(spans) > 1:
+        if setting == lang_id.LANGUAGE_AUTO and len(spans) > 1 and self.identify_languages:
             per = lang_id.segment_languages(audio16, spans, spoken, whisper_base_model())
         else:  # one segment is the file; a given language holds for every segment
             same = lang_id.record(spoken["code"], spoken["probability"], "file") if spoken else None

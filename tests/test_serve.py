@@ -264,6 +264,8 @@ def test_non_media_upload_is_422(restarted: dict[str, Any], media: MediaFactory)
         assert c.post("/v1/analyses", data={"asr": "none"}).status_code in (400, 415)
         bad_asr = upload(c, restarted["clip"], asr="bogus")
         assert bad_asr.status_code == 422 and "asr" in bad_asr.json()["detail"]
+        bad_language = upload(c, restarted["clip"], asr="none", language="klingon")
+        assert bad_language.status_code == 422 and "unknown language 'klingon'" in bad_language.json()["detail"]
     assert list((restarted["data"] / "incoming").iterdir()) == []  # nothing left behind
 
 

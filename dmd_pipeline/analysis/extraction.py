@@ -152,6 +152,7 @@ def get_extractor(
     cache = first.extra.setdefault("extractors", {})
     if key not in cache:
         cache[key] = Extractor(ExtractionConfig(**kw), cache=None)
+        cache[key].identify_languages = True  # the words channel needs the language of every transcript
     return cache[key]
 
 
