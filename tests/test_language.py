@@ -76,7 +76,7 @@ def test_headline_says_why_the_words_are_not_scored() -> None:
 
     info = ModelInfo("words", "", "regression", 1, None, ["text"])
     run = ModelRun.from_info(info, Prediction(), [], ["text"], "")
-    assert make_headline([run], ["text", "audio"], None, {"words": "language pl"}) == "words: n/a (language pl)"
+    assert make_headline([run], ["text", "audio"], None, {"words": "n/a (language pl)"}) == "words: n/a (language pl)"
 
 
 # ---- real clips --------------------------------------------------------------------------------------
