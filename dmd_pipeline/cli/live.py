@@ -12,7 +12,14 @@ from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import AsrEngine, quiet_option, require_ffmpeg, usage_error
+from dmd_pipeline.cli.common import (
+    LANGUAGE_HELP,
+    AsrEngine,
+    checked_language,
+    quiet_option,
+    require_ffmpeg,
+    usage_error,
+)
 
 
 def live(
@@ -47,6 +54,7 @@ def live(
     ),
     no_video: bool = typer.Option(False, "--no-video", help="Decode no frames (audio only)."),
     asr: AsrEngine = typer.Option(AsrEngine.whisper, "--asr", help="Speech recognition."),
+    language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
     pause: float = typer.Option(0.5, "--pause", min=0.1, help="Seconds of silence that end an utterance."),
     max_utterance: float = typer.Option(10.0, "--max-utterance", min=1.0, help="Longest utterance (s)."),
     fps: float | None = typer.Option(
@@ -107,7 +115,7 @@ def live(
             src,
             load_models(models),
             LiveOptions(
-                asr=asr.value, pause_s=pause, max_utterance_s=max_utterance, fps=fps, stall_s=stall,
+                asr=asr.value, language=language, pause_s=pause, max_utterance_s=max_utterance, fps=fps, stall_s=stall,
                 retries=retries, max_duration_s=duration,
             ),
             on_result=lambda rec: _emit(rec, to_stdout, jsonl, quiet, runner),

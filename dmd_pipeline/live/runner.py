@@ -41,6 +41,7 @@ class LiveOptions:
     """How to run a live analysis."""
 
     asr: str = "whisper"
+    language: str = "auto"  # auto | en | a Whisper language code (extractors/language.py)
     pause_s: float = 0.5  # an utterance ends after this much silence
     max_utterance_s: float = 10.0  # ... or at this length
     min_speech_s: float = 0.25  # shorter bursts of voice are not utterances
@@ -145,7 +146,7 @@ class LiveRunner:
         self.models = as_model_list(dmd_models)
         self.names = run_names(self.models)
         self.analyze_options = AnalyzeOptions(
-            asr=self.options.asr, max_segment_s=self.options.max_utterance_s
+            asr=self.options.asr, language=self.options.language, max_segment_s=self.options.max_utterance_s
         )
         self.ext = get_extractor(self.models, self.analyze_options, self.face_model)
         self.on_result = on_result or (lambda _r: None)
