@@ -20,11 +20,16 @@ from dmd_pipeline.features import default_cache_dir
 
 
 def make_encoder(name: str):
-    """The encoder of a name: ``whisper`` (tiny.en final state) or an encoder from the Whisper-base module."""
-    if name == "whisper":
-        from dmd_pipeline.data.corpus_features import TinyWhisperEncoder
+    """The encoder of a name: ``whisper`` (tiny.en final state), ``whisper-base-final`` (Whisper base's final
+    state through CTranslate2)."""
+    from dmd_pipeline.data.corpus_features import FinalStateEncoder
 
-        return TinyWhisperEncoder()
+    if name == "whisper":
+        return FinalStateEncoder()
+    if name == "whisper-base-final":
+        from dmd_pipeline.model_files import whisper_base_dir
+
+        return FinalStateEncoder(str(whisper_base_dir()), name=name)
     raise SystemExit(f"unknown encoder {name!r}")
 
 
@@ -43,11 +48,19 @@ def main() -> None:
     from dmd_pipeline.data.audio_augment import augmenter
 
     t0 = time.perf_counter()
-    out = extract_store(files, make_encoder(args.encoder), args.cache or default_cache_dir(), pool=args.pool,
-                        augment=args.augment, augment_fn=augmenter(args.augment))
+    out = extract_store(
+        files,
+        make_encoder(args.encoder),
+        args.cache or default_cache_dir(),
+        pool=args.pool,
+        augment=args.augment,
+        augment_fn=augmenter(args.augment),
+    )
     size = sum(p.stat().st_size for p in out.iterdir())
-    print(f"store {out}: {len(files)} clips, {time.perf_counter() - t0:.0f} s this run, {size / 1e6:.1f} MB; "
-          f"disk free {shutil.disk_usage(out).free / 1e9:.1f} GB")
+    print(
+        f"store {out}: {len(files)} clips, {time.perf_counter() - t0:.0f} s this run, {size / 1e6:.1f} MB; "
+        f"disk free {shutil.disk_usage(out).free / 1e9:.1f} GB"
+    )
 
 
 if __name__ == "__main__":

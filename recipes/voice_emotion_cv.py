@@ -60,8 +60,9 @@ class MaskedLinear:
         yt, mt, wt = torch.tensor(y), torch.tensor(mask), torch.tensor(w)
         torch.manual_seed(0)
         lin = torch.nn.Linear(x.shape[1], len(CLASSES))
-        opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=200, history_size=20,
-                                line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            lin.parameters(), lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe"
+        )
 
         def closure():
             opt.zero_grad()
@@ -80,7 +81,9 @@ class MaskedLinear:
             return self.lin(torch.tensor((x - self.mu) / self.sd, dtype=torch.float32)).numpy()
 
 
-def fold_features(stats: tuple[np.ndarray, np.ndarray], table: CorpusTable, norm: str, fold: Fold) -> np.ndarray:
+def fold_features(
+    stats: tuple[np.ndarray, np.ndarray], table: CorpusTable, norm: str, fold: Fold
+) -> np.ndarray:
     """Pooled features of every row, normalised with global statistics of the fold's training rows."""
     m, s = normalise_stats(stats[0], stats[1], table.speaker, norm, fold.train)
     return pooled_from_stats(m, s).astype(np.float32)
@@ -111,7 +114,17 @@ def main() -> None:
     ap.add_argument("--norms", default="none,global,speaker,running:1,running:4,running:16")
     ap.add_argument("--heads", default="lr,masked")
     ap.add_argument("--layers", default=None, help="comma list of layer indices (default: all)")
+    ap.add_argument(
+        "--train-on", default=None, help="comma list of corpora to train on (default: all available)"
+    )
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--test",
+        default=None,
+        metavar="NORM:HEAD",
+        help="instead of the search: train NORM:HEAD (hyper-parameter chosen on valid as above) on "
+        "the train speakers and score RAVDESS's test actors 19-21; run it once, at the end",
+    )
     args = ap.parse_args()
 
     table = read_corpora(args.data)
@@ -121,10 +134,32 @@ def main() -> None:
     layers = [int(v) for v in args.layers.split(",")] if args.layers else list(range(feats.mean.shape[1]))
     stats = (feats.mean[:, layers], feats.std[:, layers])
     keep = feats.ok.copy()
+    # with --train-on, rows of other corpora are never trained on (they are still measured)
+    train_ok = keep & np.isin(table.corpus, args.train_on.split(",")) if args.train_on else keep
     print(f"{len(table)} clips ({(~keep).sum()} failed to decode), layers {layers}", flush=True)
-    results: dict = {"store": str(args.store), "layers": layers, "runs": []}
+    results: dict = {
+        "store": str(args.store),
+        "layers": layers,
+        "train_on": args.train_on or "all",
+        "runs": [],
+    }
     sv = table.speaker_valid_fold()
-    sv = Fold(sv.name, sv.train[keep[sv.train]], sv.valid[keep[sv.valid]], sv.held_out)
+    sv = Fold(sv.name, sv.train[train_ok[sv.train]], sv.valid[keep[sv.valid]], sv.held_out)
+    if args.test:
+        norm, head = args.test.rsplit(":", 1)
+        x = fold_features(stats, table, norm, sv)
+        grid = C_GRID if head == "lr" else WD_GRID
+        hp = max(grid, key=lambda h: mean_uar(run_fold(head, h, x, table, sv)))
+        test = table.rows("test")
+        rep = run_fold(head, hp, x, table, Fold("test", sv.train, test[keep[test]], "test"))["ravdess"]
+        print(
+            f"TEST RAVDESS actors 19-21 ({norm}, {head}, hp={hp}): n {rep['n']} acc {rep['accuracy']:.3f} "
+            f"UAR {rep['uar']:.3f} macro-F1 {rep['macro_f1']:.3f}\nconfusion (rows true, {', '.join(CLASSES)}): "
+            f"{rep['confusion_matrix']}"
+        )
+        if args.json:
+            args.json.write_text(json.dumps({"norm": norm, "head": head, "hp": hp, "test": rep}, indent=1))
+        return
     for norm in args.norms.split(","):
         for head in args.heads.split(","):
             t0 = time.perf_counter()
@@ -135,20 +170,33 @@ def main() -> None:
             valid = tried[hp]
             loco = {}
             for fold in table.loco_folds():
-                fold = Fold(fold.name, fold.train[keep[fold.train]], fold.valid[keep[fold.valid]], fold.held_out)
+                fold = Fold(
+                    fold.name, fold.train[train_ok[fold.train]], fold.valid[keep[fold.valid]], fold.held_out
+                )
+                if len(fold.train) == 0:
+                    continue
                 xf = fold_features(stats, table, norm, fold)
                 loco[fold.held_out] = run_fold(head, hp, xf, table, fold)[fold.held_out]
-            run = {"norm": norm, "head": head, "hp": hp, "seconds": round(time.perf_counter() - t0, 1),
-                   "valid_uar": {k: r["uar"] for k, r in valid.items()},
-                   "valid_uar_by_hp": {str(h): mean_uar(r) for h, r in tried.items()},
-                   "loco_uar": {k: r["uar"] for k, r in loco.items()},
-                   "valid": valid, "loco": loco}
+            run = {
+                "norm": norm,
+                "head": head,
+                "hp": hp,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "valid_uar": {k: r["uar"] for k, r in valid.items()},
+                "valid_uar_by_hp": {str(h): mean_uar(r) for h, r in tried.items()},
+                "loco_uar": {k: r["uar"] for k, r in loco.items()},
+                "valid": valid,
+                "loco": loco,
+            }
             results["runs"].append(run)
-            print(f"{norm:11s} {head:6s} hp={hp:<6} valid " +
-                  " ".join(f"{k} {v:.3f}" for k, v in run["valid_uar"].items()) +
-                  f" | mean {mean_uar(valid):.3f} || LOCO " +
-                  " ".join(f"{k} {v:.3f}" for k, v in run["loco_uar"].items()) +
-                  f" | mean {mean_uar(loco):.3f}  ({run['seconds']} s)", flush=True)
+            print(
+                f"{norm:11s} {head:6s} hp={hp:<6} valid "
+                + " ".join(f"{k} {v:.3f}" for k, v in run["valid_uar"].items())
+                + f" | mean {mean_uar(valid):.3f} || LOCO "
+                + " ".join(f"{k} {v:.3f}" for k, v in run["loco_uar"].items())
+                + f" | mean {mean_uar(loco):.3f}  ({run['seconds']} s)",
+                flush=True,
+            )
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(results, indent=1))

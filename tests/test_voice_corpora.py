@@ -189,7 +189,9 @@ def test_real_corpus_table(shared: Path) -> None:
     assert summary["ravdess"]["classes"] == list(CLASSES)
     assert "calm" not in summary["emovo"]["classes"]
     assert summary["turev"]["classes"] == ["angry", "calm", "happy", "sad"]
-    assert summary["ravdess"]["test"] > 0 and all(s["test"] == 0 for k, s in summary.items() if k != "ravdess")
+    assert summary["ravdess"]["test"] > 0 and all(
+        s["test"] == 0 for k, s in summary.items() if k != "ravdess"
+    )
     for s in ("train", "valid", "test"):
         others = set(t.speaker[t.split != s])
         assert not set(t.speaker[t.split == s]) & others

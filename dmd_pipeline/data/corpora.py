@@ -89,14 +89,18 @@ class CorpusTable:
 
     def corpus_masks(self) -> dict[str, np.ndarray]:
         """Per corpus, a boolean vector over :data:`CLASSES`: True where the corpus has the class."""
-        return {k: np.isin(np.arange(len(CLASSES)), [CLASSES.index(c) for c in self.classes_of(k)])
-                for k in self.corpora}
+        return {
+            k: np.isin(np.arange(len(CLASSES)), [CLASSES.index(c) for c in self.classes_of(k)])
+            for k in self.corpora
+        }
 
     def class_mask(self, rows: np.ndarray | None = None) -> np.ndarray:
         """(n, 8) bool: per clip (all, or ``rows``), the classes its corpus has."""
         masks = self.corpus_masks()
         idx = np.arange(len(self)) if rows is None else np.asarray(rows)
-        return np.stack([masks[k] for k in self.corpus[idx]]) if len(idx) else np.zeros((0, len(CLASSES)), bool)
+        return (
+            np.stack([masks[k] for k in self.corpus[idx]]) if len(idx) else np.zeros((0, len(CLASSES)), bool)
+        )
 
     def rows(self, split: str | None = None, corpus: str | None = None) -> np.ndarray:
         """Row indices of a split and/or a corpus."""
@@ -124,14 +128,16 @@ class CorpusTable:
         out = []
         for k in self.corpora:
             r = self.corpus == k
-            out.append({
-                "corpus": k,
-                "language": self.clips[int(np.flatnonzero(r)[0])].language,
-                "clips": int(r.sum()),
-                "speakers": len(set(self.speaker[r])),
-                "classes": self.classes_of(k),
-                **{s: int((r & (self.split == s)).sum()) for s in SPLITS},
-            })
+            out.append(
+                {
+                    "corpus": k,
+                    "language": self.clips[int(np.flatnonzero(r)[0])].language,
+                    "clips": int(r.sum()),
+                    "speakers": len(set(self.speaker[r])),
+                    "classes": self.classes_of(k),
+                    **{s: int((r & (self.split == s)).sum()) for s in SPLITS},
+                }
+            )
         return out
 
 
@@ -165,11 +171,17 @@ def _rows(path: Path, need: tuple[str, ...]) -> list[dict[str, str]]:
 
 def _ravdess(path: Path) -> list[Clip]:
     rows = _rows(path, ("file", "label", "actor", "split"))
-    return [Clip(path.parent / r["file"], r["label"], "ravdess", "en", f"ravdess:{int(r['actor']):02d}", r["split"])
-            for r in rows]
+    return [
+        Clip(
+            path.parent / r["file"], r["label"], "ravdess", "en", f"ravdess:{int(r['actor']):02d}", r["split"]
+        )
+        for r in rows
+    ]
 
 
 def _speech(path: Path) -> list[Clip]:
     rows = _rows(path, ("file", "label", "corpus", "language", "speaker", "split"))
-    return [Clip(path.parent / r["file"], r["label"], r["corpus"], r["language"], r["speaker"], r["split"])
-            for r in rows]
+    return [
+        Clip(path.parent / r["file"], r["label"], r["corpus"], r["language"], r["speaker"], r["split"])
+        for r in rows
+    ]

@@ -31,7 +31,15 @@ import numpy as np
 
 from dmd_pipeline.utils import atomic_open, atomic_write_json, config_hash
 
-__all__ = ["SHARD", "ClipFeatures", "LayerEncoder", "TinyWhisperEncoder", "extract_store", "load_store", "read_audio16"]
+__all__ = [
+    "SHARD",
+    "ClipFeatures",
+    "LayerEncoder",
+    "FinalStateEncoder",
+    "extract_store",
+    "load_store",
+    "read_audio16",
+]
 
 SHARD = 256
 _SR = 16000
@@ -47,17 +55,19 @@ class LayerEncoder(Protocol):
         ...
 
 
-class TinyWhisperEncoder:
-    """The ``whisper`` acoustic setting (Whisper tiny.en's final encoder state, 50 Hz) as a one-layer encoder."""
+class FinalStateEncoder:
+    """A CTranslate2 Whisper's final encoder state (50 Hz, chunked as the ``whisper`` acoustic setting runs it)
+    as a one-layer encoder: tiny.en (the ``whisper`` setting) by default, or the Whisper model at
+    ``model_path`` (e.g. :func:`dmd_pipeline.model_files.whisper_base_dir`)."""
 
-    def __init__(self, model_path: str | None = None) -> None:
+    def __init__(self, model_path: str | None = None, name: str = "whisper") -> None:
         from dmd_pipeline.extractors.whisper_encoder import WhisperEncoderExtractor
 
         self._ext = WhisperEncoderExtractor(model_path)
-        self.identity = {"setting": "whisper", "hash": self._ext.config_hash()}
+        self.identity = {"setting": name, "hash": self._ext.config_hash()}
 
     def encode(self, audio16: np.ndarray) -> np.ndarray:
-        """(1, T, 384) states."""
+        """(1, T, D) states."""
         return self._ext.extract(audio16, _SR).values[None]
 
 
@@ -78,10 +88,13 @@ class ClipFeatures:
         return np.concatenate([m.reshape(len(m), -1), s.reshape(len(s), -1)], axis=1)
 
 
-def store_dir(cache_root: str | Path, encoder: LayerEncoder, files: Sequence[Path], pool: int, augment: str) -> Path:
+def store_dir(
+    cache_root: str | Path, encoder: LayerEncoder, files: Sequence[Path], pool: int, augment: str
+) -> Path:
     """The folder of one (encoder, pool, augmentation, file list) store."""
-    ident = config_hash({"encoder": encoder.identity, "pool": pool, "augment": augment,
-                         "files": [str(f) for f in files]})
+    ident = config_hash(
+        {"encoder": encoder.identity, "pool": pool, "augment": augment, "files": [str(f) for f in files]}
+    )
     return Path(cache_root).expanduser() / "corpus_features" / ident
 
 
@@ -112,22 +125,35 @@ def read_audio16(path: Path) -> np.ndarray:
     return media.load_audio(path, sr=_SR)
 
 
-def _encode_one(encoder: LayerEncoder, path: Path, augment: Callable[[np.ndarray, int], np.ndarray] | None,
-                seed: int, pool: int) -> dict:
+def _encode_one(
+    encoder: LayerEncoder,
+    path: Path,
+    augment: Callable[[np.ndarray, int], np.ndarray] | None,
+    seed: int,
+    pool: int,
+) -> dict:
     audio = read_audio16(path)
     if augment is not None:
         audio = augment(audio, seed)
     x = np.asarray(encoder.encode(audio), dtype=np.float32)
     if x.ndim != 3 or x.shape[1] == 0:
         raise ValueError(f"encoder returned shape {x.shape}, expected (L, T>0, D)")
-    return {"mean": x.mean(1), "std": x.std(1), "frames": _pool_time(x, pool).astype(np.float16),
-            "n_frames": x.shape[1]}
+    return {
+        "mean": x.mean(1),
+        "std": x.std(1),
+        "frames": _pool_time(x, pool).astype(np.float16),
+        "n_frames": x.shape[1],
+    }
 
 
 def _write_shard(path: Path, recs: list[dict | None], errors: dict[int, str], dims: tuple[int, int]) -> None:
     L, D = dims
-    zero = {"mean": np.zeros((L, D), np.float32), "std": np.zeros((L, D), np.float32),
-            "frames": np.zeros((L, 1, D), np.float16), "n_frames": 0}
+    zero = {
+        "mean": np.zeros((L, D), np.float32),
+        "std": np.zeros((L, D), np.float32),
+        "frames": np.zeros((L, 1, D), np.float16),
+        "n_frames": 0,
+    }
     full = [r if r is not None else zero for r in recs]
     lens = np.array([r["frames"].shape[1] for r in full], np.int64)
     arrays = {
@@ -156,8 +182,10 @@ def extract_store(
     """Encode every file not yet stored (resumable by shard) and return the store folder."""
     out = store_dir(cache_root, encoder, files, pool, augment)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "meta.json", {"encoder": encoder.identity, "pool": pool, "augment": augment,
-                                          "n": len(files), "shard": SHARD})
+    atomic_write_json(
+        out / "meta.json",
+        {"encoder": encoder.identity, "pool": pool, "augment": augment, "n": len(files), "shard": SHARD},
+    )
     n_shards = -(-len(files) // SHARD)
     todo = [s for s in range(n_shards) if not (out / f"shard_{s:04d}.npz").is_file()]
     done0 = len(files) - sum(min(SHARD, len(files) - s * SHARD) for s in todo)
@@ -179,10 +207,14 @@ def extract_store(
                 last = time.monotonic()
                 rate = done / (last - t0)
                 left = len(files) - done0 - done
-                print(f"  {done0 + done}/{len(files)} clips, {rate:.1f} clips/s, ETA {left / rate / 60:.1f} min",
-                      flush=True)
+                print(
+                    f"  {done0 + done}/{len(files)} clips, {rate:.1f} clips/s, ETA {left / rate / 60:.1f} min",
+                    flush=True,
+                )
         if dims is None:
-            raise RuntimeError(f"no clip of shard {s} could be encoded (first error: {next(iter(errors.values()))})")
+            raise RuntimeError(
+                f"no clip of shard {s} could be encoded (first error: {next(iter(errors.values()))})"
+            )
         _write_shard(out / f"shard_{s:04d}.npz", recs, errors, dims)
     return out
 
@@ -205,4 +237,6 @@ def load_store(folder: str | Path) -> ClipFeatures:
         frames += [fr[:, a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
         nf.append(z["n_frames"])
         ok.append(z["ok"])
-    return ClipFeatures(np.concatenate(means), np.concatenate(stds), frames, np.concatenate(nf), np.concatenate(ok))
+    return ClipFeatures(
+        np.concatenate(means), np.concatenate(stds), frames, np.concatenate(nf), np.concatenate(ok)
+    )

@@ -30,7 +30,9 @@ PRIOR_CLIPS = 2.0
 _EPS = 1e-4
 
 
-def frame_stats(mean: np.ndarray, std: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def frame_stats(
+    mean: np.ndarray, std: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of the frames of several clips from their per-clip ``mean``/``std`` (n, ...), each clip
     weighted by ``weights`` (its frame count; equal by default)."""
     w = np.ones(len(mean)) if weights is None else np.asarray(weights, np.float64)
@@ -44,7 +46,9 @@ def frame_stats(mean: np.ndarray, std: np.ndarray, weights: np.ndarray | None = 
 class RunningStats:
     """Frame statistics over the clips seen so far, starting from a prior (the global statistics)."""
 
-    def __init__(self, prior_mean: np.ndarray, prior_std: np.ndarray, prior_clips: float = PRIOR_CLIPS) -> None:
+    def __init__(
+        self, prior_mean: np.ndarray, prior_std: np.ndarray, prior_clips: float = PRIOR_CLIPS
+    ) -> None:
         self.n = float(prior_clips)
         self.s1 = prior_mean * self.n
         self.s2 = (prior_std**2 + prior_mean**2) * self.n
@@ -95,7 +99,7 @@ def normalise_stats(
             rows = rng.permutation(np.flatnonzero(speaker == s))
             for j, i in enumerate(rows):
                 rs = RunningStats(g_mu, g_sd)
-                for p in rows[max(0, j - k + 1): j + 1]:
+                for p in rows[max(0, j - k + 1) : j + 1]:
                     rs.update(mean[p], std[p])
                 mu_out[i], sd_out[i] = rs.current()
     else:

@@ -65,7 +65,11 @@ def balanced_sample_weights(y: np.ndarray, corpus: np.ndarray, corpus_power: flo
 
 
 def per_corpus_reports(
-    y: np.ndarray, scores: np.ndarray, corpus: np.ndarray, masks: dict[str, np.ndarray], restrict: bool = False
+    y: np.ndarray,
+    scores: np.ndarray,
+    corpus: np.ndarray,
+    masks: dict[str, np.ndarray],
+    restrict: bool = False,
 ) -> dict[str, dict]:
     """Per corpus, :func:`classification_report` over its own classes.
 
