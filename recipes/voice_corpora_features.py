@@ -20,12 +20,20 @@ from dmd_pipeline.features import default_cache_dir
 
 
 def make_encoder(name: str):
-    """The encoder of a name: ``whisper`` (tiny.en final state), ``whisper-base-final`` (Whisper base's final
-    state through CTranslate2)."""
+    """The encoder of a name: ``whisper`` (tiny.en final state), ``whisper-base-layers`` (Whisper base in torch,
+    float32: embedding, blocks 1-5 and the final LN, 7 x 512), ``whisper-base-final`` (Whisper base's final
+    state through CTranslate2 int8: distorted by int8, see dmd_pipeline.extractors.whisper_layers)."""
     from dmd_pipeline.data.corpus_features import FinalStateEncoder
 
     if name == "whisper":
         return FinalStateEncoder()
+    if name == "whisper-base-layers":
+        import torch
+
+        from dmd_pipeline.extractors.whisper_layers import WhisperLayersExtractor
+
+        torch.set_num_threads(1)  # a shared 2-core machine: one thread per job
+        return WhisperLayersExtractor()
     if name == "whisper-base-final":
         from dmd_pipeline.model_files import whisper_base_dir
 
@@ -41,9 +49,10 @@ def main() -> None:
     ap.add_argument("--augment", default="none")
     ap.add_argument("--cache", type=Path, default=None, help="cache root (default: the dmd cache dir)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N clips (a timing run)")
+    ap.add_argument("--corpora", default=None, help="comma list of corpora (default: all five)")
     args = ap.parse_args()
 
-    table = read_corpora(args.data)
+    table = read_corpora(args.data, **({"corpora": tuple(args.corpora.split(","))} if args.corpora else {}))
     files = [c.path for c in table.clips][: args.limit]
     from dmd_pipeline.data.audio_augment import augmenter
 

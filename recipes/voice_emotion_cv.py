@@ -127,7 +127,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    table = read_corpora(args.data)
+    table = read_corpora(args.data, **({"corpora": tuple(args.corpora.split(","))} if args.corpora else {}))
     feats = load_store(args.store)
     if len(feats.ok) != len(table):
         raise SystemExit(f"store has {len(feats.ok)} clips, the table {len(table)}")
