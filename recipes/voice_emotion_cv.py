@@ -128,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
 
     table = read_corpora(args.data, **({"corpora": tuple(args.corpora.split(","))} if args.corpora else {}))
-    feats = load_store(args.store)
+    feats = load_store(args.store, frames=False)
     if len(feats.ok) != len(table):
         raise SystemExit(f"store has {len(feats.ok)} clips, the table {len(table)}")
     layers = [int(v) for v in args.layers.split(",")] if args.layers else list(range(feats.mean.shape[1]))

@@ -180,6 +180,8 @@ def test_feature_store_resumes_and_records_bad_clips(tmp_path: Path, monkeypatch
     extract_store(files, enc, tmp_path / "cache", pool=5)
     assert enc.calls == 5  # only the missing shard (2 clips) was encoded again
     assert load_store(out).ok.tolist() == [True, False, True, True]
+    stats_only = load_store(out, frames=False)
+    assert stats_only.frames == [] and stats_only.mean.shape == (4, 2, 3)
 
 
 def test_real_corpus_table(shared: Path) -> None:

@@ -219,12 +219,14 @@ def extract_store(
     return out
 
 
-def load_store(folder: str | Path) -> ClipFeatures:
-    """Read a complete store written by :func:`extract_store`."""
+def load_store(folder: str | Path, frames: bool = True) -> ClipFeatures:
+    """Read a complete store written by :func:`extract_store` (``frames=False``: the pooled statistics only,
+    ``frames`` left empty: much less to read and hold)."""
+    want_frames = frames
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     n_shards = -(-int(meta["n"]) // int(meta["shard"]))
-    means, stds, frames, nf, ok = [], [], [], [], []
+    means, stds, clips, nf, ok = [], [], [], [], []
     for s in range(n_shards):
         p = folder / f"shard_{s:04d}.npz"
         if not p.is_file():
@@ -232,11 +234,12 @@ def load_store(folder: str | Path) -> ClipFeatures:
         z = np.load(p, allow_pickle=False)
         means.append(z["mean"])
         stds.append(z["std"])
-        edges = np.concatenate([[0], np.cumsum(z["frame_lens"])])
-        fr = z["frames"]
-        frames += [fr[:, a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        if want_frames:
+            edges = np.concatenate([[0], np.cumsum(z["frame_lens"])])
+            fr = z["frames"]
+            clips += [fr[:, a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
         nf.append(z["n_frames"])
         ok.append(z["ok"])
     return ClipFeatures(
-        np.concatenate(means), np.concatenate(stds), frames, np.concatenate(nf), np.concatenate(ok)
+        np.concatenate(means), np.concatenate(stds), clips, np.concatenate(nf), np.concatenate(ok)
     )
