@@ -31,8 +31,8 @@ from dmd_pipeline.data.corpus_features import load_store
 from dmd_pipeline.data.feature_norm import normalise_stats, pooled_from_stats
 from dmd_pipeline.training.partial_labels import balanced_sample_weights, per_corpus_reports
 
-C_GRID = (0.003, 0.01, 0.03, 0.1)
-WD_GRID = (1e-4, 1e-3, 1e-2)
+C_GRID = (0.01, 0.1)
+WD_GRID = (1e-3, 1e-2)
 
 
 def fit_lr(x: np.ndarray, y: np.ndarray, c: float):
@@ -107,16 +107,50 @@ def mean_uar(reps: dict) -> float:
     return float(np.mean([r["uar"] for r in reps.values()]))
 
 
+def markdown(paths: list[Path]) -> str:
+    """One markdown table (valid UAR per corpus, LOCO UAR per corpus, means) of the runs in result files."""
+    rows, corpora = [], None
+    for p in paths:
+        res = json.loads(p.read_text())
+        for r in res.get("runs", []):
+            corpora = corpora or list(r["valid_uar"])
+            rows.append((res.get("layers"), res.get("train_on", "all"), r))
+    if not rows:
+        return "(no runs)"
+    head = ["layers", "trained on", "norm", "head", "hp"] + [f"valid {k}" for k in corpora] + ["valid mean"]
+    head += [f"LOCO {k}" for k in corpora] + ["LOCO mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for layers, train_on, r in rows:
+        v = [r["valid_uar"].get(k) for k in corpora]
+        lo = [r["loco_uar"].get(k) for k in corpora]
+        cells = [",".join(map(str, layers or [])), train_on, r["norm"], r["head"], str(r["hp"])]
+        cells += ["" if x is None else f"{100 * x:.1f}" for x in v] + [
+            f"{100 * np.mean([x for x in v if x is not None]):.1f}"
+        ]
+        cells += ["" if x is None else f"{100 * x:.1f}" for x in lo]
+        cells += [
+            f"{100 * np.mean([x for x in lo if x is not None]):.1f}" if any(x is not None for x in lo) else ""
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    import sys
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--table":  # python voice_emotion_cv.py --table runs/*.json
+        print(markdown([Path(a) for a in sys.argv[2:]]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--norms", default="none,global,speaker,running:1,running:4,running:16")
+    ap.add_argument("--norms", default="none,speaker,running:1,running:8")
     ap.add_argument("--heads", default="lr,masked")
     ap.add_argument("--layers", default=None, help="comma list of layer indices (default: all)")
     ap.add_argument(
         "--train-on", default=None, help="comma list of corpora to train on (default: all available)"
     )
+    ap.add_argument("--corpora", default=None, help="the corpora of the store (default: all five)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
         "--test",
