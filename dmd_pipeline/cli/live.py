@@ -124,6 +124,9 @@ def live(
         runner.warm_up()
     except (ModelFileError, ConfigError) as exc:
         raise usage_error(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C while the models load: nothing was heard yet
+        typer.echo("interrupted before the stream was read", err=True)
+        raise typer.Exit(130) from None
 
     signals: list[int] = []
 

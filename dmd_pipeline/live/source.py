@@ -343,6 +343,8 @@ class LiveDecoder:
             if not self.src.reconnects:
                 if not got and err:
                     raise LiveSourceError(self.src.spec, err)
+                if err:
+                    self.stats.notes.append(f"decoding stopped at {self.clock:.1f} s: {err}")
                 return
             attempt = 0 if got else attempt + 1
             if attempt > self.retries:
