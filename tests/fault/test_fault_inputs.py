@@ -151,9 +151,14 @@ def test_non_english_speech_is_flagged_low_confidence(media) -> None:
     got = {}
     for name, path in (("de", german), ("en", english)):
         audio, sr = sf.read(path, dtype="float32")
-        got[name] = transcribe(audio, sr, engine="whisper")
+        got[name] = transcribe(audio, sr, engine="whisper", language="en")  # tiny.en, as before languages
     de, en = got["de"], got["en"]
     assert de.quality["low_confidence"] is True and de.quality["probably_not_english"] is True
     assert any("probably not English" in n for n in de.notes)
     assert en.quality["low_confidence"] is False and not any("probably not English" in n for n in en.notes)
     assert json.dumps(de.quality)  # JSON-able, goes to bundle.metadata["asr_quality"]
+    # with the default language=auto, the German is identified and transcribed by Whisper base instead
+    audio, sr = sf.read(german, dtype="float32")
+    auto = transcribe(audio, sr, engine="whisper")
+    assert auto.language["code"] == "de" and auto.asr_model == "whisper-base"
+    assert not auto.quality.get("probably_not_english")
