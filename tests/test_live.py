@@ -113,6 +113,32 @@ def test_one_ffmpeg_decodes_audio_and_frames(three_clips: Path) -> None:
     assert max(frames[0][1].shape[:2]) == 160 and [t for t, _ in frames] == sorted(t for t, _ in frames)
 
 
+def test_a_container_on_a_pipe_loses_nothing_at_its_start(three_clips: Path, tmp_path: Path) -> None:
+    """MPEG-TS written into ffmpeg's stdin as fast as it is read (``dmd live -``): the first
+    seconds of sound come out as in the file (ffmpeg's ``nobuffer`` flag dropped what it read while probing:
+    4.5 s of this clip, its first sentence)."""
+    from dmd_pipeline.live.source import Feed, LiveSource
+
+    ts = tmp_path / "three.ts"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(three_clips), "-c", "copy", "-f", "mpegts",
+                    str(ts)], check=True, timeout=60)  # fmt: skip
+    feed = Feed(64 << 20)
+    assert feed.put(ts.read_bytes())
+    feed.close()
+    audio: list[np.ndarray] = []
+    stdin_args = parse_source("-").args  # as `dmd live -` reads (its default probing), through the feed
+    src = LiveSource("-", "feed", stdin_args, None, None, feed=feed)
+    dec = LiveDecoder(src, lambda x, _w: audio.append(x), lambda *_: None, fps=2.0, max_side=160)
+    dec.run()
+    got, ref = np.concatenate(audio), media.load_audio(three_clips)
+
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+    assert abs(got.size - ref.size) <= 0.1 * 16000
+    assert rms(got[: 4 * 16000]) > 0.8 * rms(ref[: 4 * 16000]) > 0  # the first sentence is there
+
+
 def test_cutter_finds_the_utterances_of_real_speech(three_clips: Path) -> None:
     from dmd_pipeline.live.cutter import UtteranceCutter
 

@@ -212,7 +212,7 @@ def ffmpeg_command(
     gaps in the input filled so samples keep the input's time; frames (if ``video_fd``) as PPM images on
     that pipe."""
     cmd = [media.ffmpeg_exe(), *([] if src.kind in ("stdin", "feed") else ["-nostdin"]), "-hide_banner",
-           "-loglevel", "error", "-fflags", "+nobuffer+discardcorrupt", *src.args]  # fmt: skip
+           "-loglevel", "error", "-fflags", "+discardcorrupt", *src.args]  # fmt: skip
     if audio:
         audio_map = "1:a:0" if src.kind == "camera" else "0:a:0"
         cmd += ["-map", audio_map, "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(int(sr)),
