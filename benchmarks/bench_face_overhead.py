@@ -1,6 +1,6 @@
 """What the face channel adds to the visual stage of ``dmd analyze`` on the generated 60 s clip.
 
-    .venv/bin/python benchmarks/bench_face_overhead.py [--fps 4] [--rounds 3] [--model DIR]
+    .venv/bin/python benchmarks/bench_face_overhead.py [--fps 4] [--rounds 3] [--model DIR] [--face-fps 4]
 
 Interleaved rounds on one warm process (one torch thread): the visual stage as today
 (``VisualExtractor().extract`` over the streamed frames at ``--fps``, 4 = ``dmd analyze``'s default) against
@@ -10,7 +10,8 @@ and their ratio, and the load average before and after, as JSON.
 
 With ``--analyze`` the whole warm ``dmd analyze`` of the clip is timed instead (``analyze_clip`` with the
 bundled default models, loaded once, against the same models plus the bundled face model: the face channel
-in the result), in interleaved rounds; ``--asr`` as for ``dmd analyze`` (default whisper).
+in the result), in interleaved rounds; ``--asr`` as for ``dmd analyze`` (default whisper); ``--face-fps``
+as for ``dmd analyze`` (face frames the face model reads per second; 0: every frame).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--analyze", action="store_true", help="time the whole warm analyze, with and without")
     ap.add_argument("--asr", default="whisper")
+    ap.add_argument("--face-fps", type=float, default=None, help="as dmd analyze's (default: its default)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.analyze:
@@ -96,12 +98,14 @@ def analyze_rounds(args: argparse.Namespace) -> int:
     """``--analyze``: interleaved warm ``analyze_clip`` rounds without and with the face channel."""
     from media_factory import MediaFactory
 
+    from dmd_pipeline.analysis.analysis_options import DEFAULT_FACE_FPS
     from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
     from dmd_pipeline.analysis.registry import default_model_names, load_face_model, load_models
 
     dmd = load_models(default_model_names())
     face = load_face_model(args.model)
-    opts = AnalyzeOptions(asr=args.asr)
+    face_fps = DEFAULT_FACE_FPS if args.face_fps is None else args.face_fps
+    opts = AnalyzeOptions(asr=args.asr, face_fps=face_fps)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_face_") as tmp:
         clip = MediaFactory(tmp).face_video(duration=args.duration, size=(640, 480), fps=25)
@@ -122,7 +126,7 @@ def analyze_rounds(args: argparse.Namespace) -> int:
             b.append(run([*dmd, face]))
     ma, mb = statistics.median(a), statistics.median(b)
     print(json.dumps({
-        "mode": "analyze", "asr": args.asr, "duration_s": args.duration, "rounds": args.rounds,
+        "mode": "analyze", "asr": args.asr, "face_fps": face_fps, "duration_s": args.duration, "rounds": args.rounds,
         "without_face_s": [round(x, 3) for x in a], "with_face_s": [round(x, 3) for x in b],
         "median_without_s": round(ma, 3), "median_with_s": round(mb, 3),
         "added_s": round(mb - ma, 3), "ratio_of_medians": round(mb / ma, 3),

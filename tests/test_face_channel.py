@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dmd_pipeline.extractors.visual import VisualExtractor
-from dmd_pipeline.face.channel import frame_probabilities, summarise_span
+from dmd_pipeline.face.channel import frame_probabilities, frames_to_score, summarise_span
 from dmd_pipeline.face.crop import FER_TEMPLATE
 from dmd_pipeline.face.model import FaceExpressionModel
 from dmd_pipeline.face.network import FaceExpressionNet, FaceNetConfig
@@ -36,6 +36,41 @@ def test_span_without_a_face_is_not_an_answer() -> None:
     assert s.probs is None and s.visible_fraction == 0.0 and s.top is None
     assert s.headline() == "face: n/a (no face)"
     assert summarise_span(np.zeros((0, 2)), np.zeros(0), CLASSES, 0.0, 1.0).probs is None
+
+
+def test_face_rate_cap_holds_and_keeps_one_frame_per_segment() -> None:
+    times = np.arange(300) * 0.1  # 10 fps, 30 s
+    visible = np.ones(300, dtype=bool)
+    visible[100:200] = False  # no face from 10 s to 20 s
+    visible[150] = True  # but for one frame (a segment [14.9, 15.2) with a face)
+    take = frames_to_score(times, visible, 4.0, [(14.9, 15.2)])
+    assert not take[~visible].any()
+    assert take[150], "a segment with a face got no scored frame"
+    for t0 in np.arange(0.0, 30.0, 1.0):  # every second: at most 4 (the cap is 1 frame per 0.25 s)
+        assert take[(times >= t0) & (times < t0 + 1.0)].sum() <= 4
+    assert 0.25 <= np.diff(times[take & (times < 10)]).min() + 1e-9  # evenly spaced at the cap, no closer
+    assert take[times < 10].sum() >= 30  # and not far below it: 10 frames/s kept at 3-4/s
+    assert (frames_to_score(times, visible, 0.0) == visible).all()  # 0: every visible frame
+    assert (frames_to_score(times, visible, 20.0) == visible).all()  # a cap above the frame rate
+
+
+def test_visible_fraction_is_unchanged_by_the_rate_cap() -> None:
+    rng = np.random.default_rng(0)
+    times = np.arange(200) * 0.1
+    visible = rng.random(200) > 0.3
+    probs = rng.dirichlet([1.0, 1.0], 200).astype(np.float32)
+    probs[~visible] = np.nan
+    take = frames_to_score(times, visible, 2.0)
+    capped = probs.copy()
+    capped[~take] = np.nan  # not scored
+    for start, end in [(0.0, 20.0), (3.0, 7.5), (12.0, 12.9)]:
+        full = summarise_span(probs, times, CLASSES, start, end)
+        part = summarise_span(capped, times, CLASSES, start, end, visible)
+        assert part.visible_fraction == pytest.approx(full.visible_fraction)
+        assert part.n_frames == full.n_frames and part.probs is not None
+    # without the visibility mask the unscored frames would read as "no face": the fraction would drop
+    whole = summarise_span(probs, times, CLASSES, 0.0, 20.0).visible_fraction
+    assert summarise_span(capped, times, CLASSES, 0.0, 20.0).visible_fraction < whole
 
 
 def test_extractor_settings_unchanged_without_face_crops() -> None:

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Face frames the face model reads per second by default (``--face-fps``; BENCHMARKS.md, "The face
+#: channel's cost": every visual frame cost a warm analyze 14-18 %).
+DEFAULT_FACE_FPS = 4.0
+
 
 @dataclass
 class AnalyzeOptions:
@@ -20,6 +24,9 @@ class AnalyzeOptions:
     key_frames: int = 3
     batch_size: int = 16
     fps: float | None = None  # visual sampling rate; None: the model's feature spec, else 10 (4 if unused)
+    # at most this many face frames a second are read by the face model (evenly spaced, at least one per
+    # segment with a face; the visible fraction still counts every frame); 0 = every visual frame
+    face_fps: float = DEFAULT_FACE_FPS
     # files longer than 1.5x this are extracted and scored in windows of about this length (memory bounded
     # by the window, not the file); 0 = always whole
     stream_window_s: float = 60.0

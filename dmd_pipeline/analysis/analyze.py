@@ -312,7 +312,9 @@ def _score_part(
     face = None
     if face_model is not None and "vision" in present:
         t0 = time.perf_counter()
-        face = face_frames_of(face_model, bundle.visual, offset)
+        face = face_frames_of(
+            face_model, bundle.visual, offset, options.face_fps, [(s.start, s.end) for s in segs]
+        )
         timings["face_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cues = cue_frames(bundle.acoustic, bundle.visual, offset)

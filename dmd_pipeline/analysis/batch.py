@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.analysis.analysis_options import DEFAULT_FACE_FPS
 from dmd_pipeline.analysis.predictions import (
     FACE_COLUMNS,
     FUSED_COLUMNS,
@@ -132,6 +133,7 @@ class BatchOptions:
     model: Any = None
     asr: str = "whisper"
     language: str = "auto"  # auto | en | a Whisper language code
+    face_fps: float = DEFAULT_FACE_FPS  # face frames the face model reads per second (0: every frame)
     transcript: str | None = None
     report: bool = False
     fmt: str | list[str] = "json"  # json, csv, tsv, srt, vtt, all (a comma list or a list)
@@ -288,7 +290,7 @@ def batch_record(opts: BatchOptions) -> dict[str, Any]:
         dirs = [str(r.path) for r in resolve_model_refs(opts.model)]
     except (ModelFileError, ConfigError):
         dirs = split_model_refs(opts.model)
-    return result_options(opts.asr, opts.transcript, dirs, opts.language)
+    return result_options(opts.asr, opts.transcript, dirs, opts.language, opts.face_fps)
 
 
 def still_image(info: Any) -> str | None:
@@ -493,6 +495,7 @@ def process_file(
                 language=opts.language,
                 transcript=opts.transcript,
                 stream_window_s=opts.stream_window_s,
+                face_fps=opts.face_fps,
             ),
         )
         result.options = file_options(batch_record(opts), path)

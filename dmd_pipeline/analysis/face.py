@@ -3,7 +3,10 @@
 :func:`face_frames_of` scores the face crops one bundle's visual frames kept (the extractor keeps them when
 a face model runs: ``ExtractionConfig.face_crop``) and keeps, per frame, the file time, the probabilities
 (NaN rows where no face is visible), the face box and how many faces were detected; a streamed file adds
-one such stretch per window and nothing else of its frames. :func:`face_channel` summarises the frames
+one such stretch per window and nothing else of its frames. The model reads at most ``max_per_s`` of the
+visible frames a second (:func:`dmd_pipeline.face.channel.frames_to_score`: evenly spaced, at least one per
+segment with a face; ``AnalyzeOptions.face_fps``); the others are kept as visible but not scored, so the
+visible fraction still counts every frame with a face. :func:`face_channel` summarises the frames
 over a span (a segment or the whole file, :func:`dmd_pipeline.face.channel.summarise_span`: the
 duration-weighted mean over the frames in which the face is visible, and the visible fraction) into the
 result's :class:`~dmd_pipeline.analysis.result.FaceChannel`; :func:`face_timeline` puts them on a regular
@@ -34,7 +37,12 @@ from dmd_pipeline.analysis.result import (
     calibration_summary,
 )
 from dmd_pipeline.extractors.base import FrameFeatures
-from dmd_pipeline.face.channel import frame_probabilities, summarise_span
+from dmd_pipeline.face.channel import (
+    frame_probabilities,
+    frames_to_score,
+    summarise_span,
+    visible_frames,
+)
 
 __all__ = [
     "FaceFrames",
@@ -50,19 +58,36 @@ __all__ = [
 @dataclass
 class FaceFrames:
     """Per-frame face-channel numbers of a stretch of a file: file ``times`` (T,), ``probs`` (T, C) (NaN rows
-    without a visible face), ``boxes`` (T, 4) x0, y0, x1, y1 fractions, ``n_faces`` (T,) faces detected."""
+    where the model read no face: none visible, or not scored), ``boxes`` (T, 4) x0, y0, x1, y1 fractions,
+    ``n_faces`` (T,) faces detected, ``visible`` (T,) bool frames with a face, scored or not (None: the
+    scored ones)."""
 
     times: np.ndarray
     probs: np.ndarray
     boxes: np.ndarray
     n_faces: np.ndarray
+    visible: np.ndarray | None = None
+
+    def seen(self) -> np.ndarray:
+        """(T,) bool: the frames with a visible face."""
+        if self.visible is not None:
+            return np.asarray(self.visible, dtype=bool)
+        return ~np.isnan(self.probs).any(axis=1)
 
 
-def face_frames_of(model: Any, visual: FrameFeatures | None, offset: float = 0.0) -> FaceFrames | None:
+def face_frames_of(
+    model: Any,
+    visual: FrameFeatures | None,
+    offset: float = 0.0,
+    max_per_s: float | None = None,
+    spans: Sequence[tuple[float, float]] = (),
+) -> FaceFrames | None:
     """The face-channel frames of one bundle's visual features (None without video frames).
 
     ``model`` is a :class:`~dmd_pipeline.face.model.FaceExpressionModel`; the frames must carry its crops
-    (``extras["face_crops"]``, else ValueError: the extractor was built without ``face_crop``)."""
+    (``extras["face_crops"]``, else ValueError: the extractor was built without ``face_crop``). The model
+    reads at most ``max_per_s`` visible frames a second (None or 0: all), at least one in each of ``spans``
+    (the bundle's segments, in bundle time) with a face."""
     if visual is None or visual.n_frames == 0:
         return None
     crops = visual.extras.get("face_crops")
@@ -74,11 +99,14 @@ def face_frames_of(model: Any, visual: FrameFeatures | None, offset: float = 0.0
         if "face_present" in names
         else np.ones(visual.n_frames, bool)
     )
-    probs = frame_probabilities(model, crops, present)
+    times = np.asarray(visual.times, np.float64)
+    visible = visible_frames(crops, present)
+    score = frames_to_score(times, visible, max_per_s, spans)
+    probs = frame_probabilities(model, crops, present, score=score)
     n = visual.n_frames
     boxes = np.asarray(visual.extras.get("boxes", np.zeros((n, 4))), dtype=np.float64).reshape(n, 4)
     n_faces = np.asarray(visual.extras.get("n_faces", present.astype(np.int16)), dtype=np.int64).reshape(n)
-    return FaceFrames(np.asarray(visual.times, np.float64) + offset, probs, boxes, n_faces)
+    return FaceFrames(times + offset, probs, boxes, n_faces, visible)
 
 
 def join_face_frames(parts: Sequence[FaceFrames | None]) -> FaceFrames | None:
@@ -91,12 +119,13 @@ def join_face_frames(parts: Sequence[FaceFrames | None]) -> FaceFrames | None:
         np.concatenate([p.probs for p in got]),
         np.concatenate([p.boxes for p in got]),
         np.concatenate([p.n_faces for p in got]),
+        np.concatenate([p.seen() for p in got]),
     )
 
 
 def _box(frames: FaceFrames, start: float, end: float) -> list[float] | None:
     """Median ``[x, y, w, h]`` of the visible face over [start, end) (None when it is not seen there)."""
-    inside = (frames.times >= start) & (frames.times < end) & ~np.isnan(frames.probs).any(axis=1)
+    inside = (frames.times >= start) & (frames.times < end) & frames.seen()
     if not inside.any():
         return None
     b = np.median(np.clip(frames.boxes[inside], 0.0, 1.0), axis=0)
@@ -111,7 +140,7 @@ def face_channel(
     ``n/a (no face)`` when no face is visible in the span."""
     if frames is None:
         return FaceChannel.absent(model_name, NO_VIDEO)
-    span = summarise_span(frames.probs, frames.times, classes, start, end)
+    span = summarise_span(frames.probs, frames.times, classes, start, end, frames.visible)
     if span.probs is None:
         return FaceChannel.absent(model_name, NO_FACE, span.n_frames)
     total = sum(span.probs.values())
@@ -147,7 +176,7 @@ def face_timeline(
     model_name: str, classes: list[str], frames: FaceFrames | None, duration: float, rate_hz: float
 ) -> FaceTimeline | None:
     """Class probabilities on a ``rate_hz`` grid over [0, duration): each point the mean of the visible
-    frames within half a step of it (None where there are none); None without frames."""
+    scored frames within half a step of it (None where there are none); None without frames."""
     if frames is None or duration <= 0 or rate_hz <= 0:
         return None
     step = 1.0 / float(rate_hz)

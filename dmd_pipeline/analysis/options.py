@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dmd_pipeline.analysis.analysis_options import DEFAULT_FACE_FPS
 from dmd_pipeline.extractors.transcribe import find_sidecar
 
 #: Files of a model folder whose content identifies it (hashed: they are small).
@@ -92,12 +93,14 @@ def result_options(
     transcript: str | os.PathLike[str] | None,
     model_dirs: Sequence[str | os.PathLike[str]],
     language: str = "auto",
+    face_fps: float = DEFAULT_FACE_FPS,
 ) -> dict[str, Any]:
-    """The ``options`` record of a result: ASR engine, ``--language``, transcript identity, model identities
-    (in order)."""
+    """The ``options`` record of a result: ASR engine, ``--language``, ``--face-fps`` (face frames the face
+    model reads per second, 0: every frame), transcript identity, model identities (in order)."""
     return {
         "asr": str(asr),
         "language": str(language),
+        "face_fps": float(face_fps),
         "transcript": transcript_identity(transcript),
         "models": [model_identity(d) for d in model_dirs],
     }
@@ -163,6 +166,8 @@ def options_difference(stored: dict[str, Any] | None, current: dict[str, Any]) -
         return f"--asr changed ({stored.get('asr')} -> {current.get('asr')})"
     if stored.get("language", "en") != current.get("language", "auto"):  # before 1.3: English only
         return f"--language changed ({stored.get('language', 'en')} -> {current.get('language', 'auto')})"
+    if float(stored.get("face_fps", 0.0)) != float(current.get("face_fps", 0.0)):  # before: every frame
+        return f"--face-fps changed ({stored.get('face_fps', 0.0)} -> {current.get('face_fps', 0.0)})"
     why = _transcript_difference(stored.get("transcript"), current.get("transcript"))
     if why is not None:
         return why

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import typer
 
+from dmd_pipeline.analysis.analysis_options import DEFAULT_FACE_FPS
 from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.cli.common import (
     LANGUAGE_HELP,
@@ -89,6 +90,13 @@ def analyze(
         "--face/--no-face",
         help="Read the facial expression from the video (the face channel: 'face' in every result); "
         "--no-face leaves it out (face: null).",
+    ),
+    face_fps: float = typer.Option(
+        DEFAULT_FACE_FPS,
+        "--face-fps",
+        min=0,
+        help="At most this many face frames a second are read by the face model (evenly spaced, at least "
+        "one per segment with a face; the visible fraction still counts every frame); 0 = every frame.",
     ),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder."),
     report: bool = typer.Option(False, "--report", help="Also write an HTML page per file and index.html."),
@@ -209,6 +217,7 @@ def analyze(
         model=refs,
         asr=asr.value,
         language=language,
+        face_fps=float(face_fps),
         transcript=str(transcript) if transcript is not None else None,
         stream_window_s=float(stream_window),
         report=report,
