@@ -1,6 +1,6 @@
 """What the face channel adds to the visual stage of ``dmd analyze`` on the generated 60 s clip.
 
-    .venv/bin/python benchmarks/bench_face_overhead.py [--fps 4] [--rounds 3] [--model DIR] [--face-fps 4]
+    .venv/bin/python benchmarks/bench_face_overhead.py [--fps 4] [--rounds 3] [--model DIR] [--face-fps 2]
 
 Interleaved rounds on one warm process (one torch thread): the visual stage as today
 (``VisualExtractor().extract`` over the streamed frames at ``--fps``, 4 = ``dmd analyze``'s default) against

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Face frames the face model reads per second by default (``--face-fps``; BENCHMARKS.md, "The face
-#: channel's cost": every visual frame cost a warm analyze 14-18 %).
-DEFAULT_FACE_FPS = 4.0
+#: Face frames the face model reads per second by default (``--face-fps``): half the 4 fps visual frames,
+#: one per step of the 2 Hz face timeline (so it has no gaps); BENCHMARKS.md has what it costs.
+DEFAULT_FACE_FPS = 2.0
 
 
 @dataclass
