@@ -105,3 +105,19 @@ def test_real_video_face_crops_and_probabilities(shared: Path, tmp_path: Path) -
     span = summarise_span(probs, ff.times, model.classes, float(ff.times[0]), float(ff.times[-1]) + 0.2)
     assert span.probs is not None and span.visible_fraction >= 0.95
     assert sum(span.probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_changed_face_rate_redoes_the_file() -> None:
+    from dmd_pipeline.analysis.options import options_difference, result_options
+
+    now = result_options("whisper", None, [], "auto", 2.0)
+    assert (
+        now["face_fps"] == 2.0
+        and options_difference(now, result_options("whisper", None, [], "auto", 2.0)) is None
+    )
+    assert (
+        options_difference(now, result_options("whisper", None, [], "auto", 0.0))
+        == "--face-fps changed (2.0 -> 0.0)"
+    )
+    before = {k: v for k, v in now.items() if k != "face_fps"}  # a result from before: every frame was read
+    assert options_difference(before, now) == "--face-fps changed (0.0 -> 2.0)"
