@@ -200,3 +200,15 @@ def test_the_words_model_answers_for_its_sign_accuracy() -> None:
     assert acc == words.meta["metrics"]["valid"]["Has0_acc_2"] and 0.5 < acc < 1.0
     voice = load_model("ravdess-voice-emotion")
     assert voice.sign_accuracy is None  # a classifier has no sentiment sign
+
+
+def test_headline_shares_add_up_to_one_tenth_by_tenth():
+    """0.66/0.27/0.07 rounds to 0.7 + 0.3 + 0.1 = 1.1 one by one; the headline shows shares that add up."""
+    for shares in (
+        {"face": 0.66, "voice": 0.27, "words": 0.07},
+        {"face": 0.34, "voice": 0.33, "words": 0.33},
+        {"face": 0.04, "voice": 0.04, "words": 0.92},
+    ):
+        phrase = fused_phrase({"label": "happy", "probability": 0.7, "contributions": shares})
+        parts = phrase.split(" — ")[1].split(" · ")
+        assert abs(sum(float(p.split()[1]) for p in parts) - 1.0) < 1e-9, phrase

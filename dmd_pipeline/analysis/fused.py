@@ -112,9 +112,23 @@ def fused_phrase(fused: Mapping[str, Any] | None) -> str | None:
             if reason == "conflict"
             else f", uncertain ({reason})"
         )
-    shares = fused.get("contributions") or {}
-    why = " · ".join(f"{k} {shares[k]:.1f}" for k in CHANNELS if round(shares.get(k, 0.0), 1) > 0)
+    tenths = _tenths(fused.get("contributions") or {})
+    why = " · ".join(f"{k} {tenths[k] / 10:.1f}" for k in CHANNELS if tenths.get(k, 0) > 0)
     return f"{head} — {why}" if why else head
+
+
+def _tenths(shares: Mapping[str, Any]) -> dict[str, int]:
+    """The shares in whole tenths that add up to 10 when the shares add up to 1 (largest remainder), so the
+    headline's ``face 0.6 · voice 0.3 · words 0.1`` never reads as 1.1 or 0.9 in all."""
+    vals = {k: max(0.0, float(shares.get(k) or 0.0)) for k in CHANNELS}
+    total = sum(vals.values())
+    if total <= 0:
+        return dict.fromkeys(CHANNELS, 0)
+    scaled = {k: 10.0 * v / total for k, v in vals.items()}
+    out = {k: int(v) for k, v in scaled.items()}
+    for k in sorted(CHANNELS, key=lambda c: out[c] - scaled[c])[: 10 - sum(out.values())]:
+        out[k] += 1
+    return out
 
 
 def _edge_phrase(name: str, weight: float) -> str:
