@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
@@ -347,3 +348,20 @@ def quiet_native_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def close_with(owner: object, resource: Any) -> weakref.finalize:
+    """Call ``resource.close()`` when ``owner`` is collected (or at exit), unless called before: calling the
+    returned finalizer closes it now, once.
+
+    Why not leave it to the resource's own ``__del__``: mediapipe's FaceLandmarker closes itself there through
+    a one-thread executor, and when the landmarker is collected in the same garbage cycle as that executor
+    (an extractor caught in a reference cycle, e.g. by a traceback), the executor's worker has already been
+    told to exit and ``close()`` waits for it forever. The finalizer holds the resource strongly, so it is
+    closed while its executor still runs."""
+    return weakref.finalize(owner, _close_quietly, resource)
+
+
+def _close_quietly(resource: Any) -> None:
+    with suppress(Exception):
+        resource.close()

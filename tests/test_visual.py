@@ -228,3 +228,25 @@ def test_model_file_missing_package_and_user_path(monkeypatch: pytest.MonkeyPatc
         model_files.whisper_model_dir(own)
     with pytest.raises(ModelFileError):
         VisualExtractor(model_path=tmp_path / "missing.task")
+
+
+def test_landmarker_caught_in_a_reference_cycle_is_collected_without_hanging(tmp_path):
+    """mediapipe's FaceLandmarker closes itself through a one-thread executor; collected in one garbage cycle
+    with that executor, its close() waited forever (the whole test suite hung in an unrelated test's gc)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "cycle.py"
+    script.write_text(
+        "import gc\n"
+        "from dmd_pipeline.extractors.visual import VisualExtractor\n"
+        "from dmd_pipeline.face.crop import FaceFinder\n"
+        "for owner in (VisualExtractor(), VisualExtractor(), FaceFinder()):\n"
+        "    getattr(owner, '_get_landmarker', getattr(owner, '_landmarker', None))()\n"
+        "    owner.cycle = owner\n"
+        "    del owner\n"
+        "    gc.collect()\n"
+        "print('collected')\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "collected" in out.stdout, out.stderr[-2000:]

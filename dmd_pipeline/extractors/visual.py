@@ -65,8 +65,8 @@ import numpy as np
 
 from dmd_pipeline.extractors.base import FrameFeatures
 from dmd_pipeline.model_files import FACE_LANDMARKER_SHA256, face_landmarker_path
+from dmd_pipeline.utils import close_with, quiet_native_stderr, sha256_file
 from dmd_pipeline.utils import config_hash as _hash
-from dmd_pipeline.utils import quiet_native_stderr, sha256_file
 
 __all__ = ["BLENDSHAPE_NAMES", "VisualExtractor", "head_pose_from_matrix"]
 
@@ -182,6 +182,7 @@ class VisualExtractor:
             self.feature_names += [f"lm_{i}_{c}" for i in range(_N_LANDMARKS) for c in "xyz"]
         self.dim: int = len(self.feature_names)
         self._landmarker = None
+        self._closer: weakref.finalize | None = None
         self._warm = False
         self._next_ts_ms = 0
         self._model_sha: str | None = None
@@ -205,6 +206,7 @@ class VisualExtractor:
             )
             with quiet_native_stderr():
                 self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+            self._closer = close_with(self, self._landmarker)
             self._warm = False
             _LIVE.add(self)
             _register_exit_hook()
@@ -213,7 +215,10 @@ class VisualExtractor:
     def close(self) -> None:
         """Free the mediapipe graph (a later ``extract`` creates a new one)."""
         lm, self._landmarker = self._landmarker, None
-        if lm is not None:
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            closer()  # lm.close(), once
+        elif lm is not None:
             lm.close()
         _LIVE.discard(self)
 

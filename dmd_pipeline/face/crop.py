@@ -184,13 +184,14 @@ class FaceFinder:
         self.min_side = int(min_side)
         self.min_detection_confidence = float(min_detection_confidence)
         self._lm = None
+        self._closer = None
 
     def _landmarker(self):
         if self._lm is None:
             from mediapipe.tasks.python import vision
             from mediapipe.tasks.python.core.base_options import BaseOptions
 
-            from dmd_pipeline.utils import quiet_native_stderr
+            from dmd_pipeline.utils import close_with, quiet_native_stderr
 
             opts = vision.FaceLandmarkerOptions(
                 base_options=BaseOptions(model_asset_path=str(self.model_path)),
@@ -200,12 +201,16 @@ class FaceFinder:
             )
             with quiet_native_stderr():
                 self._lm = vision.FaceLandmarker.create_from_options(opts)
+            self._closer = close_with(self, self._lm)
         return self._lm
 
     def close(self) -> None:
         """Free the mediapipe graph."""
         lm, self._lm = self._lm, None
-        if lm is not None:
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            closer()  # lm.close(), once
+        elif lm is not None:
             with contextlib.suppress(Exception):
                 lm.close()
 
