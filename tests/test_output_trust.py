@@ -191,7 +191,8 @@ def test_media_identity_samples_large_files_and_ignores_mtime(tmp_path: Path) ->
     big.write_bytes(bytes(range(256)) * (40 << 12))  # 40 MiB
     ident = media_identity(big)
     assert ident["hashed"] == "sample" and ident["size"] == big.stat().st_size
-    record = {"asr": "none", "transcript": None, "models": []}
+    # every options record (result_options) has --language since schema 1.3
+    record = {"asr": "none", "language": "auto", "transcript": None, "models": []}
     stored = {**record, "media": ident}
     import os
 
