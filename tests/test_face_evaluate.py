@@ -115,3 +115,20 @@ def test_a_real_face_photo_is_cropped_not_used_whole(tiny_model: Path, tmp_path:
     (tmp_path / "labels.csv").write_text("file,label\nframe.jpg,neutral\n")
     res = evaluate_images(FaceExpressionModel.load(tiny_model), tmp_path / "labels.csv", "all")
     assert res.faces_found == 1 and res.used_whole == 0 and len(res.files) == 1
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow only warns between its pixel limit and twice it: a photo upload (``dmd serve``) could make a
+    worker decode hundreds of MB; the limit itself refuses, with the reason."""
+    from PIL import Image
+
+    from dmd_pipeline.face.evaluate import load_rgb
+
+    p = tmp_path / "big.png"
+    Image.new("RGB", (200, 100), (90, 120, 200)).save(p)
+    assert load_rgb(p).shape == (100, 200, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 15_000)  # 20,000 pixels: over it, under twice it
+    with pytest.raises(ValueError, match="200x100 pixels is more than 15,000"):
+        load_rgb(p)

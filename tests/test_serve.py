@@ -251,6 +251,35 @@ def test_job_survives_restart_and_result_validates(
 
 
 @requires_serve
+def test_a_photo_upload_gives_the_face_channel(
+    restarted: dict[str, Any], done_job: dict[str, Any], media: MediaFactory
+) -> None:
+    """A still image is analysed as ``dmd analyze photo.png`` does: the face channel only, same schema."""
+    import jsonschema
+
+    from dmd_pipeline.analysis.result import load_schema
+
+    with restarted["server"].client() as c:
+        r = upload(c, media.astronaut_png(), name="photo.png")
+        assert r.status_code == 202, r.text
+        assert r.json()["media"]["duration"] == 0.0
+        job = wait_done(c, r.json()["id"])
+        assert job["status"] == "done", job
+        doc = job["result"]
+        jsonschema.validate(doc, load_schema())
+        assert doc["file"] == "photo.png" and doc["duration"] == 0.0
+        assert [m["role"] for m in doc["models"]] == ["expression"]  # no voice, no words: a photo has neither
+        face = doc["face"]
+        assert face["n_frames"] == 1 and face["visible_fraction"] == 1.0 and face["label"] is not None
+        assert abs(sum(face["probabilities"].values()) - 1.0) < 1e-3
+        assert doc["segments"][0]["face"] == face and doc["headline"].endswith(
+            f"face: {face['label']} {face['probability']:.2f}"
+        )
+        assert c.get(job["links"]["report"]).status_code == 200
+        assert c.delete(f"/v1/analyses/{job['id']}").status_code == 200
+
+
+@requires_serve
 def test_non_media_upload_is_422(restarted: dict[str, Any], media: MediaFactory) -> None:
     srv = restarted["server"]
     with srv.client() as c:

@@ -404,10 +404,20 @@ def test_start_line_brackets_ipv6_and_insecure_warns(monkeypatch: pytest.MonkeyP
         os.umask(mask)
 
 
-def test_a_still_image_upload_is_refused(server: Server, media: MediaFactory) -> None:
-    with server.client() as c:
-        r = upload(c, media.astronaut_png(), name="photo.png")
-        assert r.status_code == 422 and "still image" in r.json()["detail"], r.text
+def test_a_still_image_upload_is_refused_without_the_face_channel(
+    tmp_path: Path, media: MediaFactory
+) -> None:
+    """A photo is read by the face channel only (accepted by default: test_serve); with --no-face it has no
+    answer to give, so the upload is refused at once, saying why."""
+    srv = Server(tmp_path / "data", "--no-face")
+    try:
+        srv.start()
+        with srv.client() as c:
+            r = upload(c, media.astronaut_png(), name="photo.png")
+            detail = r.json()["detail"]
+            assert r.status_code == 422 and "still image" in detail and "--no-face" in detail, r.text
+    finally:
+        srv.stop()
 
 
 def test_a_job_may_run_in_proportion_to_its_duration(tmp_path: Path) -> None:

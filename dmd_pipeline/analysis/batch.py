@@ -730,7 +730,7 @@ def _probe_all(files: Sequence[Path], photos: bool = False) -> list[tuple[str, s
         return list(pool.map(lambda f: probe_problem(f, photos), files))
 
 
-def _runs_face_model(refs: Any) -> bool:
+def runs_face_model(refs: Any) -> bool:
     """Whether the models of a batch include a face model (then a photo is analysed, not refused)."""
     from dmd_pipeline.analysis.registry import default_face_model, resolve_model_refs
 
@@ -862,7 +862,7 @@ def _run_batch_locked(
     # fail fast: every input is probed before any model loads
     if todo:
         logger.info("checking %d file(s)", len(todo))
-    problems = _probe_all(todo, photos=_runs_face_model(opts.model))
+    problems = _probe_all(todo, photos=runs_face_model(opts.model))
     for f, bad in zip(list(todo), problems, strict=True):
         if bad is not None:
             todo.remove(f)

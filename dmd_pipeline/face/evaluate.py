@@ -123,6 +123,11 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ValueError(f"larger than {_IMAGE_LIMIT >> 20} MiB")
     try:
         with Image.open(path) as im:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and im.size[0] * im.size[1] > limit:  # Pillow only warns up to twice its limit
+                raise ValueError(
+                    f"{im.size[0]}x{im.size[1]} pixels is more than {limit:,} (a decompression bomb?)"
+                )
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable image ({exc})") from exc

@@ -4,10 +4,11 @@ Endpoints (``/v1/...`` need ``Authorization: Bearer <token>`` when a token is co
 its images also accept the HttpOnly report cookie that ``POST /v1/session`` sets, so that an
 ``<iframe>``/``<img>`` can load them; ``/``, ``/healthz`` and ``/openapi.json`` hold no data and are open):
 
-* ``POST /v1/analyses`` multipart: ``file`` (the clip), optional ``transcript`` (text) and ``asr``
+* ``POST /v1/analyses`` multipart: ``file`` (the clip, or a photo: read by the face channel only, as
+  ``dmd analyze photo.jpg``), optional ``transcript`` (text) and ``asr``
   (whisper | pocketsphinx | none) -> 202 ``{"id", "status", ...}``; 408 a stalled or too slow upload, 413
-  over a limit (counted while the body streams in), 422 not a media file (or a playlist, a still image, no
-  duration), 429 + ``Retry-After`` when the queue is full or the client has too many uploads arriving,
+  over a limit (counted while the body streams in), 422 not a media file (or a playlist, no duration, a
+  still image on a server without the face channel), 429 + ``Retry-After`` when the queue is full or the client has too many uploads arriving,
   507 the server's disk is full;
 * ``GET /v1/analyses`` recent jobs; ``GET /v1/analyses/{id}`` status, progress, the result when done or
   the error; ``DELETE /v1/analyses/{id}``;

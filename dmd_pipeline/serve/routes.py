@@ -182,7 +182,7 @@ async def _accept(
     """Receive, check and register one upload; returns the 202 body."""
     from python_multipart.exceptions import MultipartParseError
 
-    from dmd_pipeline.analysis.batch import still_image
+    from dmd_pipeline.analysis.batch import runs_face_model, still_image
     from dmd_pipeline.errors import InputError
     from dmd_pipeline.media import check_duration, probe
 
@@ -201,10 +201,15 @@ async def _accept(
                 check_duration(info)  # nothing without an end reaches a worker
         except InputError as exc:
             raise ApiError(422, f"not a media file we can analyse: {store.scrub(exc.reason)}") from None
-        if image is not None:
-            raise ApiError(422, f"not a media file we can analyse: {image}")
+        if image is not None and not await asyncio.to_thread(runs_face_model, store.model):
+            raise ApiError(
+                422,
+                f"not a media file we can analyse: {image} (a photo is read by the face channel only, which "
+                "is off on this server: --no-face)",
+            )
+        duration = 0.0 if image is not None else round(info.duration, 3)  # a photo: the face channel only
         job = Job(id=job_id, filename=up.filename or "upload", upload=up.stored or "", size=up.size, asr=asr,
-                  language=language, has_transcript=bool(transcript), duration=round(info.duration, 3))  # fmt: skip
+                  language=language, has_transcript=bool(transcript), duration=duration)  # fmt: skip
         try:
             with store.reservation():  # counted against the queue only now that the body is here
                 store.add(job, tmp, transcript)
