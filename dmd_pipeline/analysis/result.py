@@ -213,8 +213,8 @@ class FaceChannel:
     of the span's frame time with a visible face; ``box`` ``[x, y, w, h]`` of the face used, fractions of
     the frame (None without a face); ``faces_seen`` how many faces were seen in the span (the most in one
     frame); ``chosen_by`` the rule that chose the face among several (:mod:`dmd_pipeline.face.speaking`:
-    ``only face``, ``speech correlation``, ``mouth activity``, ``largest face (no speech)``, ``largest face
-    (no clear speaker)``; for the whole file the segments' rule when they share one, else None).
+    ``only face``, ``speech correlation``, ``mouth activity`` (either ending ``(uncertain)`` when another face
+    could be the speaker), ``largest face (no speech)``, ``largest face (no clear speaker)``; for the whole file the segments' rule when they share one, else None).
     """
 
     model: str

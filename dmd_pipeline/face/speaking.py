@@ -13,7 +13,19 @@ segment, the track whose mouth movement best follows the speech, and says which 
 ``speech correlation``
     the Pearson correlation between a track's mouth activity and the speech activity, over the segment
     widened by ``pad_s`` on each side (the onsets and ends of speech carry most of the evidence), is at
-    least :data:`MIN_CORRELATION` and beats every other track's by :data:`MIN_MARGIN`.
+    least :data:`MIN_CORRELATION` and beats every other track's by :data:`MIN_MARGIN`, and no other track's
+    mouth also follows the speech (below).
+``speech correlation (uncertain)``, ``mouth activity (uncertain)``
+    the same winner, but another track could be the speaker too (a *rival*), so the choice may be wrong:
+    its mouth follows the speech as well (its correlation is at least :data:`MIN_CORRELATION` and its mean
+    mouth activity over the window's speech frames at least :data:`ACTIVITY_RATIO` times that over its
+    frames without speech), or its mouth cannot be measured well enough to rule it out (its face is
+    narrower than :data:`MIN_MOUTH_FACE_PX` pixels in the analysed frames, or it is found in fewer than
+    :data:`MIN_FOUND` of the window's frames from its first to its last detection). Two people mouthing at
+    once while one voice is heard (one talks, the other mouths along or speaks unheard) cannot be told
+    apart from the timing of mouth movement at the analysis frame rate, and a face about 50 px wide gives
+    no usable mouth opening (BENCHMARKS.md, "The speaking-face choice"): the best evidence is kept and the
+    rule says that it is not conclusive.
 ``mouth activity``
     no clear correlation winner (e.g. speech throughout the window, so the speech activity barely varies):
     the track whose mean mouth activity over the segment's speech frames is at least
@@ -46,7 +58,10 @@ from dmd_pipeline.extractors.base import FrameFeatures
 __all__ = [
     "ACTIVITY_RATIO",
     "MIN_CORRELATION",
+    "MIN_FOUND",
     "MIN_MARGIN",
+    "MIN_MOUTH_FACE_PX",
+    "UNCERTAIN",
     "FaceChoice",
     "choose_face",
     "compose",
@@ -65,7 +80,13 @@ ACTIVITY_RATIO = 1.5
 SPEECH_FRAME = 0.5
 #: Seconds added on each side of a segment for the correlation.
 PAD_S = 1.0
-
+#: Face width (pixels of the analysed frame) under which a mouth's opening is not measured reliably.
+MIN_MOUTH_FACE_PX = 60.0
+#: Least fraction of the window's frames (first to last detection) in which a face must be found for its
+#: mouth activity to rule it out as the speaker.
+MIN_FOUND = 0.9
+#: Suffix of a rule whose choice another face could contest (module docstring).
+UNCERTAIN = " (uncertain)"
 
 
 @dataclass
@@ -142,6 +163,7 @@ class _Tracks:
     level: np.ndarray
     n_faces: np.ndarray
     n_frames: int
+    width_px: float = 0.0  # the analysed frames' width in pixels (0: unknown)
 
 
 def mouth_level(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -161,6 +183,8 @@ def _tracks(visual: FrameFeatures) -> _Tracks:
     n_faces = np.asarray(ex.get("n_faces", np.zeros(n)), dtype=np.int64).reshape(-1)
     if len(n_faces) != n:
         n_faces = np.zeros(n, np.int64)
+    size = np.asarray(ex.get("frame_size", (0, 0)), dtype=np.float64).reshape(-1)
+    width_px = float(size[0]) if len(size) == 2 else 0.0
     if "det_frame" in ex:
         frame = np.asarray(ex["det_frame"], dtype=np.int64)
         return _Tracks(
@@ -174,6 +198,7 @@ def _tracks(visual: FrameFeatures) -> _Tracks:
             ),
             n_faces,
             n,
+            width_px,
         )
     present = (
         visual.column("face_present") > 0.5 if "face_present" in visual.names else np.zeros(n, dtype=bool)
@@ -185,7 +210,9 @@ def _tracks(visual: FrameFeatures) -> _Tracks:
     track = np.asarray(ex.get("track", np.zeros(n)), dtype=np.int64).reshape(-1)
     if len(track) != n:
         track = np.zeros(n, np.int64)
-    return _Tracks(idx, track[idx], boxes[idx], mouth_level(visual.values[idx], visual.names), n_faces, n)
+    return _Tracks(
+        idx, track[idx], boxes[idx], mouth_level(visual.values[idx], visual.names), n_faces, n, width_px
+    )
 
 
 def _xywh(box: np.ndarray) -> list[float]:
@@ -199,6 +226,20 @@ def _frames_in(times: np.ndarray, start: float, end: float) -> np.ndarray:
     if len(inside) or len(times) == 0:
         return inside
     return np.array([int(np.argmin(np.abs(times - 0.5 * (start + end))))])
+
+
+def _measurable(tr: _Tracks, rows: np.ndarray, frames: np.ndarray) -> bool:
+    """Whether one track's mouth can be read in a window (its detections ``rows``, at ``frames``): wide
+    enough in pixels (when the frame width is known) and found in at least :data:`MIN_FOUND` of the frames
+    from its first to its last detection there."""
+    if len(frames) == 0:
+        return False
+    if tr.width_px > 0:
+        width = float(np.median(tr.boxes[rows, 2] - tr.boxes[rows, 0])) * tr.width_px
+        if width < MIN_MOUTH_FACE_PX:
+            return False
+    span = int(frames.max() - frames.min()) + 1
+    return len(np.unique(frames)) >= MIN_FOUND * span
 
 
 def _largest(tr: _Tracks, cand: list[int], seg: np.ndarray) -> tuple[int, dict[int, float]]:
@@ -243,6 +284,7 @@ def choose_face(
     window = np.flatnonzero((times >= start - pad_s) & (times < end + pad_s))
     corr: dict[int, float] = {}
     active: dict[int, float] = {}
+    rival: dict[int, bool] = {}  # could be the speaker whichever face the evidence favours
     speech_seg = seg[s_all[seg] >= SPEECH_FRAME]
     for k in cand:
         mine = np.flatnonzero(tr.track == k)
@@ -250,20 +292,29 @@ def choose_face(
         fr = tr.frame[mine]
         w = np.isin(fr, window)
         m, s = act[w], s_all[fr[w]]
+        follows = False
         if len(m) >= 4 and np.std(s) > 0.05 and np.std(m) > 1e-9:
             corr[k] = float(np.corrcoef(m, s)[0, 1])
+            loud = s >= SPEECH_FRAME
+            if loud.sum() >= 2 and (~loud).sum() >= 2 and corr[k] >= MIN_CORRELATION:
+                follows = float(m[loud].mean()) >= ACTIVITY_RATIO * float(m[~loud].mean()) + 1e-9
+        rival[k] = follows or not _measurable(tr, mine[w], fr[w])
         sp = np.isin(fr, speech_seg)
         active[k] = float(act[sp].mean()) if sp.any() else 0.0
+
+    def contested(best: int) -> str:
+        return UNCERTAIN if any(rival[k] for k in cand if k != best) else ""
+
     if corr:
         ranked = sorted(corr.items(), key=lambda kv: -kv[1])
         best, r = ranked[0]
         second = ranked[1][1] if len(ranked) > 1 else -1.0
         if r >= MIN_CORRELATION and r - second >= MIN_MARGIN:
-            return done(best, "speech correlation", corr)
+            return done(best, "speech correlation" + contested(best), corr)
     ranked_a = sorted(active.items(), key=lambda kv: -kv[1])
     best_a, a = ranked_a[0]
     if a > 1e-6 and a >= ACTIVITY_RATIO * ranked_a[1][1]:
-        return done(best_a, "mouth activity", active)
+        return done(best_a, "mouth activity" + contested(best_a), active)
     k, sums = _largest(tr, cand, seg)
     return done(k, "largest face (no clear speaker)", corr or active)
 
