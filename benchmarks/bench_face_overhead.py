@@ -10,7 +10,8 @@ and their ratio, and the load average before and after, as JSON.
 
 With ``--analyze`` the whole warm ``dmd analyze`` of the clip is timed instead (``analyze_clip`` with the
 bundled default models, loaded once, against the same models plus the bundled face model: the face channel
-in the result), in interleaved rounds; ``--asr`` as for ``dmd analyze`` (default whisper); ``--face-fps``
+in the result), in interleaved rounds (each round: without, then with; the ratio of the medians and each
+round's own ratio); ``--asr`` as for ``dmd analyze`` (default whisper); ``--face-fps``
 as for ``dmd analyze`` (face frames the face model reads per second; 0: every frame).
 """
 
@@ -130,7 +131,10 @@ def analyze_rounds(args: argparse.Namespace) -> int:
         "without_face_s": [round(x, 3) for x in a], "with_face_s": [round(x, 3) for x in b],
         "median_without_s": round(ma, 3), "median_with_s": round(mb, 3),
         "added_s": round(mb - ma, 3), "ratio_of_medians": round(mb / ma, 3),
+        "pair_ratios": [round(y / x, 3) for x, y in zip(a, b, strict=True)],
+        "median_pair_ratio": round(statistics.median(y / x for x, y in zip(a, b, strict=True)), 3),
         "face_model_and_channel_s_median": round(statistics.median(stages["with"]), 3),
+        "face_model_and_channel_s": [round(x, 3) for x in stages["with"]],
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }, indent=1))  # fmt: skip
     return 0
