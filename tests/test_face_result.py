@@ -257,6 +257,12 @@ def test_photo_gives_the_face_channel_only(
     assert doc["face"]["n_frames"] == 1 and doc["face"]["visible_fraction"] == 1.0
     assert doc["segments"][0]["face"] == doc["face"] and doc["transcript"]["n_words"] == 0
     assert "face:label" in (out / "photo.csv").read_text().splitlines()[0]
+    # its report: the answer, the class probabilities and the face box; nothing over time (one moment)
+    page = write_report(analyze_clip(photo, load_models([str(face_dir)])), tmp_path / "r", "photo")
+    html = page.read_text()
+    assert "Class probabilities" in html and "frame_1.png" in html
+    assert "Timeline" not in html and "over time" not in html
+    assert not (tmp_path / "r" / "photo_files" / "timeline.png").exists()
 
 
 def test_photo_rules_small_and_faceless(media: MediaFactory, models: list, tmp_path: Path) -> None:

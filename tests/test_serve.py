@@ -276,6 +276,7 @@ def test_a_photo_upload_gives_the_face_channel(
             f"face: {face['label']} {face['probability']:.2f}"
         )
         assert c.get(job["links"]["report"]).status_code == 200
+        assert "timeline" not in job["links"]  # a photo is one moment: nothing over time
         assert c.delete(f"/v1/analyses/{job['id']}").status_code == 200
 
 

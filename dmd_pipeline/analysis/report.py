@@ -11,7 +11,8 @@ zeros), the primary model's timeline (sentiment score bars for a regression mode
 classification model that has predictions (``emotion.png``, ``emotion_2.png``...: its class probabilities
 stacked per window or segment), the face over time (``face.png``: the face model's class probabilities on
 the result's ``face_timeline``, gaps where no face is visible), the segment table with every model's
-prediction, key frames, the graph edges and the descriptive cues.
+prediction, key frames, the graph edges and the descriptive cues. A photo (a result of duration 0) has
+nothing over time: no strip, no valence/arousal or score timeline, its key frame with the face box instead.
 """
 
 from __future__ import annotations
@@ -374,8 +375,9 @@ def write_report(
     assets = out_dir / f"{stem}_files"
     assets.mkdir(parents=True, exist_ok=True)
     e = html.escape
-    timeline = plot_timeline(result, assets / "timeline.png")
-    va_png = plot_valence_arousal(result, assets / "valence_arousal.png")
+    still = result.duration <= 0  # a photo: one moment, nothing over time
+    timeline = None if still else plot_timeline(result, assets / "timeline.png")
+    va_png = None if still else plot_valence_arousal(result, assets / "valence_arousal.png")
     emotion_pngs: list[tuple[ModelRun, Path]] = []
     face_png = plot_face(result, assets / "face.png")
     for run in result.models:
@@ -408,8 +410,9 @@ def write_report(
     if result.fused:
         parts.append("<h2>The answer</h2>")
         parts.append(answer_html(result))
-        parts.append("<h2>Agreement over time</h2>")
-        parts.append(strip_html(result))
+        if not still:
+            parts.append("<h2>Agreement over time</h2>")
+            parts.append(strip_html(result))
     if va_png is not None:
         parts.append("<h2>Valence and arousal over time (derived)</h2>")
         parts.append(f'<img src="{e(_rel(va_png, out_dir))}" alt="derived valence and arousal over time">')
@@ -444,10 +447,11 @@ def write_report(
             for k, v in run.overall.probabilities.items():
                 parts.append(f'<tr><td>{e(k)}</td><td class="num">{v:.3f}</td></tr>')
             parts.append("</table>")
-    parts.append("<h2>Timeline</h2>")
-    if len(result.models) > 1:
-        parts.append(f'<p class="muted">{e(result.models[0].name)} ({e(result.models[0].role)})</p>')
-    parts.append(f'<img src="{e(_rel(timeline, out_dir))}" alt="segment scores over time">')
+    if timeline is not None:
+        parts.append("<h2>Timeline</h2>")
+        if len(result.models) > 1:
+            parts.append(f'<p class="muted">{e(result.models[0].name)} ({e(result.models[0].role)})</p>')
+        parts.append(f'<img src="{e(_rel(timeline, out_dir))}" alt="segment scores over time">')
     if face_png is not None and result.face is not None:
         parts.append(f"<h2>Face over time ({e(result.face.model)})</h2>")
         parts.append(

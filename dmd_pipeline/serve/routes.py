@@ -91,7 +91,8 @@ def view(store: JobStore, job: Job, full: bool = True) -> dict[str, Any]:
     d["links"] = {"self": base}
     if job.status == "done":
         d["links"]["report"] = f"{base}/report"
-        d["links"]["timeline"] = f"{base}/report/{REPORT_ASSETS}/timeline.png"
+        if job.duration is None or job.duration > 0:  # a photo has no timeline
+            d["links"]["timeline"] = f"{base}/report/{REPORT_ASSETS}/timeline.png"
         if full:
             d["result"] = store.result(job)
     return d
