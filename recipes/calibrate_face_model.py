@@ -18,7 +18,8 @@ FER2013's third part (PrivateTest) is kept back for acceptance and never read he
         --model dmd_pipeline/assets/face_models/fer-face-expression \\
         --labels ../shared/data/fer2013/labels.csv --summary runs/face_calibration.json
 
-Prints a JSON summary (also written to ``--summary``).
+Prints a JSON summary (also written to ``--summary``), with the accuracy, UAR and confusion matrix of the
+image path (``image_path``: what ``dmd evaluate`` gives on the same images).
 """
 
 from __future__ import annotations
@@ -114,7 +115,20 @@ def main() -> None:
     read_face_config(cfg_path)
     back = FaceExpressionModel.load(args.model)  # refuses a block the loader would refuse
     assert back.calibration is not None
-    summary = {"model": str(args.model), "seconds": round(time.perf_counter() - t0, 1), "calibration": block}
+    rep = res.report or {}
+    image_path = {  # what `dmd evaluate --model M --labels L --split S` reports on the same images
+        **{k: round(float(rep[k]), 6) for k in ("accuracy", "uar", "macro_f1", "weighted_f1") if k in rep},
+        "n": len(y),
+        "faces_found": res.faces_found,
+        "used_whole": res.used_whole,
+        "confusion_matrix": rep.get("confusion_matrix"),
+    }
+    summary = {
+        "model": str(args.model),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "image_path": image_path,
+        "calibration": block,
+    }
     text = json.dumps(summary, indent=2)
     print(text)
     if args.summary:
