@@ -98,13 +98,28 @@ class LiteTokenizer:
         )
 
 
+class _Linear(nn.Linear):
+    """``nn.Linear`` left uninitialised: :meth:`LiteBert._load` overwrites every parameter with the stored
+    one, so the random initialisation (most of the build's time) would be thrown away."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class _Embedding(nn.Embedding):
+    """``nn.Embedding`` left uninitialised, for the same reason as :class:`_Linear`."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class _Layer(nn.Module):
     def __init__(self, h: int, heads: int, inter: int, eps: float) -> None:
         super().__init__()
         self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(h, h) for _ in range(4))
+        self.q, self.k, self.v, self.o = (_Linear(h, h) for _ in range(4))
         self.ln1 = nn.LayerNorm(h, eps=eps)
-        self.up, self.down = nn.Linear(h, inter), nn.Linear(inter, h)
+        self.up, self.down = _Linear(h, inter), _Linear(inter, h)
         self.ln2 = nn.LayerNorm(h, eps=eps)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -130,9 +145,9 @@ class LiteBert(nn.Module):
         c = json.loads((d / "config.json").read_text(encoding="utf-8"))
         h, eps = int(c["hidden_size"]), float(c.get("layer_norm_eps", 1e-12))
         self.config = SimpleNamespace(**{**c, "_name_or_path": str(folder)})
-        self.word = nn.Embedding(int(c["vocab_size"]), h)
-        self.pos = nn.Embedding(int(c["max_position_embeddings"]), h)
-        self.token_type = nn.Embedding(int(c.get("type_vocab_size", 2)), h)
+        self.word = _Embedding(int(c["vocab_size"]), h)
+        self.pos = _Embedding(int(c["max_position_embeddings"]), h)
+        self.token_type = _Embedding(int(c.get("type_vocab_size", 2)), h)
         self.ln = nn.LayerNorm(h, eps=eps)
         self.layers = nn.ModuleList(
             _Layer(h, int(c["num_attention_heads"]), int(c["intermediate_size"]), eps)
