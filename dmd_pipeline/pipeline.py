@@ -614,7 +614,8 @@ class Extractor:
         """The spoken language of a transcript's audio (:mod:`~dmd_pipeline.extractors.language`): the file's
         (what speech recognition found, else the given ``--language``, else, with :attr:`identify_languages`,
         identified now) and, under ``"segments"``, each segment's (identified on its own audio only with
-        :attr:`identify_languages`; else the file's)."""
+        :attr:`identify_languages` and when the file is not clearly one language,
+        :func:`~dmd_pipeline.extractors.language.one_language`; else the file's)."""
         from dmd_pipeline.extractors import language as lang_id
         from dmd_pipeline.extractors.transcribe import whisper_base_model
 
@@ -627,7 +628,8 @@ class Extractor:
             elif self.identify_languages and len(audio16) >= 0.2 * lang_id.SR:
                 spoken = lang_id.detect(audio16, whisper_base_model())
         spans = [(float(s.start), float(s.end)) for s in tr.segments]
-        if setting == lang_id.LANGUAGE_AUTO and len(spans) > 1 and self.identify_languages:
+        own = len(spans) > 1 and not lang_id.one_language(spoken, len(audio16) / lang_id.SR)
+        if setting == lang_id.LANGUAGE_AUTO and own and self.identify_languages:
             per = lang_id.segment_languages(audio16, spans, spoken, whisper_base_model())
         else:  # one segment is the file; a given language holds for every segment
             same = lang_id.record(spoken["code"], spoken["probability"], "file") if spoken else None

@@ -79,6 +79,59 @@ def test_headline_says_why_the_words_are_not_scored() -> None:
     assert make_headline([run], ["text", "audio"], None, {"words": "n/a (language pl)"}) == "words: n/a (language pl)"
 
 
+class _FakeMel:
+    """faster-whisper's feature extractor's shape: 100 log-mel frames a second (plus one), 30 s windows."""
+
+    nb_max_frames, n_samples = 3000, 480000
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        return np.zeros((80, len(audio) // 160 + 1), np.float32)
+
+
+class _FakeWhisper:
+    """Records the frames of each encoder pass; answers ``answers[k]`` for the k-th pass."""
+
+    def __init__(self, answers: list[tuple[str, float]]) -> None:
+        from types import SimpleNamespace
+
+        self.answers, self.frames = list(answers), []
+        self.feature_extractor = _FakeMel()
+        self.model = SimpleNamespace(detect_language=self._detect)
+
+    def encode(self, features: np.ndarray) -> int:
+        self.frames.append(features.shape[-1])
+        return len(self.frames) - 1
+
+    def _detect(self, k: int) -> list[list[tuple[str, float]]]:
+        code, prob = self.answers[k]
+        return [[(f"<|{code}|>", prob), ("<|xx|>", 1.0 - prob)]]
+
+
+def test_a_clear_quick_pass_is_the_answer() -> None:
+    model = _FakeWhisper([("pl", 0.95)])
+    found = lang_id.detect(np.zeros(3 * 16000, np.float32), model, vad=False)
+    assert found == {"code": "pl", "probability": 0.95, "source": "detected"}
+    assert model.frames == [int(lang_id.QUICK_MIN_S * 100)]  # one short pass, not Whisper's 30 s
+
+
+def test_an_unclear_quick_pass_falls_back_to_whispers_padded_pass() -> None:
+    model = _FakeWhisper([("sk", 0.6), ("pl", 0.7)])
+    found = lang_id.detect(np.zeros(8 * 16000, np.float32), model, vad=False)
+    assert found["code"] == "pl" and model.frames == [802, 3000]  # its own 8 s, then 30 s padded
+    model = _FakeWhisper([("de", 0.3), ("de", 0.4)])  # 50 s, nothing clear: two windows vote
+    found = lang_id.detect(np.zeros(50 * 16000, np.float32), model, vad=False)
+    assert model.frames == [3000, 3000] and found == {"code": "de", "probability": 0.4, "source": "detected"}
+
+
+def test_a_short_clear_file_is_one_language() -> None:
+    clear = lang_id.record("pl", 0.9, "detected")
+    assert lang_id.one_language(clear, 12.0)
+    assert not lang_id.one_language(clear, lang_id.WINDOW_S + 1)  # the window did not see all of it
+    assert not lang_id.one_language(lang_id.record("pl", 0.6, "detected"), 12.0)  # unclear: maybe mixed
+    assert not lang_id.one_language(lang_id.record("pl", None, "given"), 12.0)
+    assert not lang_id.one_language(None, 12.0)
+
+
 # ---- real clips --------------------------------------------------------------------------------------
 def _clip(shared: Path, rel: str) -> Path:
     p = shared / "data" / rel

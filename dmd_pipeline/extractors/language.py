@@ -9,9 +9,14 @@
 * ``en``: tiny.en, no identification (the behaviour before languages were told apart);
 * a code: Whisper base transcribes in that language, no identification (``source: "given"``).
 
-Each segment of at least :data:`MIN_SEGMENT_S` seconds is identified on its own audio too
-(:func:`segment_languages`), so a file that changes language says where; a shorter one has too little
-speech for a reliable answer and takes the file's language (``source: "file"``).
+What it costs: Whisper base is loaded once per process, only when a file needs identifying (``auto``) or
+transcribing in another language; a file is identified from the first 30 s of its speech, by one short
+encoder pass when that answer is clear (:func:`detect`). A file of at most :data:`WINDOW_S` identified
+clearly is one language: its segments take the file's (``source: "file"``; :func:`one_language`).
+Otherwise (a longer file, or an unclear answer, as a file that changes language gives) each segment of at
+least :data:`MIN_SEGMENT_S` seconds is identified on its own audio (:func:`segment_languages`), so a file
+that changes language says where; a shorter one has too little speech for a reliable answer and takes the
+file's language (``source: "file"``).
 
 A language record is ``{"code": "pl", "probability": 0.98, "source": "detected" | "given" | "file"}``
 (probability null when given). Why tiny.en stays for English, and the measured accuracy of identification:
@@ -31,8 +36,16 @@ ENGLISH = "en"
 #: The ASR models, by the name a result records (``transcript.asr_model``).
 ENGLISH_MODEL = "whisper-tiny.en"
 MULTILINGUAL_MODEL = "whisper-base"
+#: Seconds of speech one identification window holds (Whisper's input length).
+WINDOW_S = 30.0
 #: Windows of 30 s of speech :func:`detect` looks at when the first is not clear (probability <= 0.5).
 DETECTION_WINDOWS = 2
+#: The quick pass of :func:`detect` pads shorter speech to this many seconds (not to 30 s).
+QUICK_MIN_S = 5.0
+#: A probability at or above this is a clear answer: the quick pass's answer is kept, and a file of at most
+#: :data:`WINDOW_S` so identified needs no identification per segment (:func:`one_language`). Chosen on the
+#: valid clips of BENCHMARKS.md, "Speech in other languages".
+CLEAR = 0.8
 #: Shortest segment (s) identified on its own audio; shorter ones take the file's language.
 MIN_SEGMENT_S = 2.0
 SR = 16000
@@ -74,21 +87,73 @@ def record(code: str | None, probability: float | None, source: str) -> dict[str
     }
 
 
+def _speech(audio16: np.ndarray) -> np.ndarray:
+    """The speech Silero VAD (faster-whisper's) finds in ``audio16``, joined; all of it when it finds none."""
+    from faster_whisper.vad import collect_chunks, get_speech_timestamps
+
+    stamps = get_speech_timestamps(audio16)
+    if not stamps:
+        return audio16
+    chunks, _ = collect_chunks(audio16, stamps)
+    return np.concatenate(chunks) if chunks else audio16
+
+
+def _identify(model: Any, features: np.ndarray, frames: int) -> tuple[str, float]:
+    """(code, probability) of one encoder pass over log-mel ``features`` (80 x n) zero-padded to ``frames``
+    (as faster-whisper pads a window to 30 s), then Whisper's language-token step."""
+    n = features.shape[-1]
+    if n < frames:
+        features = np.pad(features, ((0, 0), (0, frames - n)))
+    encoded = model.encode(np.ascontiguousarray(features[..., :frames], dtype=np.float32))
+    token, prob = model.model.detect_language(encoded)[0][0]
+    return token[2:-2], float(prob)  # "<|pl|>" -> "pl"
+
+
 def detect(audio16: np.ndarray, model: Any, vad: bool = True) -> dict[str, Any]:
     """The language of 16 kHz mono speech by ``model`` (Whisper base, a faster-whisper ``WhisperModel``:
     :func:`dmd_pipeline.extractors.transcribe.whisper_base_model`): a :func:`record`, ``source: "detected"``.
 
     With ``vad`` the speech Silero VAD finds is used (silence and music make poor evidence); when it finds
-    none, the whole audio is. Up to :data:`DETECTION_WINDOWS` windows of 30 s are looked at until one is
-    clear (faster-whisper's ``detect_language``)."""
-    audio16 = np.asarray(audio16, dtype=np.float32)
-    try:
-        code, prob, _ = model.detect_language(
-            audio16, vad_filter=vad, language_detection_segments=DETECTION_WINDOWS
-        )
-    except ValueError:  # no speech chunk at all: concatenating nothing
-        code, prob, _ = model.detect_language(audio16, language_detection_segments=DETECTION_WINDOWS)
-    return record(str(code), float(prob), "detected")
+    none, the whole audio is. The first :data:`WINDOW_S` of that speech is the evidence:
+
+    1. the *quick pass*: one encoder pass over the speech's own frames, padded to :data:`QUICK_MIN_S`
+       only (Whisper pads every window to 30 s, and the encoder's time grows with its input: a 3 s
+       clip costs about a tenth); its answer is kept when its probability is at least :data:`CLEAR`;
+    2. otherwise Whisper's own procedure: each window of 30 s (up to :data:`DETECTION_WINDOWS`) padded to
+       30 s until one answers above 0.5, else the answer most windows gave (faster-whisper's
+       ``detect_language``). Speech of 30 s or more skips step 1 (its quick pass is this pass).
+
+    Why both: the quick pass alone took Polish and Italian clips for other languages more often than the
+    padded pass did, but its answers at or above :data:`CLEAR` were as accurate as the padded pass's on the
+    same clips (BENCHMARKS.md, "Speech in other languages")."""
+    audio16 = np.asarray(audio16, dtype=np.float32).reshape(-1)
+    if vad:
+        audio16 = _speech(audio16)
+    fe = model.feature_extractor
+    window = int(fe.nb_max_frames)  # 3000 log-mel frames = 30 s
+    features = fe(audio16[: DETECTION_WINDOWS * int(fe.n_samples)])[..., : DETECTION_WINDOWS * window]
+    n = features.shape[-1]
+    if n < window:
+        code, prob = _identify(model, features, max(int(QUICK_MIN_S * 100), n + n % 2))
+        if prob >= CLEAR:
+            return record(code, prob, "detected")
+    votes: dict[str, list[float]] = {}
+    for i in range(0, max(n, 1), window):
+        code, prob = _identify(model, features[..., i : i + window], window)
+        if prob > 0.5:
+            return record(code, prob, "detected")
+        votes.setdefault(code, []).append(prob)
+    code = max(votes, key=lambda c: len(votes[c]))
+    return record(code, max(votes[code]), "detected")
+
+
+def one_language(file_language: dict[str, Any] | None, duration_s: float) -> bool:
+    """Whether a file is clearly in one language, so its segments need no identification of their own:
+    its audio fits in the one window :func:`detect` looked at (at most :data:`WINDOW_S`) and the answer was
+    clear (probability at least :data:`CLEAR`). A longer file, or one whose language was unclear (a file
+    that changes language gives an unclear answer), has each segment identified."""
+    prob = (file_language or {}).get("probability")
+    return duration_s <= WINDOW_S and prob is not None and float(prob) >= CLEAR
 
 
 def segment_languages(
