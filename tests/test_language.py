@@ -39,6 +39,7 @@ def test_cli_refuses_an_unknown_language() -> None:
     res = CliRunner().invoke(app, ["analyze", "x.mp4", "--language", "klingon"])
     assert res.exit_code == 2
     assert "Error: Invalid value for '--language': unknown language 'klingon'" in res.output
+    assert "use 'auto'" in res.output and all(f" {c}," in " ".join(res.output.split()) for c in ("en", "pl", "de"))
 
 
 def test_words_of_any_script_survive_normalisation() -> None:
@@ -219,3 +220,17 @@ def test_a_voice_model_is_not_told_about_languages(polish_doc: dict) -> None:
     before (text present, fed as zeros)."""
     voice = [m for m in polish_doc["models"] if m["info"]["modalities"] == ["audio"]]
     assert voice and all("language" not in m["note"] and "text" in m["note"] for m in voice)
+
+
+def test_the_serve_page_offers_the_api_languages() -> None:
+    """The ``dmd serve`` page's language choice maps onto the API's ``language`` field: ``auto`` first (the
+    default), every value one the API accepts, and the upload sends it."""
+    import re
+
+    page = (Path(lang_id.__file__).parents[1] / "serve" / "page.html").read_text(encoding="utf-8")
+    select = re.search(r'<select id="language">(.*?)</select>', page, re.S)
+    assert select, "no language selector on the page"
+    values = re.findall(r'<option value="([^"]+)"', select.group(1))
+    assert values[0] == "auto" and "en" in values and len(set(values)) == len(values)
+    assert all(lang_id.check_language(v) == v for v in values)
+    assert 'form.append("language", $("language").value)' in page

@@ -93,6 +93,9 @@ def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_facto
         token_box.send_keys(TOKEN)
         driver.find_element(By.ID, "save-token").click()
         Select(driver.find_element(By.ID, "asr")).select_by_value("none")
+        language = Select(driver.find_element(By.ID, "language"))
+        assert language.first_selected_option.get_attribute("value") == "auto"  # the API's default
+        language.select_by_value("en")
         driver.find_element(By.CSS_SELECTOR, "details summary").click()
         driver.find_element(By.ID, "transcript").send_keys(TEXT)
         driver.find_element(By.ID, "file").send_keys(str(clip))
@@ -112,6 +115,8 @@ def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_facto
             "const i = document.getElementById('timeline'); return i.complete && i.naturalWidth > 0;"))  # fmt: skip
         assert driver.find_element(By.ID, "json-link").get_attribute("href").startswith("blob:")
         wait.until(lambda d: clip.name in d.find_element(By.ID, "jobs").text)
+        jobs = _get_json(srv.url + "/v1/analyses")["jobs"]
+        assert [j["language"] for j in jobs] == ["en"]  # the page's choice reached the job
         driver.switch_to.frame(driver.find_element(By.ID, "report"))
         wait.until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
         imgs = driver.execute_script(
@@ -132,6 +137,16 @@ def test_page_uploads_a_clip_and_shows_the_report(tmp_path: Path, tmp_path_facto
         if driver is not None:
             driver.quit()
         srv.stop()
+
+
+def _get_json(url: str) -> dict:
+    """GET ``url`` with the test token (loopback only)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the test's own server
+        return json.loads(resp.read())
 
 
 _ATTACK = """<!DOCTYPE html><html><head><title>attack</title></head><body><script>

@@ -63,8 +63,10 @@ def check_language(value: str | None) -> str:
     v = (value or LANGUAGE_AUTO).strip().lower()
     if v == LANGUAGE_AUTO or v in language_codes():
         return v
+    codes = language_codes()
     raise ValueError(
-        f"unknown language {value!r}: use 'auto' or a Whisper language code (en, de, pl, it, tr, ur, ...)"
+        f"unknown language {value!r}: use 'auto' (identify it) or one of Whisper's {len(codes)} language codes: "
+        + ", ".join(sorted(codes))
     )
 
 
