@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import statistics
 import sys
@@ -219,7 +220,7 @@ def main() -> None:
         sys.exit(f"{DATA / 'speech'} is absent: nothing to measure")
     english = english_clips(args.english_ravdess)
     parts = args.parts.split(",")
-    out: dict = {}
+    out: dict = {"load_before": os.getloadavg()}
     if "langid" in parts:
         out["langid"] = part_langid(args.per_corpus, english)
     if "polish" in parts:
@@ -228,6 +229,7 @@ def main() -> None:
         out["english"] = part_english(english, args.rounds)
     if "translate" in parts:
         out["translate"] = part_translate(args.sentences)
+    out["load_after"] = os.getloadavg()
     text = json.dumps(out, indent=1, ensure_ascii=False)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
