@@ -100,6 +100,33 @@ def require_tools(*names: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} on PATH to make test media")
 
 
+#: Three real RAVDESS audio-video clips of actor 1 (one sentence each) that the live tests join into one file.
+RAVDESS_LIVE_CLIPS = ("01-01-01-01-01-01-01.mp4", "01-01-08-01-01-02-01.mp4", "01-01-08-02-02-02-01.mp4")
+
+
+def joined_ravdess_clips(out: Path, codec_args: str, clips: tuple[str, ...] = RAVDESS_LIVE_CLIPS) -> Path:
+    """Real RAVDESS audio-video ``clips`` (``../shared/data/ravdess/video``) joined into ``out`` (~10 s, one
+    utterance per clip), encoded with ``codec_args`` (ffmpeg output options separated by spaces: codecs, size, format); skips
+    the calling test (pytest) when the clips are absent."""
+    import pytest
+
+    from dmd_pipeline.utils import shared_dir
+
+    require_tools("ffmpeg")
+    d = shared_dir()
+    video = d / "data" / "ravdess" / "video" if d is not None else None
+    if video is None or not all((video / c).is_file() for c in clips):
+        pytest.skip("../shared/data/ravdess/video is absent; skipping a live test on real clips")
+    inputs = [a for c in clips for a in ("-i", str(video / c))]
+    graph = "".join(f"[{k}:v][{k}:a]" for k in range(len(clips))) + f"concat=n={len(clips)}:v=1:a=1[v][a]"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
+         "-map", "[v]", "-map", "[a]", *codec_args.split(), str(out)],
+        check=True, timeout=300,
+    )  # fmt: skip
+    return out
+
+
 def session_factory(tmp_path_factory: Any) -> MediaFactory:
     """One shared :class:`MediaFactory` per pytest session (pass pytest's ``tmp_path_factory``)."""
     key = str(tmp_path_factory.getbasetemp())

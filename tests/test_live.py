@@ -23,34 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media_factory import joined_ravdess_clips
 
 from dmd_pipeline import media
 from dmd_pipeline.live.source import LiveDecoder, LiveSourceError, ffmpeg_command, parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
 DMD = [sys.executable, "-m", "dmd_pipeline.cli.app"]
-CLIPS = ("01-01-01-01-01-01-01.mp4", "01-01-08-01-01-02-01.mp4", "01-01-08-02-02-02-01.mp4")
 
 
 @pytest.fixture(scope="module")
 def three_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three real RAVDESS audio-video clips (actor 1) joined into one ~10 s file: three utterances."""
-    from dmd_pipeline.utils import shared_dir
-
-    d = shared_dir()
-    video = d / "data" / "ravdess" / "video" if d is not None else None
-    if video is None or not all((video / c).is_file() for c in CLIPS):
-        pytest.skip("../shared/data/ravdess/video is absent; skipping the live tests on real clips")
-    out = tmp_path_factory.mktemp("live") / "three.mp4"
-    inputs = [a for c in CLIPS for a in ("-i", str(video / c))]
-    graph = "".join(f"[{k}:v][{k}:a]" for k in range(3)) + "concat=n=3:v=1:a=1[v][a]"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
-         "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "aac",
-         str(out)],
-        check=True, timeout=120,
-    )  # fmt: skip
-    return out
+    return joined_ravdess_clips(
+        tmp_path_factory.mktemp("live") / "three.mp4",
+        "-c:v libx264 -preset veryfast -g 25 -c:a aac",
+    )
 
 
 def _free_udp_port() -> int:

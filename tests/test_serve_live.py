@@ -5,18 +5,17 @@ order, then the result."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from media_factory import joined_ravdess_clips
 from test_serve import HAVE_SERVE, TOKEN
 
 pytestmark = [
     pytest.mark.serve,
     pytest.mark.skipif(not HAVE_SERVE, reason="fastapi/uvicorn/httpx not installed (pip install '.[serve]')"),
 ]
-CLIPS = ("01-01-01-01-01-01-01.mp4", "01-01-08-01-01-02-01.mp4", "01-01-08-02-02-02-01.mp4")
 
 
 def _app(tmp_path: Path, token: str | None = None) -> Any:
@@ -61,22 +60,10 @@ def test_live_socket_guards(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def webm_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmd_pipeline.utils import shared_dir
-
-    d = shared_dir()
-    video = d / "data" / "ravdess" / "video" if d is not None else None
-    if video is None or not all((video / c).is_file() for c in CLIPS):
-        pytest.skip("../shared/data/ravdess/video is absent; skipping the live socket test on real clips")
-    out = tmp_path_factory.mktemp("live-ws") / "three.webm"
-    inputs = [a for c in CLIPS for a in ("-i", str(video / c))]
-    graph = "".join(f"[{k}:v][{k}:a]" for k in range(3)) + "concat=n=3:v=1:a=1[v][a]"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
-         "-map", "[v]", "-map", "[a]", "-s", "320x180", "-c:v", "libvpx", "-deadline", "realtime", "-b:v", "300k",
-         "-c:a", "libopus", "-f", "webm", str(out)],
-        check=True, timeout=300,
-    )  # fmt: skip
-    return out
+    return joined_ravdess_clips(
+        tmp_path_factory.mktemp("live-ws") / "three.webm",
+        "-s 320x180 -c:v libvpx -deadline realtime -b:v 300k -c:a libopus -f webm",
+    )
 
 
 def test_live_socket_scores_webm_chunks(tmp_path: Path, webm_clip: Path) -> None:
