@@ -318,10 +318,12 @@ class Extractor:
         decode: dict[str, Any],
         asr: bool = True,
         open_end: bool = False,
+        language: dict[str, Any] | None = None,
     ) -> FeatureBundle:
         """The three feature paths over decoded ``audio`` (``wide``: the same with acoustic context, starting
         ``lead_s`` earlier; ``open_end``: the file's last window, whose acoustic frames run to the end of
-        the decoded track) and ``frames`` (file times) of the stretch starting at ``clip_start``."""
+        the decoded track) and ``frames`` (file times) of the stretch starting at ``clip_start``;
+        ``language``: a language record already known for this audio (see :meth:`extract_arrays`)."""
         cfg = self.config
         sr = cfg.sample_rate
         # Three paths that need nothing from each other: faces (frames), acoustic features (audio) and the
@@ -358,7 +360,9 @@ class Extractor:
             spoken: dict | None = None
             asr_model: str | None = None
             with self._stage("transcript", path, timings):
-                tr = self._transcript(path, audio, sr, given, duration, is_segment, asr)
+                tr = self._transcript(path, audio, sr, given, duration, is_segment, asr, language)
+            if tr is not None and language is not None and getattr(tr, "language", None) is not None:
+                tr.language = dict(language)  # the record as known (its source), not "given"
             if tr is not None:
                 transcript_source = tr.source
                 asr_quality = dict(getattr(tr, "quality", {}) or {})
@@ -368,7 +372,7 @@ class Extractor:
                 if tr.segments:
                     if audio is not None:
                         with self._stage("language", path, timings):
-                            spoken = self._languages(tr, audio, sr)
+                            spoken = self._languages(tr, audio, sr, per_segment=language is None)
                     english = (spoken or {}).get("code") in (None, "en")
                     with self._stage("align", path, timings):
                         tr = self._align(tr, audio, sr, duration, realign_asr=english)
@@ -550,12 +554,17 @@ class Extractor:
         duration: float,
         wide: np.ndarray | None = None,
         lead_s: float = 0.0,
+        language: dict[str, Any] | None = None,
     ) -> FeatureBundle:
         """One stretch of a live stream already decoded in memory (``dmd live``): ``audio`` (mono at
         ``config.sample_rate``) and ``frames`` (``(stream time, RGB frame)``) of ``[start, start + duration)``
         on the stream's clock, through the same three feature paths as a file (speech recognition on this
         audio; ``wide``: the same audio with ``lead_s`` of acoustic context before it). ``name`` labels the
-        stages and errors; ``info`` is the stream's :class:`~dmd_pipeline.media.MediaInfo`. No cache."""
+        stages and errors; ``info`` is the stream's :class:`~dmd_pipeline.media.MediaInfo`. No cache.
+
+        ``language``: the stream's language record once identified (``{"code", "probability", "source"}``):
+        speech recognition takes its code instead of identifying the language of this stretch again (as
+        ``dmd analyze`` identifies a file's language once), and the stretch records this record as its language."""
         path = Path(name)
         timings: dict[str, float] = {}
         notes: list[str] = []
@@ -569,6 +578,7 @@ class Extractor:
                   "duration": duration, "live": True}  # fmt: skip
         bundle = self._bundle(
             path, info, source, start, duration, audio, wide, lead_s, frames, None, True, timings, notes, decode,
+            language=language,
         )  # fmt: skip
         bundle.metadata["cache"] = {"hit": False, "live": True}
         return bundle
@@ -582,9 +592,11 @@ class Extractor:
         duration: float,
         is_segment: bool,
         asr: bool = True,
+        language: dict[str, Any] | None = None,
     ) -> Any:
         """Given text > sidecar file (whole files only) > ASR (unless ``asr`` is False: a streaming window
-        of a file with a transcript); None when there is nothing to transcribe."""
+        of a file with a transcript; in ``language``'s code when given, else ``config.language``); None when
+        there is nothing to transcribe."""
         from dmd_pipeline.extractors import transcribe as tx
 
         if given is not None and given.strip():
@@ -607,14 +619,16 @@ class Extractor:
             transcript=None,
             asr=self.config.asr,
             model_path=self.config.whisper_model,
-            language=self.config.language,
+            language=(language or {}).get("code") or self.config.language,
         )
 
-    def _languages(self, tr: Any, audio: np.ndarray, sr: int) -> dict[str, Any] | None:
+    def _languages(
+        self, tr: Any, audio: np.ndarray, sr: int, per_segment: bool = True
+    ) -> dict[str, Any] | None:
         """The spoken language of a transcript's audio (:mod:`~dmd_pipeline.extractors.language`): the file's
         (what speech recognition found, else the given ``--language``, else, with :attr:`identify_languages`,
         identified now) and, under ``"segments"``, each segment's (identified on its own audio only with
-        :attr:`identify_languages` and when the file is not clearly one language,
+        :attr:`identify_languages` and ``per_segment`` and when the file is not clearly one language,
         :func:`~dmd_pipeline.extractors.language.one_language`; else the file's)."""
         from dmd_pipeline.extractors import language as lang_id
         from dmd_pipeline.extractors.transcribe import whisper_base_model
@@ -629,7 +643,7 @@ class Extractor:
                 spoken = lang_id.detect(audio16, whisper_base_model())
         spans = [(float(s.start), float(s.end)) for s in tr.segments]
         own = len(spans) > 1 and not lang_id.one_language(spoken, len(audio16) / lang_id.SR)
-        if setting == lang_id.LANGUAGE_AUTO and own and self.identify_languages:
+        if setting == lang_id.LANGUAGE_AUTO and own and self.identify_languages and per_segment:
             per = lang_id.segment_languages(audio16, spans, spoken, whisper_base_model())
         else:  # one segment is the file; a given language holds for every segment
             same = lang_id.record(spoken["code"], spoken["probability"], "file") if spoken else None

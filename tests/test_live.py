@@ -243,6 +243,14 @@ def test_udp_stream_live_matches_analyze(three_clips: Path, tmp_path: Path) -> N
     assert validate_result(doc) == []
     assert [r["start"] for r in jsonl] == [s["start"] for s in doc["segments"]] == [r["start"] for r in utts]
     assert doc["file"] == f"udp://127.0.0.1:{port}" and doc["options"]["live"]["kind"] == "network"
+    # the stream's language: identified on the first utterance, kept once clear (no identification after)
+    assert doc["options"]["live"]["asr_window"] == "fit"
+    assert all(u["language"]["code"] == "en" for u in utts)
+    stream = doc["options"]["live"]["stream_language"]
+    assert stream is None or (
+        stream["code"] == "en" and stream["probability"] >= 0.8 and stream["source"] == "file"
+    )
+    assert stream is None or utts[-1]["language"] == stream
 
     # dmd analyze of the same file, given the live utterances as its transcript
     srt = tmp_path / "live.srt"

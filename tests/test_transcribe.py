@@ -232,3 +232,45 @@ def test_whisper_on_real_clip(shared_clips: Path) -> None:
     _check_asr(t, len(audio) / SR)
     words = normalize_text(t.text).split()  # measured: "Don't forget a jacket"
     assert "jacket" in words or "forget" in words, t.text
+
+
+def test_fitted_window_frames() -> None:
+    """The fitted window holds the audio at least 3 times over and is never under 10 s; with too much audio
+    for a shorter window, or outside Whisper's decoding, the 30 s window stays."""
+    from dmd_pipeline.extractors import transcribe as tx
+
+    def padded(frames: int) -> np.ndarray:
+        mel = np.zeros((80, 3000), np.float32)
+        mel[:, :frames] = -0.5
+        return mel
+
+    assert tx.fitted_frames(padded(200)) is None  # not active on this thread
+    tx._WINDOW.active = True
+    try:
+        assert tx.fitted_frames(padded(200)) == 1000  # 2 s of audio: the 10 s minimum
+        assert tx.fitted_frames(padded(501)) == 1504  # 5 s: 3x, even
+        assert tx.fitted_frames(padded(1100)) is None  # 11 s: 33 s > 30 s, the usual window
+        assert tx.fitted_frames(np.zeros((80, 1200), np.float32)) is None  # not a padded 30 s window
+    finally:
+        tx._WINDOW.active = False
+
+
+@pytest.mark.shared
+def test_fitted_window_transcribes_a_real_utterance_alike(shared_clips: Path, monkeypatch) -> None:
+    """Inside ``fitted_windows()`` Whisper encodes a fitted window (not 30 s) and hears the same words in a
+    real clip; outside it, the 30 s window."""
+    from dmd_pipeline.extractors import transcribe as tx
+    from dmd_pipeline.media import load_audio
+
+    audio = load_audio(shared_clips / "1001_DFA_ANG_XX.flv")
+    windows: list[int | None] = []
+    real = tx.fitted_frames
+    monkeypatch.setattr(tx, "fitted_frames", lambda f: windows.append(real(f)) or windows[-1])
+    full = transcribe(audio, SR, language="en")
+    assert windows and all(w is None for w in windows)
+    windows.clear()
+    with tx.fitted_windows():
+        fit = transcribe(audio, SR, language="en")
+    assert windows and all(w is not None and w < 3000 for w in windows), windows
+    assert normalize_text(fit.text) == normalize_text(full.text), (fit.text, full.text)
+    assert not getattr(tx._WINDOW, "allowed", False)  # the context ends with the block

@@ -48,6 +48,8 @@ import math
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +365,66 @@ _MODEL_LOCK = threading.Lock()
 WHISPER_BEAM_SIZE = 1
 
 
+#: A fitted encoder window (:func:`fitted_windows`) is at least this long (s) and this many times the audio:
+#: on RAVDESS utterances a 10 s window kept tiny.en's word error rate of the 30 s one for 1.5-3.3 s of
+#: audio but looped (a sentence repeated) for 3.3-5 s, which a 15 s window did not (BENCHMARKS.md,
+#: "Live analysis").
+FIT_WINDOW_MIN_S = 10.0
+FIT_WINDOW_FACTOR = 3.0
+_WINDOW = threading.local()  # .allowed: set by fitted_windows(); .active: during Whisper's decoding only
+
+
+@contextmanager
+def fitted_windows() -> Iterator[None]:
+    """Inside, speech recognition on this thread encodes short audio in a window fitted to it (at least
+    :data:`FIT_WINDOW_MIN_S` s and :data:`FIT_WINDOW_FACTOR` times the audio) instead of Whisper's 30 s.
+
+    Why: the Whisper encoder's cost follows its window, and faster-whisper pads every input to 30 s, so a
+    2 s utterance costs what 30 s cost. ``dmd live`` scores short utterances one by one and uses this;
+    ``dmd analyze`` does not (its windows are long, and its output stays that of the 30 s window).
+    Language identification keeps the 30 s window."""
+    before = getattr(_WINDOW, "allowed", False)
+    _WINDOW.allowed = True
+    try:
+        yield
+    finally:
+        _WINDOW.allowed = before
+
+
+def fitted_frames(features: np.ndarray) -> int | None:
+    """Mel frames of the window fitted to a padded 30 s mel window ``features`` (``(..., 80, 3000)``: the
+    audio's frames, then the zero columns faster-whisper pads with), or None when no shorter window holds
+    the audio (or fitting is not active on this thread)."""
+    width = features.shape[-1]
+    if not getattr(_WINDOW, "active", False) or width != 3000:
+        return None
+    flat = features.reshape(-1, features.shape[-2], width)[0]
+    voiced = np.flatnonzero(np.any(flat != 0, axis=0))
+    content = int(voiced[-1]) + 1 if voiced.size else 0
+    frames = int(math.ceil(max(FIT_WINDOW_MIN_S * 100, FIT_WINDOW_FACTOR * content)))
+    frames += frames % 2
+    return frames if frames < width else None
+
+
+_WINDOWED: Any = None
+
+
+def _model_class() -> Any:
+    """faster-whisper's ``WhisperModel`` whose encoder takes the fitted window (:func:`fitted_frames`)
+    when :func:`fitted_windows` is active; otherwise it is faster-whisper's own."""
+    global _WINDOWED
+    if _WINDOWED is None:
+        from faster_whisper import WhisperModel
+
+        class WindowedWhisperModel(WhisperModel):
+            def encode(self, features: np.ndarray) -> Any:
+                n = fitted_frames(features)
+                return super().encode(features if n is None else features[..., :n])
+
+        _WINDOWED = WindowedWhisperModel
+    return _WINDOWED
+
+
 def asr_threads() -> int:
     """CTranslate2 threads for Whisper: ``$DMD_ASR_THREADS``, else half the cores (1 to 4).
 
@@ -387,9 +449,7 @@ def whisper_model(
     key = (folder, compute_type, int(cpu_threads))
     with _MODEL_LOCK:
         if key not in _MODEL_CACHE:
-            from faster_whisper import WhisperModel
-
-            _MODEL_CACHE[key] = WhisperModel(
+            _MODEL_CACHE[key] = _model_class()(
                 folder,
                 device="cpu",
                 compute_type=compute_type,
@@ -422,17 +482,23 @@ def _transcribe_whisper(
     model = whisper_model(folder)
     duration = len(audio16) / 16000.0
     lang = spoken["code"] if getattr(model.model, "is_multilingual", False) else "en"
-    segments, _info = model.transcribe(
-        audio16,
-        language=lang,
-        beam_size=beam_size,
-        word_timestamps=True,
-        vad_filter=vad,
-        condition_on_previous_text=False,
-        # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0 when a
-        # window's output looks repetitive, which made the same file give different segments run to run
-        temperature=0.0,
-    )
+    _WINDOW.active = getattr(_WINDOW, "allowed", False)  # fitted windows for the decoding, if allowed
+    try:
+        segments = list(
+            model.transcribe(
+                audio16,
+                language=lang,
+                beam_size=beam_size,
+                word_timestamps=True,
+                vad_filter=vad,
+                condition_on_previous_text=False,
+                # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0
+                # when a window's output looks repetitive, which made the same file give different segments
+                temperature=0.0,
+            )[0]
+        )
+    finally:
+        _WINDOW.active = False
     out: list[Segment] = []
     word_probs: list[float] = []
     logprobs: list[tuple[float, float]] = []  # (avg_logprob, duration) per decoded segment

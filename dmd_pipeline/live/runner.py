@@ -11,6 +11,13 @@ passed an utterance's end to its result. When the scorer falls behind (a queue, 
 ``behind_s``) it says so and degrades: fewer face frames per utterance, down to none (audio is never
 dropped; Whisper already decodes greedily, beam 1, so there is no smaller beam to fall back to); it
 recovers when it has caught up.
+
+Two things make an utterance cheap to score, neither changing what ``dmd analyze`` computes: speech
+recognition encodes it in a Whisper window fitted to it (``asr_window="fit"``,
+:func:`~dmd_pipeline.extractors.transcribe.fitted_windows`) instead of 30 s, and with ``--language auto`` the
+stream's language is identified on its first utterances, until one identification is clear
+(:data:`STREAM_LANGUAGE_CLEAR`), and then kept (as ``dmd analyze`` identifies a file's language once), so
+that Whisper base no longer runs on every utterance.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dmd_pipeline.errors import InputError
+from dmd_pipeline.extractors.transcribe import fitted_windows
 from dmd_pipeline.live.cutter import Utterance, UtteranceCutter
 from dmd_pipeline.live.source import LiveDecoder, LiveSource, LiveSourceError
 
@@ -34,6 +43,10 @@ _NOTHING = object()  # no queue item held back
 FRAME_WAIT_S = 1.0
 #: Face-frame rate factors of the degradation levels (level 0: every decoded frame).
 DEGRADE_FACE = (1.0, 0.5, 0.25, 0.0)
+#: With ``--language auto`` the stream's language is identified on its utterances until one identification
+#: is at least this probable; later utterances take it (``source: "file"``) instead of identifying again.
+STREAM_LANGUAGE_CLEAR = 0.8
+ASR_WINDOWS = ("fit", "full")
 
 
 @dataclass
@@ -54,6 +67,7 @@ class LiveOptions:
     max_backlog: int = 8  # utterances waiting above which the backlog is reported as too long
     stop_on_backlog: bool = False  # end the run (instead of only saying so) when over max_backlog
     join_s: float = 25.0  # a backlog of utterances is scored as one stretch up to this long (one ASR pass)
+    asr_window: str = "fit"  # fit: Whisper's window fitted to the utterance; full: 30 s, as dmd analyze
 
 
 @dataclass
@@ -170,6 +184,12 @@ class LiveRunner:
         )  # fmt: skip
         self._info: Any = None
         self.duration = 0.0
+        if self.options.asr_window not in ASR_WINDOWS:
+            raise ValueError(
+                f"asr_window must be one of {', '.join(ASR_WINDOWS)}, not {self.options.asr_window!r}"
+            )
+        #: the stream's language record once identified clearly (--language auto), else None
+        self.stream_language: dict[str, Any] | None = None
 
     # -- the decoder's side ---------------------------------------------------------------------------
     def _on_audio(self, x: np.ndarray, wall: float) -> None:
@@ -353,10 +373,12 @@ class LiveRunner:
             pieces += [u.gap, u.audio]  # type: ignore[list-item]
         audio = np.concatenate(pieces) if len(pieces) > 1 else first.audio
         wide = np.concatenate([first.wide[: first.wide.size - first.audio.size], audio])
-        bundle = self.ext.extract_arrays(
-            self.source.spec, info, audio, frames if has_video else None, first.start, last.end - first.start,
-            wide=wide, lead_s=first.lead_s,
-        )  # fmt: skip
+        with fitted_windows() if self.options.asr_window == "fit" else nullcontext():
+            bundle = self.ext.extract_arrays(
+                self.source.spec, info, audio, frames if has_video else None, first.start, last.end - first.start,
+                wide=wide, lead_s=first.lead_s, language=self.stream_language,
+            )  # fmt: skip
+        self._learn_language(bundle.metadata.get("language"))
         spans = []
         if len(utts) > 1:  # joined: each utterance's recognised text groups its words, as a transcript does
             for u in utts:
@@ -392,6 +414,15 @@ class LiveRunner:
             }  # fmt: skip
             self.on_result({"type": "utterance", **rec})
 
+    def _learn_language(self, spoken: dict[str, Any] | None) -> None:
+        """Keep the stream's language once an utterance's identification is clear (--language auto)."""
+        if self.stream_language is not None or self.options.language != "auto" or not spoken:
+            return
+        prob = spoken.get("probability")
+        if spoken.get("source") == "detected" and prob is not None and prob >= STREAM_LANGUAGE_CLEAR:
+            self.stream_language = {"code": spoken["code"], "probability": prob, "source": "file"}
+            self.on_status(f"language: {spoken['code']} ({prob:.2f}), kept for the rest of the stream")
+
     # -- the end --------------------------------------------------------------------------------------
     def result(self) -> Any:
         """The assembled ``dmd analyze`` result of the run (None before any utterance)."""
@@ -421,6 +452,7 @@ class LiveRunner:
                 "face_frames_used": self.stats.face_frames_used,
                 "face_frames_dropped": self.stats.face_frames_dropped,
                 "degrade_level_max": self.stats.max_level,
+                "stream_language": self.stream_language,
             },
         }  # fmt: skip
         return res
