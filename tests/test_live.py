@@ -149,6 +149,32 @@ def test_cutter_finds_the_utterances_of_real_speech(three_clips: Path) -> None:
     assert cut and all(u.end - u.start <= 0.6 + 0.02 for u in cut)
 
 
+def test_cutter_hands_out_each_utterance_early_while_its_pause_is_confirmed(three_clips: Path) -> None:
+    """With ``early`` each utterance ended by a pause comes out twice: tentative, as soon as its samples
+    are all known (its padding of silence), then final, once the pause is complete; the finals are those of
+    the plain cutter."""
+    from dmd_pipeline.live.cutter import UtteranceCutter
+
+    audio = media.load_audio(three_clips)
+    plain, early = UtteranceCutter(), UtteranceCutter(early=True)
+    got_plain, got_early = [], []
+    for i in range(0, audio.size, 1024):
+        got_plain += plain.push(audio[i : i + 1024])
+        got_early += [(i + 1024, u) for u in early.push(audio[i : i + 1024])]
+    got_plain += plain.flush()
+    got_early += [(audio.size, u) for u in early.flush()]
+    finals = [u for _, u in got_early if not u.tentative]
+    assert [(u.start, u.end, u.index) for u in finals] == [(u.start, u.end, u.index) for u in got_plain]
+    paused = [k for k, (_, u) in enumerate(got_early) if not u.tentative and u.cut == "pause"]
+    assert paused
+    for k in paused:
+        (t_early, first), (t_final, final) = got_early[k - 1], got_early[k]
+        assert first.tentative and not final.tentative
+        assert (first.start, first.end, first.index) == (final.start, final.end, final.index)
+        assert np.array_equal(first.audio, final.audio)
+        assert first.end * 16000 <= t_early <= t_final - 0.2 * 16000  # out at least 0.2 s before the final
+
+
 def test_a_dropped_stream_is_reconnected_and_its_clock_keeps_pace(three_clips: Path) -> None:
     """Send 3 s, stop for 3 s, send again: the decoder reconnects and fills the gap with silence, so the
     stream's clock stays near the wall clock; after the last send it gives up after its retries."""
@@ -251,6 +277,8 @@ def test_udp_stream_live_matches_analyze(three_clips: Path, tmp_path: Path) -> N
         stream["code"] == "en" and stream["probability"] >= 0.8 and stream["source"] == "file"
     )
     assert stream is None or utts[-1]["language"] == stream
+    # results computed while the pause was being confirmed are counted, and handed out once each
+    assert sum(bool(u["live"]["early"]) for u in utts) == doc["options"]["live"]["early_used"]
 
     # dmd analyze of the same file, given the live utterances as its transcript
     srt = tmp_path / "live.srt"

@@ -2,10 +2,17 @@
 (:func:`dmd_pipeline.extractors.vad.speech_probabilities`, the same model the voice channel's evidence
 uses), an utterance ending after ``pause_s`` without speech or at ``max_s``; each finished utterance comes
 with its audio (padded by ``pad_s`` on both sides) and ``context_s`` of audio before it (the acoustic
-features' context, as between the streaming windows of ``dmd analyze``)."""
+features' context, as between the streaming windows of ``dmd analyze``).
+
+With ``early=True`` the cutter also hands out an utterance *before* its pause is complete: as soon as the
+silence after it reaches ``pad_s`` its samples are all known (the utterance ends ``pad_s`` after its last
+voiced frame), so it comes out marked ``tentative``; the same utterance comes again, final, when the pause
+reaches ``pause_s``, or never, when speech resumes first (the final one is then longer). A scorer can work
+on the tentative one while the pause is being confirmed."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +36,8 @@ class Utterance:
     #: the audio between the previous utterance's end and this one's start (None when longer than
     #: ``keep_gap_s``): what joins two utterances into one stretch when the scorer merges a backlog
     gap: np.ndarray | None = None
+    #: handed out before its pause was complete (``early``): final only when the same span comes again
+    tentative: bool = False
 
 
 class UtteranceCutter:
@@ -45,6 +54,7 @@ class UtteranceCutter:
         context_s: float = 0.5,
         threshold: float = SPEECH_THRESHOLD,
         keep_gap_s: float = 10.0,
+        early: bool = False,
     ) -> None:
         if sr != 16000:
             raise ValueError("the voice activity model takes 16 kHz audio")
@@ -57,6 +67,9 @@ class UtteranceCutter:
         self.context = int(round(context_s * sr))
         self.threshold = float(threshold)
         self.keep_gap = int(round(keep_gap_s * sr))
+        self.early = bool(early)
+        self._pad_frames = max(1, int(math.ceil(pad_s / self.frame_s)))  # silence that completes the audio
+        self._early_for = -1  # the last voiced frame a tentative utterance was handed out for
         self._buf = np.zeros(0, np.float32)
         self._buf_start = 0  # stream sample index of _buf[0]
         self._tail = np.zeros(0, np.float32)  # samples not yet a whole frame
@@ -90,6 +103,14 @@ class UtteranceCutter:
                 continue
             if f - self._last_voiced >= self.pause_frames:
                 out += self._finish(self._last_voiced + 1, "pause", pad_end=True)
+            elif (
+                self.early
+                and f - self._last_voiced >= self._pad_frames
+                and self._early_for != self._last_voiced
+                and self._voiced >= self.min_speech_frames
+            ):
+                self._early_for = self._last_voiced
+                out += self._build(self._last_voiced + 1, "pause", True, self._start, self._voiced, True)
             elif f + 1 - self._start >= self.max_frames:
                 out += self._finish(f + 1, "max", pad_end=False)
         self._trim()
@@ -107,6 +128,16 @@ class UtteranceCutter:
         assert start_frame is not None
         if voiced < self.min_speech_frames:
             return []
+        out = self._build(end_frame, why, pad_end, start_frame, voiced, False)
+        if out:
+            self._last_end = int(round(out[0].end * self.sr))
+            self._count += 1
+        return out
+
+    def _build(
+        self, end_frame: int, why: str, pad_end: bool, start_frame: int, voiced: int, tentative: bool
+    ) -> list[Utterance]:
+        """The utterance ending at ``end_frame`` (nothing of the cutter's state changes)."""
         a = max(self._buf_start, start_frame * FRAME - self.pad, self._last_end)
         b = min(self._buf_start + self._buf.size, end_frame * FRAME + (self.pad if pad_end else 0))
         if b <= a:
@@ -127,9 +158,8 @@ class UtteranceCutter:
             speech_s=voiced * self.frame_s,
             cut=why,
             gap=gap,
+            tentative=tentative,
         )
-        self._last_end = b
-        self._count += 1
         return [utt]
 
     def _trim(self) -> None:

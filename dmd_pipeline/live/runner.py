@@ -17,7 +17,10 @@ recognition encodes it in a Whisper window fitted to it (``asr_window="fit"``,
 :func:`~dmd_pipeline.extractors.transcribe.fitted_windows`) instead of 30 s, and with ``--language auto`` the
 stream's language is identified on its first utterances, until one identification is clear
 (:data:`STREAM_LANGUAGE_CLEAR`), and then kept (as ``dmd analyze`` identifies a file's language once), so
-that Whisper base no longer runs on every utterance.
+that Whisper base no longer runs on every utterance. And the scorer starts early: while an utterance's pause
+is being confirmed (the cutter's tentative utterance, ``early``) it already scores it, and hands the result
+out the moment the pause is complete (or drops it when speech resumes first), so what remains at the end
+of an utterance is only the rest of its scoring.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class LiveOptions:
     stop_on_backlog: bool = False  # end the run (instead of only saying so) when over max_backlog
     join_s: float = 25.0  # a backlog of utterances is scored as one stretch up to this long (one ASR pass)
     asr_window: str = "fit"  # fit: Whisper's window fitted to the utterance; full: 30 s, as dmd analyze
+    early: bool = True  # score an utterance while its pause is being confirmed (UtteranceCutter early)
 
 
 @dataclass
@@ -78,6 +82,8 @@ class LiveStats:
     latencies: list[float] = field(default_factory=list)
     backlog: list[int] = field(default_factory=list)
     utterances: int = 0
+    early_used: int = 0  # utterances whose result was computed while their pause was confirmed
+    early_discarded: int = 0  # ... computed for nothing (speech resumed within the pause)
     behind: int = 0
     max_level: int = 0
     face_frames_used: int = 0
@@ -177,7 +183,7 @@ class LiveRunner:
         self._held: Any = _NOTHING  # taken from the queue but not joinable: scored next (None: the end)
         sr = self.ext.config.sample_rate
         o = self.options
-        self.cutter = UtteranceCutter(sr, o.pause_s, o.max_utterance_s, o.min_speech_s)
+        self.cutter = UtteranceCutter(sr, o.pause_s, o.max_utterance_s, o.min_speech_s, early=o.early)
         self.decoder = LiveDecoder(
             source, self._on_audio, self._frames.add, sr=sr, fps=self.fps, max_side=o.max_side or self.ext.config.max_side or 640,
             stall_s=o.stall_s, retries=o.retries, on_status=self.on_status,
@@ -286,24 +292,45 @@ class LiveRunner:
 
     # -- the scorer's side ----------------------------------------------------------------------------
     def _score_loop(self) -> None:
+        pending: tuple[Utterance, Callable[[float], None]] | None = None  # scored ahead of its pause
         try:
             while True:
                 item = self._queue.get() if self._held is _NOTHING else self._held
                 self._held = _NOTHING
                 if item is None:
                     return
-                batch = [item] + self._joinable(item[0])
-                try:
-                    self._score(batch)
-                except InputError as exc:  # a stretch that cannot be scored: said, and the run goes on
-                    msg = f"utterances at {batch[0][0].start:.2f}-{batch[-1][0].end:.2f} s not scored: {exc.reason}"
-                    self.stats.notes.append(msg)
-                    self.on_status(msg)
+                utt = item[0]
+                if pending is not None:
+                    early, publish = pending
+                    pending = None
+                    if not utt.tentative and (utt.start, utt.end) == (early.start, early.end):
+                        self.stats.early_used += 1
+                        publish(item[1])  # the pause is confirmed: the result computed during it
+                        continue
+                    self.stats.early_discarded += 1  # speech resumed: the longer utterance is scored
+                if utt.tentative:
+                    if self._level == 0 and self._queue.qsize() == 0:  # never speculate when behind
+                        pending = self._guarded([item], hold=True)
+                    continue
+                self._guarded([item] + self._joinable(utt))
         except BaseException as exc:  # noqa: BLE001 - re-raised by run()
             self._error = exc
             self.stop()
             while self._queue.get() is not None:  # let the decoder thread finish its puts
                 pass
+
+    def _guarded(self, batch: list[tuple[Utterance, float]], hold: bool = False) -> Any:
+        """:meth:`_score`; a stretch that cannot be scored is said (and the run goes on)."""
+        try:
+            publish = self._score(batch, hold)
+        except InputError as exc:
+            if hold:
+                return None
+            msg = f"utterances at {batch[0][0].start:.2f}-{batch[-1][0].end:.2f} s not scored: {exc.reason}"
+            self.stats.notes.append(msg)
+            self.on_status(msg)
+            return None
+        return (batch[0][0], publish) if hold else None
 
     def _adjust(self, waiting: int, lag: float) -> None:
         """Degrade (fewer face frames) when behind; recover when caught up."""
@@ -342,12 +369,17 @@ class LiveRunner:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 return out
+            if nxt is not None and nxt[0].tentative:  # behind: no early scoring (its final one follows)
+                continue
             if nxt is None or nxt[0].gap is None or nxt[0].end - first.start > self.options.join_s:
                 self._held = nxt
                 return out
             out.append(nxt)
 
-    def _score(self, batch: list[tuple[Utterance, float]]) -> None:
+    def _score(self, batch: list[tuple[Utterance, float]], hold: bool = False) -> Callable[[float], None]:
+        """Score ``batch`` (utterances joined into one stretch) and hand out one record per utterance; with
+        ``hold`` (a tentative utterance) nothing is handed out yet: the returned ``publish(wall)`` does it
+        once the pause is confirmed (``wall``: when the stream passed the utterance's end)."""
         from dmd_pipeline.analysis.analyze import assemble_result, score_stretch
         from dmd_pipeline.extractors.words import Segment
         from dmd_pipeline.streaming import spans_in
@@ -355,6 +387,7 @@ class LiveRunner:
 
         utts = [u for u, _ in batch]
         first, last = utts[0], utts[-1]
+        t_start = time.monotonic()
         waiting = (
             self._queue.qsize() + (self._held is not _NOTHING and self._held is not None) + len(batch) - 1
         )
@@ -363,9 +396,8 @@ class LiveRunner:
         every = 1.0 / (self.fps * factor) if factor > 0 else float("inf")
         if self.decoder.video and np.isfinite(every) and not self._stop.is_set():
             self._frames.wait_until(last.end - 1.0 / self.fps, timeout=FRAME_WAIT_S)
+        t_frames = time.monotonic()
         frames, skipped = self._frames.take(first.start, last.end, every)
-        self.stats.face_frames_used += len(frames)
-        self.stats.face_frames_dropped += skipped
         has_video = self.decoder.video and (self.decoder.stats.frames > 0 or bool(frames))
         info = self._media_info(True, has_video)
         pieces = [first.audio]
@@ -390,29 +422,43 @@ class LiveRunner:
         part = score_stretch(self.source.spec, bundle, self.models, self.names, self.ext, self.analyze_options,
                              first.start, spans, self.face_model)  # fmt: skip
         del bundle
-        self.parts.append(part)
-        # the stretch assembled alone: its segments get every channel the final result gives them
-        view = assemble_result(self.source.spec, self.models, self.names, [part], last.end, self.analyze_options,
-                               {}, self.face_model)  # fmt: skip
-        now = time.monotonic()
-        base = sum(len(p.segments) for p in self.parts[:-1])
-        for k, seg in enumerate(view.segments):
-            mid = 0.5 * (seg.start + seg.end)
-            j = min(range(len(utts)), key=lambda i: 0.0 if utts[i].start <= mid < utts[i].end else
-                    min(abs(mid - utts[i].start), abs(mid - utts[i].end)))  # fmt: skip
-            latency = now - batch[j][1]
-            behind = waiting > 0 or latency > self.options.behind_s
-            self.stats.latencies.append(latency)
-            self.stats.backlog.append(waiting)
-            self.stats.behind += int(behind)
-            self.stats.utterances += 1
-            rec = json_safe(asdict(seg))
-            rec["index"] = base + k
-            rec["live"] = {
-                "utterance": utts[j].index, "latency_s": round(latency, 3), "waiting": waiting, "behind": behind,
-                "joined": len(utts), "degrade_level": self._level, "face_frames": len(frames), "cut": utts[j].cut,
-            }  # fmt: skip
-            self.on_result({"type": "utterance", **rec})
+        t_scored = time.monotonic()
+
+        def publish(wall: float | None = None) -> None:
+            self.parts.append(part)
+            self.stats.face_frames_used += len(frames)
+            self.stats.face_frames_dropped += skipped
+            # the stretch assembled alone: its segments get every channel the final result gives them
+            view = assemble_result(self.source.spec, self.models, self.names, [part], last.end,
+                                   self.analyze_options, {}, self.face_model)  # fmt: skip
+            now = time.monotonic()
+            base = sum(len(p.segments) for p in self.parts[:-1])
+            for k, seg in enumerate(view.segments):
+                mid = 0.5 * (seg.start + seg.end)
+                j = min(range(len(utts)), key=lambda i: 0.0 if utts[i].start <= mid < utts[i].end else
+                        min(abs(mid - utts[i].start), abs(mid - utts[i].end)))  # fmt: skip
+                latency = now - (batch[j][1] if wall is None else wall)
+                behind = waiting > 0 or latency > self.options.behind_s
+                self.stats.latencies.append(latency)
+                self.stats.backlog.append(waiting)
+                self.stats.behind += int(behind)
+                self.stats.utterances += 1
+                rec = json_safe(asdict(seg))
+                rec["index"] = base + k
+                rec["live"] = {
+                    "utterance": utts[j].index, "latency_s": round(latency, 3), "waiting": waiting,
+                    "behind": behind, "joined": len(utts), "degrade_level": self._level, "face_frames": len(frames),
+                    "cut": utts[j].cut, "early": hold,
+                    # where the latency went: end -> scoring started (the pause's confirmation, a queue),
+                    # waiting for the video frames, scoring (features, models, fusion)
+                    "started_s": round(t_start - batch[j][1], 3), "frames_wait_s": round(t_frames - t_start, 3),
+                    "scoring_s": round(t_scored - t_frames, 3),
+                }  # fmt: skip
+                self.on_result({"type": "utterance", **rec})
+
+        if not hold:
+            publish()
+        return publish
 
     def _learn_language(self, spoken: dict[str, Any] | None) -> None:
         """Keep the stream's language once an utterance's identification is clear (--language auto)."""
@@ -453,6 +499,8 @@ class LiveRunner:
                 "face_frames_dropped": self.stats.face_frames_dropped,
                 "degrade_level_max": self.stats.max_level,
                 "stream_language": self.stream_language,
+                "early_used": self.stats.early_used,
+                "early_discarded": self.stats.early_discarded,
             },
         }  # fmt: skip
         return res
