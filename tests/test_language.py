@@ -80,6 +80,24 @@ def test_headline_says_why_the_words_are_not_scored() -> None:
     assert make_headline([run], ["text", "audio"], None, {"words": "n/a (language pl)"}) == "words: n/a (language pl)"
 
 
+def test_speech_models_say_what_each_did() -> None:
+    from dmd_pipeline.model_files import WHISPER_BASE_SHA256, WHISPER_SHA256
+
+    english = lang_id.speech_models(["whisper-tiny.en"], identified=True)
+    assert [(m["name"], m["use"]) for m in english] == [
+        ("whisper-tiny.en", "transcribed English"),
+        ("whisper-base", "identified the language"),
+    ]
+    assert english[0]["languages"] == ["en"] and english[0]["sha256"] == WHISPER_SHA256
+    assert english[1]["languages"] == "any" and english[1]["sha256"] == WHISPER_BASE_SHA256
+    polish = lang_id.speech_models(["whisper-base"], identified=True)
+    assert [m["use"] for m in polish] == ["identified the language and transcribed it"]
+    given = lang_id.speech_models(["whisper-base"], identified=False)  # --language pl
+    assert [m["use"] for m in given] == ["transcribed the given language"]
+    assert lang_id.speech_models(["whisper (user model)"], identified=False)[0]["sha256"] is None
+    assert lang_id.speech_models([], identified=False) == []
+
+
 class _FakeMel:
     """faster-whisper's feature extractor's shape: 100 log-mel frames a second (plus one), 30 s windows."""
 
@@ -186,6 +204,7 @@ def test_polish_words_are_not_scored_by_the_english_text_model(polish_doc: dict)
     doc = polish_doc
     assert doc["language"]["code"] == "pl" and doc["language"]["source"] == "detected"
     assert doc["transcript"]["asr_model"] == "whisper-base"
+    assert [m["name"] for m in doc["transcript"]["asr_models"]] == ["whisper-base"]
     assert all(s["language"]["code"] == "pl" for s in doc["segments"])
     words = next(m for m in doc["models"] if "text" in m["info"]["modalities"])
     assert words["overall"]["score"] is None
@@ -206,10 +225,12 @@ def test_an_english_clip_stays_english(shared: Path, base_model, models) -> None
     auto = _analyze(_clip(shared, ENGLISH), models, "auto")
     assert auto["language"]["code"] == "en" and auto["language"]["source"] == "detected"
     assert auto["transcript"]["asr_model"] == "whisper-tiny.en"
+    assert [m["name"] for m in auto["transcript"]["asr_models"]] == ["whisper-tiny.en", "whisper-base"]
     words = next(m for m in auto["models"] if "text" in m["info"]["modalities"])
     assert words["overall"]["score"] is not None
     english = _analyze(_clip(shared, ENGLISH), models, "en")  # the behaviour before languages were told apart
     assert english["language"] == {"code": "en", "probability": None, "source": "given"}
+    assert [m["name"] for m in english["transcript"]["asr_models"]] == ["whisper-tiny.en"]  # base never ran
     assert [s["text"] for s in auto["segments"]] == [s["text"] for s in english["segments"]]
     score = next(m for m in english["models"] if "text" in m["info"]["modalities"])["overall"]["score"]
     assert np.isclose(words["overall"]["score"], score)

@@ -612,6 +612,7 @@ def _assemble(
         for key, v in p.word_sources.items():
             sources[key] = sources.get(key, 0) + v
     primary = runs[0]
+    asr_names = list(dict.fromkeys(n.strip() for p in parts if p.asr_model for n in str(p.asr_model).split(",")))
     result = AnalysisResult(
         file=os.path.abspath(path),  # as the user gave it (absolute; symlinks kept)
         duration=round(duration, 4),
@@ -635,7 +636,10 @@ def _assemble(
             source=str(source_label or first.get("transcript_source") or "none"),
             n_words=sum(p.n_words for p in parts),
             word_time_sources=sources,
-            asr_model=", ".join(dict.fromkeys(str(p.asr_model) for p in parts if p.asr_model)) or None,
+            asr_model=", ".join(asr_names) or None,
+            asr_models=lang_id.speech_models(
+                asr_names, any((p.language or {}).get("source") == "detected" for p in parts)
+            ),
         ),
         cues=cues,
         model=primary.info,

@@ -1,8 +1,8 @@
-"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.3).
+"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.4).
 
 One :class:`AnalysisResult` describes one media file, scored by one or several models over one extraction
 (e.g. sentiment from the words and emotion from the voice). ``to_dict()`` gives the JSON document described
-by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.3, 1.2 and 1.1
+by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.4, 1.3, 1.2 and 1.1
 documents, and 1.0 documents, which it upgrades in memory: their one model becomes ``models[0]``).
 Conventions:
 
@@ -46,7 +46,7 @@ Versions:
   - ``options.media`` (size, mtime_ns, sha256 of the whole file or of a bounded sample, ``hashed``) and
     ``options.transcript`` now also for a sidecar transcript (``"sidecar": true``): a re-run redoes the
     file when the media or any transcript source changed (:mod:`dmd_pipeline.analysis.options`).
-* **1.3** (current) the 1.2 fields keep their meaning. New:
+* **1.3** the 1.2 fields keep their meaning. New:
 
   - ``fused`` (per file) and ``segments[].fused``: one emotion from the face, voice and words channels
     (:mod:`dmd_pipeline.fusion` documents the rule and every field): ``label`` / ``probability`` /
@@ -80,6 +80,14 @@ Versions:
   - ``language`` (file) and ``segments[].language``: the spoken language, ``{"code", "probability",
     "source"}`` (:mod:`dmd_pipeline.extractors.language`); ``transcript.asr_model``: the Whisper model that
     transcribed (``whisper-tiny.en`` for English, ``whisper-base`` for other languages).
+* **1.4** (current) the 1.3 fields keep their meaning. New:
+
+  - ``transcript.asr_models``: every speech model the result used, one record each
+    (:func:`dmd_pipeline.extractors.language.speech_models`): ``name``, ``use`` (``transcribed English``,
+    ``identified the language``, ...), ``languages`` (``["en"]`` or ``"any"``), ``package`` (the pinned
+    wheels) and ``sha256`` of its files; empty when no speech model ran (a given transcript with
+    ``--language en``, pocketsphinx, ``--asr none``). Not in ``models[]``: that list holds the models that
+    score (each with a role, a task and predictions), which a speech model does not.
 """
 
 from __future__ import annotations
@@ -95,9 +103,9 @@ from dmd_pipeline.analysis.export import plot, segments_csv, srt, to_pandas, vtt
 from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.utils import OUTPUT_MARKER, json_safe
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 #: Older versions :meth:`AnalysisResult.from_dict` still reads.
-READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", SCHEMA_VERSION)
+READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", SCHEMA_VERSION)
 SCHEMA_FILE = "analysis_result.schema.json"
 
 #: 7-class label names, index = rounded score + 3.
@@ -333,6 +341,8 @@ class TranscriptInfo:
     n_words: int
     word_time_sources: dict[str, int]
     asr_model: str | None = None  # 1.3: the Whisper model that transcribed (None: no speech recognition ran)
+    #: 1.4: every speech model used (language.speech_models): name, use, languages, package, sha256
+    asr_models: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

