@@ -5,7 +5,8 @@ sentence each, with pauses; ~23 s) into one clip, loops it into a stream of ``--
 codecs copied), plays it at real time with ffmpeg as MPEG-TS over UDP on loopback (127.0.0.1 only) into
 ``dmd live udp://... --stdout`` with the bundled default models, and records per utterance its latency
 (from the moment the stream passed the utterance's end to its JSON line, as ``dmd live`` measures it), the
-utterances waiting behind it and whether it was joined with others; every 5 s the resident memory of
+utterances waiting behind it, whether it was joined with others or scored early, and where its latency went
+(``started_s``, ``frames_wait_s``, ``scoring_s``); every 5 s the resident memory of
 ``dmd live`` (VmRSS, plus its ffmpeg) and the load average. Prints a JSON summary (per-minute latency p95,
 backlog and RSS, to show whether they grow) and writes it to ``--out``.
 
@@ -144,6 +145,13 @@ def main() -> None:
         "latency_p95": round(float(np.percentile(lat, 95)), 3) if lat.size else None,
         "latency_max": round(float(lat.max()), 3) if lat.size else None,
         "behind": int(sum(bool(r["live"]["behind"]) for r in utts)),
+        "early": int(sum(bool(r["live"].get("early")) for r in utts)),
+        # where the latency went (p50 / p95 over the utterances): end -> scoring started, frames, scoring
+        "parts": {
+            k: [round(float(np.percentile(v, q)), 3) for q in (50, 95)]
+            for k in ("started_s", "frames_wait_s", "scoring_s")
+            if (v := [r["live"][k] for r in utts if k in r["live"]])
+        },
         "waiting_max": max((r["live"]["waiting"] for r in utts), default=0),
         "rss_mb_first_min": per_min[0]["rss_mb_median"] if per_min else None,
         "rss_mb_last_min": per_min[-1]["rss_mb_median"] if per_min else None,
