@@ -41,7 +41,7 @@ class ExtractionConfig:
     sample_rate: int = 16000
     device: str = "cpu"
     # acoustic feature set (extractors/whisper_encoder.py): librosa (25-d, 100 Hz) | whisper (384-d tiny.en
-    # encoder states, 50 Hz) | whisper-base (512-d, 50 Hz) | whisper-base-layers[-s2|-s4] (7 x 512 layer
+    # encoder states, 50 Hz) | whisper-base (512-d, 50 Hz) | whisper-base-layers[-s2|-s4|-s5] (7 x 512 layer
     # states at 50 | 25 | 12.5 Hz) | any of these encoders + "+librosa"
     acoustic: str = "librosa"
     # keep each frame's aligned face crop for a face-expression model (a CropTemplate's dict; None: no crops)

@@ -9,6 +9,12 @@ clip or a span of one (:meth:`LoadedModel.inputs`), zeros for the modalities it 
 (:meth:`LoadedModel.zero_fill`), and its outputs (:meth:`LoadedModel.predict`, :meth:`LoadedModel.forward`).
 Analysis, evaluation and serving ask it; none of them reads a config key of a model.
 
+A voice model may declare how its audio frames are normalised before they are fed (``audio_norm`` in its
+``config.json``, a :class:`~dmd_pipeline.data.feature_norm.FrameNorm`: e.g. each analysis window's own
+statistics blended with the training set's): :attr:`LoadedModel.audio_norm` applies it in :meth:`LoadedModel.inputs`,
+the one place every analysis, evaluation and serving path builds a model input, exactly as the training
+adapter (:mod:`dmd_pipeline.data.store_inputs`) did.
+
 A classifier's outputs are calibrated here: the temperature stored in its ``config.json``
 (:attr:`LoadedModel.calibration`, a :class:`~dmd_pipeline.calibration.Calibration` validated on load) divides
 the logits that :meth:`LoadedModel.predict` and :meth:`LoadedModel.forward` return, so every softmax of them
@@ -30,6 +36,7 @@ import numpy as np
 
 from dmd_pipeline.analysis.result import MODALITIES, ModelInfo, model_card
 from dmd_pipeline.calibration import Calibration
+from dmd_pipeline.data.feature_norm import FrameNorm
 from dmd_pipeline.errors import ConfigError, InputError
 from dmd_pipeline.extractors.base import FrameFeatures
 from dmd_pipeline.extractors.words import Segment
@@ -132,6 +139,9 @@ class LoadedModel:
     spec: FeatureSpec = field(init=False)
     #: The classifier's temperature from its config.json (None: uncalibrated, or not a classifier).
     calibration: Calibration | None = field(init=False)
+    #: How the audio frames are normalised before they are fed (``audio_norm`` in its config.json; ``none``
+    #: when not declared).
+    audio_norm: FrameNorm = field(init=False)
     #: What kind of model this is among those the registry loads (a face-expression model's is ``"face"``).
     kind: ClassVar[str] = "dmd"
 
@@ -140,6 +150,15 @@ class LoadedModel:
         self.calibration = Calibration.from_meta(
             self.meta, self.path / "config.json", classifier=self.task == "classification"
         )
+        try:
+            self.audio_norm = FrameNorm.from_meta(self.meta.get("audio_norm"))
+            dim = self.audio_norm.dim
+            if dim is not None and dim != int(self.config.feature_dims[1]):
+                raise ValueError(
+                    f"it is for {dim} audio columns, the model takes {self.config.feature_dims[1]}"
+                )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.path / 'config.json'}: audio_norm is unusable: {exc}") from exc
 
     def __repr__(self) -> str:
         """One line (the torch module inside would print hundreds)."""
@@ -437,7 +456,9 @@ class LoadedModel:
             text = ext.text_encoder.encode([w.text for w in seg.words], max_len=lt)
         acoustic = visual = None
         if "audio" in use and "audio" in present:  # a silent track is left out of present: zeros
-            acoustic = select_columns(_slice(bundle.acoustic, seg.start, seg.end), cols("audio"), "audio")
+            acoustic = self._normalised(
+                select_columns(_slice(bundle.acoustic, seg.start, seg.end), cols("audio"), "audio")
+            )
         if "vision" in use and "vision" in present:
             visual = select_columns(_slice(bundle.visual, seg.start, seg.end), cols("vision"), "vision")
         sub = FeatureBundle(
@@ -470,7 +491,7 @@ class LoadedModel:
             )
         sub = dataclasses.replace(
             bundle,
-            acoustic=select_columns(bundle.acoustic, self.feature_names("audio"), "audio"),
+            acoustic=self._normalised(select_columns(bundle.acoustic, self.feature_names("audio"), "audio")),
             visual=select_columns(bundle.visual, self.feature_names("vision"), "vision"),
         )
         got = {
@@ -498,6 +519,14 @@ class LoadedModel:
         for m in self.unused_modalities:
             out[m] = zeros[m]
         return out
+
+    def _normalised(self, frames: FrameFeatures | None) -> FrameFeatures | None:
+        """The audio frames the model reads, normalised as it declares (:attr:`audio_norm`)."""
+        if frames is None or self.audio_norm.mode == "none":
+            return frames
+        return FrameFeatures(
+            self.audio_norm.apply(frames.values), frames.times, list(frames.names), dict(frames.extras)
+        )
 
     def zero_fill(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
         """A split of model inputs (``text``/``text_bert``/``audio``/``vision`` arrays and whatever else) with

@@ -13,7 +13,7 @@ label loss and class-balanced sample weights, :mod:`dmd_pipeline.training.partia
 chosen on speaker-valid). Hyper-parameters are chosen on the mean speaker-valid UAR over corpora and then
 reused unchanged in the LOCO folds. RAVDESS's test actors (19-21) are never read here.
 
-    python recipes/voice_emotion_cv.py --store <store folder> [--norms none,speaker,running:1]
+    python recipes/voice_emotion_cv.py --store <store folder>[:corpora] [--store ...] [--norms none,speaker,running:1]
         [--heads lr,masked] [--layers 0,1] [--json runs/voice_cv.json]
 """
 
@@ -146,7 +146,12 @@ def main() -> None:
         print(markdown([Path(a) for a in sys.argv[2:]]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument(
+        "--store",
+        action="append",
+        required=True,
+        help="a store folder, or FOLDER:corpus,corpus for a store over some corpora (repeatable: joined)",
+    )
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--norms", default="none,speaker,running:1,running:8")
     ap.add_argument("--heads", default="lr,masked")
@@ -167,7 +172,17 @@ def main() -> None:
     args = ap.parse_args()
 
     table = read_corpora(args.data, **({"corpora": tuple(args.corpora.split(","))} if args.corpora else {}))
-    feats = load_store(args.store, frames=False)
+    if len(args.store) == 1 and ":" not in args.store[0]:
+        feats = load_store(args.store[0], frames=False)
+    else:
+        from dmd_pipeline.data.store_inputs import join_stores
+
+        parts = []
+        for spec in args.store:
+            folder, corpora = spec.rsplit(":", 1)
+            sub = read_corpora(args.data, corpora=tuple(corpora.split(",")))
+            parts.append((folder, [c.path for c in sub.clips]))
+        feats = join_stores(table, parts, frames=False)
     if len(feats.ok) != len(table):
         raise SystemExit(f"store has {len(feats.ok)} clips, the table {len(table)}")
     layers = [int(v) for v in args.layers.split(",")] if args.layers else list(range(feats.mean.shape[1]))
@@ -177,7 +192,7 @@ def main() -> None:
     train_ok = keep & np.isin(table.corpus, args.train_on.split(",")) if args.train_on else keep
     print(f"{len(table)} clips ({(~keep).sum()} failed to decode), layers {layers}", flush=True)
     results: dict = {
-        "store": str(args.store),
+        "store": [str(s) for s in args.store],
         "layers": layers,
         "train_on": args.train_on or "all",
         "runs": [],

@@ -57,6 +57,8 @@ class AcousticSetting(str, Enum):
     whisper_base_layers_s2_librosa = "whisper-base-layers-s2+librosa"
     whisper_base_layers_s4 = "whisper-base-layers-s4"
     whisper_base_layers_s4_librosa = "whisper-base-layers-s4+librosa"
+    whisper_base_layers_s5 = "whisper-base-layers-s5"
+    whisper_base_layers_s5_librosa = "whisper-base-layers-s5+librosa"
 
 
 class VisualSetting(str, Enum):

@@ -122,7 +122,7 @@ def extract(
         "--acoustic",
         help="Acoustic features: librosa (25-d, 100 Hz) | whisper (384-d Whisper tiny.en encoder states, "
         "50 Hz) | whisper-base (512-d multilingual Whisper base, 50 Hz) | whisper-base-layers (7 x 512 layer "
-        "states, 50 Hz; -s2: 25 Hz, -s4: 12.5 Hz) | any of them +librosa (the 25 librosa dims pooled to "
+        "states, 50 Hz; -s2: 25 Hz, -s4: 12.5 Hz, -s5: 10 Hz) | any of them +librosa (the 25 librosa dims pooled to "
         "the same rate). README: columns and cache size per setting.",
     ),
     visual: VisualSetting = typer.Option(

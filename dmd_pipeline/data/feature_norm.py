@@ -17,13 +17,34 @@ Modes (:func:`normalise_stats`):
   (at most ``K`` clips, this one included, in a fixed random order), blended with the global statistics
   through a prior worth :data:`PRIOR_CLIPS` clips. With one clip and nothing before it, this is the
   single-clip case.
+
+A trained model declares the normalisation of its input frames with a :class:`FrameNorm` (``audio_norm`` in
+its ``config.json``), applied by the model object (:meth:`dmd_pipeline.model.LoadedModel.inputs`) exactly as
+the training data adapter (:mod:`dmd_pipeline.data.store_inputs`) applied it: ``none``, or ``clip`` (the
+``running:1`` case on the frames themselves: the statistics of the frames the model is about to read, one
+clip or analysis window, blended with the training set's through a prior worth :data:`PRIOR_CLIPS` clips).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-__all__ = ["PRIOR_CLIPS", "RunningStats", "frame_stats", "normalise_stats", "pooled_from_stats"]
+__all__ = [
+    "FRAME_NORMS",
+    "PRIOR_CLIPS",
+    "FrameNorm",
+    "RunningStats",
+    "frame_stats",
+    "normalise_stats",
+    "pooled_from_stats",
+]
+
+#: The modes a model may declare for its input frames (:class:`FrameNorm`).
+FRAME_NORMS: tuple[str, ...] = ("none", "clip")
 
 #: Weight (in clips) of the global statistics in the running estimate.
 PRIOR_CLIPS = 2.0
@@ -110,3 +131,72 @@ def normalise_stats(
 def pooled_from_stats(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(n, 2 * prod(rest)) mean+std pooled feature vectors."""
     return np.concatenate([mean.reshape(len(mean), -1), std.reshape(len(std), -1)], axis=1)
+
+
+@dataclass(frozen=True)
+class FrameNorm:
+    """How a model's input frames ``(T, F)`` are normalised before they are fed (see the module docstring).
+
+    ``mode`` ``none`` leaves them as they are; ``clip`` z-scores every column with the statistics of these
+    frames blended with the prior ``mean``/``std`` (F,) (the training frames' statistics) worth
+    ``prior_clips`` clips. The same object normalises training clips and a user's analysis windows.
+    """
+
+    mode: str = "none"
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    prior_clips: float = PRIOR_CLIPS
+
+    def __post_init__(self) -> None:
+        if self.mode not in FRAME_NORMS:
+            raise ValueError(f"unknown frame normalisation {self.mode!r}: one of {', '.join(FRAME_NORMS)}")
+        if self.mode == "clip":
+            if self.mean is None or self.std is None or np.shape(self.mean) != np.shape(self.std):
+                raise ValueError("frame normalisation 'clip' needs a prior mean and std of the same shape")
+            if not (np.all(np.isfinite(self.mean)) and np.all(np.asarray(self.std) > 0)):
+                raise ValueError("frame normalisation 'clip': the prior must be finite with std > 0")
+
+    @property
+    def dim(self) -> int | None:
+        """The number of columns the prior is for (None for ``none``)."""
+        return None if self.mean is None else int(np.size(self.mean))
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (T, F) normalised (float32; ``none``: unchanged). T = 0 stays empty."""
+        x = np.asarray(values, dtype=np.float32)
+        if self.mode == "none" or x.shape[0] == 0:
+            return x
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"frame normalisation is for {self.dim} columns, the frames have {x.shape[-1]}")
+        x64 = x.astype(np.float64)
+        rs = RunningStats(
+            np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64), self.prior_clips
+        )
+        rs.update(x64.mean(0), x64.std(0))
+        mu, sd = rs.current()
+        return ((x64 - mu) / sd).astype(np.float32)
+
+    def to_meta(self) -> dict[str, Any]:
+        """The JSON block a model's config records (``audio_norm``)."""
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.mode == "clip":
+            out["prior_clips"] = float(self.prior_clips)
+            out["mean"] = [float(f"{v:.6g}") for v in np.asarray(self.mean).reshape(-1)]
+            out["std"] = [float(f"{v:.6g}") for v in np.asarray(self.std).reshape(-1)]
+        return out
+
+    @classmethod
+    def from_meta(cls, block: Mapping[str, Any] | None) -> FrameNorm:
+        """The normalisation a config block declares (None or absent: ``none``); ValueError when malformed."""
+        if not block:
+            return cls()
+        mode = str(block.get("mode", "none"))
+        if mode == "none":
+            return cls()
+        mean, std = block.get("mean"), block.get("std")
+        return cls(
+            mode,
+            None if mean is None else np.asarray(mean, np.float64),
+            None if std is None else np.asarray(std, np.float64),
+            float(block.get("prior_clips", PRIOR_CLIPS)),
+        )

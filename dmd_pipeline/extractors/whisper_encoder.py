@@ -26,6 +26,9 @@ setting                           columns
 ``whisper-base-layers-s2``        the same 3584 columns, each the mean over 2 consecutive 20 ms frames:
                                   25 Hz, frame ``t`` covers ``[0.04 t, 0.04 t + 0.04)`` s
 ``whisper-base-layers-s4``        the same, mean over 4 frames: 12.5 Hz (80 ms frames)
+``whisper-base-layers-s5``        the same, mean over 5 frames: 10 Hz (100 ms frames), the states and rate
+                                  of the corpus feature stores (:mod:`dmd_pipeline.data.corpus_features`,
+                                  ``pool = 5``) the bundled ``voice-emotion-5corpora`` model was trained on
 ``<encoder>+librosa``             any of the encoder settings above, then the 25 librosa columns averaged
                                   over each of its frames (2 librosa frames per 20 ms, 4 per 40 ms, 8 per
                                   80 ms); e.g. ``whisper+librosa`` = 409 dims at 50 Hz
@@ -71,6 +74,7 @@ ENCODER_SETTINGS: dict[str, int] = {
     "whisper-base-layers": 1,
     "whisper-base-layers-s2": 2,
     "whisper-base-layers-s4": 4,
+    "whisper-base-layers-s5": 5,
 }
 #: The named acoustic feature settings of :class:`~dmd_pipeline.pipeline.ExtractionConfig` (module docstring).
 ACOUSTIC_SETTINGS: tuple[str, ...] = (
@@ -97,7 +101,7 @@ def encoder_part(setting: str) -> str | None:
 
 
 def acoustic_rate_hz(setting: str) -> float:
-    """Frames per second of a setting: 100 (librosa), 50, 25 or 12.5."""
+    """Frames per second of a setting: 100 (librosa), 50, 25, 12.5 or 10."""
     enc = encoder_part(setting)
     return 1.0 / _LIBROSA_HOP_S if enc is None else 1.0 / (_HOP_S * ENCODER_SETTINGS[enc])
 
@@ -167,8 +171,8 @@ class WhisperBaseExtractor:
     def __init__(self, layers: bool = False, stride: int = 1, chunk_s: float = 4.0) -> None:
         from dmd_pipeline.extractors.whisper_layers import WhisperLayersExtractor
 
-        if stride not in (1, 2, 4):
-            raise ValueError(f"stride must be 1, 2 or 4 frames, got {stride}")
+        if stride not in (1, 2, 4, 5):
+            raise ValueError(f"stride must be 1, 2, 4 or 5 frames, got {stride}")
         self.layers = bool(layers)
         self.stride = int(stride)
         self.encoder = WhisperLayersExtractor(chunk_s=chunk_s)
