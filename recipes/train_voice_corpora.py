@@ -244,6 +244,7 @@ def main() -> None:
             if args.json:
                 args.json.write_text(json.dumps(result, indent=1))
         result["loco_uar"] = {k: r["uar"] for k, r in result["loco"].items()}
+    result["cap"] = args.cap
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     print(
         json.dumps({k: v for k, v in result.items() if k.endswith("uar") or k.endswith("stats")}), flush=True

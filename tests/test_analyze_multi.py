@@ -175,7 +175,7 @@ def test_model_lists_and_defaults(monkeypatch, model_dirs) -> None:
     assert default_model_names() == [b, a]
     monkeypatch.delenv("DMD_MODEL")
     names = default_model_names()
-    assert names[0] == "mosi-text-minilm" and set(names) <= {"mosi-text-minilm", "ravdess-voice-emotion"}
+    assert names[0] == "mosi-text-minilm" and set(names) <= {"mosi-text-minilm", "voice-emotion-5corpora"}
 
     from dmd_pipeline import api
 

@@ -189,7 +189,9 @@ def test_the_model_object_applies_its_declared_normalisation() -> None:
     assert np.allclose(whole["audio"][:8], norm.apply(values), atol=1e-5) and not whole["audio"][8:].any()
     span = model.inputs(bundle, Segment(0.2, 0.6, "", []), ext=object(), present=["audio"])
     assert np.allclose(span["audio"][:4], norm.apply(values[2:6]), atol=1e-5)  # the span's own statistics
-    plain = LoadedModel(DMDSystem(cfg), {"aligned": False}, "m", Path("/x"), ["audio"], "classification", None)
+    plain = LoadedModel(
+        DMDSystem(cfg), {"aligned": False}, "m", Path("/x"), ["audio"], "classification", None
+    )
     assert np.allclose(plain.inputs(bundle)["audio"][:8], values)
     from dmd_pipeline.errors import ConfigError
 

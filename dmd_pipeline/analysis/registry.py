@@ -47,7 +47,9 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 #: Name tried first when no model is given (``$DMD_MODEL`` overrides it).
 DEFAULT_MODEL = "mosi-text-minilm"
 #: The bundled models run by default, in this order (those bundled); ``$DMD_MODEL`` (comma list) overrides.
-DEFAULT_MODELS: tuple[str, ...] = (DEFAULT_MODEL, "ravdess-voice-emotion")
+#: The voice model is ``voice-emotion-5corpora``; the previous default ``ravdess-voice-emotion`` stays bundled
+#: and loadable by name (``--model ravdess-voice-emotion``) for one more version.
+DEFAULT_MODELS: tuple[str, ...] = (DEFAULT_MODEL, "voice-emotion-5corpora")
 _REQUIRED_FILES = ("config.json", "model.safetensors")
 
 
