@@ -128,8 +128,6 @@ def main() -> None:
             "training_history": train.get("history"),
             "metrics_training_run": {"valid_uar": train["valid_uar"]},
         }
-        if loco:
-            meta["loco_uar"] = loco.get("loco_uar")
         export_checkpoint(args.run, args.dest, weights_dtype="float16", meta_updates=meta)
     model = load_model(args.dest)
     table, feats = load_table_and_feats(args)
@@ -147,12 +145,18 @@ def main() -> None:
     block = cal.to_meta()
     cfg_path = args.dest / "config.json"
     meta = json.loads(cfg_path.read_text())
+    if loco:  # leave-one-corpus-out UAR of the same recipe (train_voice_corpora.py --fold loco)
+        meta["loco_uar"] = loco.get("loco_uar")
+        meta["loco_recipe"] = {k: loco.get(k) for k in ("norm", "epochs", "cap", "seed")}
+    earlier_test = (meta.get("metrics") or {}).get("test")
     meta["metrics"] = {
         "valid": reps,
         "valid_uar": {k: r["uar"] for k, r in reps.items()},
         "measured_with": "the shipped float16 weights on the feature-store frames "
         "(recipes/export_voice_corpora_model.py)",
     }
+    if earlier_test is not None and not args.test:  # measured once; a re-run keeps it
+        meta["metrics"]["test"] = earlier_test
     if args.test:
         te = table.rows("test")
         te = te[ok[te]]
