@@ -83,7 +83,11 @@ def test_a_failing_speech_stage_stops_the_face_stage(clip, monkeypatch) -> None:
     monkeypatch.setattr(ex.visual, "extract", counting)
 
     def broken(*_a, **_k):
-        time.sleep(1.5)  # the face stage has started (landmarker loaded, first frames seen)
+        # Fail once the face stage is under way (landmarker loaded, a first frame seen): a fixed sleep raced
+        # the landmarker's load on a busy machine and failed before any frame had been seen.
+        deadline = time.monotonic() + 60.0
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
         raise RuntimeError("simulated recogniser crash")
 
     monkeypatch.setattr(ex, "_transcript", broken)
