@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=1000)
     p = sub.add_parser("train")
     p.add_argument("--name", default="w24")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--wd", type=float, default=5e-4)
