@@ -274,3 +274,61 @@ def test_fitted_window_transcribes_a_real_utterance_alike(shared_clips: Path, mo
     assert windows and all(w is not None and w < 3000 for w in windows), windows
     assert normalize_text(fit.text) == normalize_text(full.text), (fit.text, full.text)
     assert not getattr(tx._WINDOW, "allowed", False)  # the context ends with the block
+
+
+def test_faster_whisper_entry_points_imported_from_several_threads_at_once() -> None:
+    """The pipeline's stage threads reach faster-whisper through different submodules at the same moment (the
+    speech recogniser, language identification, the Whisper-base layer features). In a fresh process, four
+    threads released together take those paths; none may fail (Python raised ``_DeadlockError`` for
+    ``faster_whisper.feature_extractor`` in a test run before the imports went through one lock)."""
+    import subprocess
+    import sys
+
+    code = """
+import threading
+import numpy as np
+from dmd_pipeline.extractors import language, transcribe, whisper_layers
+go = threading.Barrier(4)
+errors = []
+def run(f):
+    go.wait()
+    try:
+        f()
+    except BaseException as e:  # noqa: BLE001
+        errors.append(repr(e))
+jobs = [
+    lambda: transcribe._model_class(),
+    lambda: language.language_codes(),
+    lambda: whisper_layers.log_mel(np.zeros(1600, np.float32)),
+    lambda: language._speech(np.zeros(1600, np.float32)),
+]
+threads = [threading.Thread(target=run, args=(f,)) for f in jobs]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("errors:", errors)
+raise SystemExit(1 if errors else 0)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_faster_whisper_import_goes_through_the_import_lock() -> None:
+    """The threaded test above cannot force the unlucky interleaving; this one checks the rule that prevents
+    it: in the package, every ``import``/``from`` of faster-whisper follows a call of
+    :func:`~dmd_pipeline.extractors.faster_whisper_import.faster_whisper_module` in the lines just above."""
+    from pathlib import Path
+
+    import dmd_pipeline
+
+    root = Path(dmd_pipeline.__file__).parent
+    unguarded = []
+    for path in root.rglob("*.py"):
+        if path.name == "faster_whisper_import.py":
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            code = line.strip()
+            guarded = any("faster_whisper_module()" in prev for prev in lines[max(0, i - 3) : i])
+            if code.startswith(("from faster_whisper", "import faster_whisper")) and not guarded:
+                unguarded.append(f"{path.relative_to(root)}:{i + 1}: {code}")
+    assert not unguarded, unguarded

@@ -54,6 +54,9 @@ SR = 16000
 
 def language_codes() -> tuple[str, ...]:
     """Every language code Whisper knows (``en``, ``de``, ``pl``, ...), from faster-whisper's tokenizer."""
+    from dmd_pipeline.extractors.faster_whisper_import import faster_whisper_module
+
+    faster_whisper_module()
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
     return tuple(_LANGUAGE_CODES)
@@ -119,6 +122,9 @@ def record(code: str | None, probability: float | None, source: str) -> dict[str
 
 def _speech(audio16: np.ndarray) -> np.ndarray:
     """The speech Silero VAD (faster-whisper's) finds in ``audio16``, joined; all of it when it finds none."""
+    from dmd_pipeline.extractors.faster_whisper_import import faster_whisper_module
+
+    faster_whisper_module()
     from faster_whisper.vad import collect_chunks, get_speech_timestamps
 
     stamps = get_speech_timestamps(audio16)

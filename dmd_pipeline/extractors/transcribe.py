@@ -414,6 +414,9 @@ def _model_class() -> Any:
     when :func:`fitted_windows` is active; otherwise it is faster-whisper's own."""
     global _WINDOWED
     if _WINDOWED is None:
+        from dmd_pipeline.extractors.faster_whisper_import import faster_whisper_module
+
+        faster_whisper_module()
         from faster_whisper import WhisperModel
 
         class WindowedWhisperModel(WhisperModel):

@@ -27,6 +27,9 @@ _LOCK = threading.Lock()  # one onnxruntime session, used by one thread at a tim
 
 @functools.lru_cache(maxsize=1)
 def _model() -> object:
+    from dmd_pipeline.extractors.faster_whisper_import import faster_whisper_module
+
+    faster_whisper_module()
     from faster_whisper.vad import get_vad_model
 
     return get_vad_model()
