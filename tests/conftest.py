@@ -23,6 +23,15 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ravdess(shared: Path) -> Path:
+    """../shared/data/ravdess (speech of actors 1-21 and its labels.csv); tests skip when it is absent."""
+    d = shared / "data" / "ravdess"
+    if not (d / "labels.csv").is_file():
+        pytest.skip(f"{d} is absent; skipping the tests on real RAVDESS clips")
+    return d
+
+
+@pytest.fixture(scope="session")
 def shared_clips(shared: Path) -> Path:
     d = shared / "data" / "clips"
     if not d.is_dir():

@@ -40,14 +40,6 @@ def test_bundled_and_self_describing(emotion) -> None:
     assert emotion.calibration is not None and emotion.calibration.temperature == cal["temperature"]
 
 
-@pytest.fixture(scope="module")
-def ravdess(shared: Path) -> Path:
-    d = shared / "data" / "ravdess"
-    if not (d / "labels.csv").is_file():
-        pytest.skip(f"{d} is absent; skipping the tests on real RAVDESS clips")
-    return d
-
-
 def test_real_test_actor_clips_get_valid_probabilities(emotion, ravdess: Path) -> None:
     import jsonschema
 

@@ -47,14 +47,6 @@ def test_the_model_extracts_the_setting_it_was_trained_on(voice) -> None:
     assert cfg.acoustic == "whisper-base-layers-s5" and cfg.aligned is False
 
 
-@pytest.fixture(scope="module")
-def ravdess(shared: Path) -> Path:
-    d = shared / "data" / "ravdess"
-    if not (d / "labels.csv").is_file():
-        pytest.skip(f"{d} is absent; skipping the tests on real RAVDESS clips")
-    return d
-
-
 @pytest.mark.slow
 def test_a_real_clip_end_to_end(voice, ravdess: Path) -> None:
     import jsonschema

@@ -89,14 +89,6 @@ def test_settings_and_feature_hash() -> None:
 
 
 # ---- real data ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ravdess(shared: Path) -> Path:
-    d = shared / "data" / "ravdess"
-    if not (d / "labels.csv").is_file():
-        pytest.skip(f"{d} is absent; skipping the RAVDESS tests")
-    return d
-
-
 def test_ravdess_split_is_speaker_independent(ravdess: Path) -> None:
     rows = list(csv.DictReader((ravdess / "labels.csv").open(encoding="utf-8")))
     actors_by_split: dict[str, set[str]] = {}
