@@ -227,12 +227,12 @@ def log_mel(y: np.ndarray, n_mels: int = 80) -> np.ndarray:
     """(n_mels, 2T) Whisper log-mel of one chunk, T = ceil(len / 320): faster-whisper's feature extractor
     over the chunk's own samples (zero-padded to whole 20 ms frames plus 10 ms, so the last frame is whole),
     normalised over the chunk as Whisper does."""
-    from dmd_pipeline.extractors.faster_whisper_import import faster_whisper_module
-
-    faster_whisper_module()
-    from faster_whisper.feature_extractor import FeatureExtractor
-
     if n_mels not in _MEL:
+        from dmd_pipeline.extractors.faster_whisper_import import faster_whisper_module
+
+        faster_whisper_module()
+        from faster_whisper.feature_extractor import FeatureExtractor
+
         _MEL[n_mels] = FeatureExtractor(feature_size=n_mels)
     n_out = max(1, -(-len(y) // _HOP))
     need = n_out * _HOP + _HOP // 2
