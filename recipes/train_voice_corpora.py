@@ -112,6 +112,10 @@ def train(
     valid_rows: np.ndarray | None = None,
     cap: int = 1000,
     log=print,
+    augment: bool = False,
+    lr: float = 5e-4,
+    weight_decay: float = 0.0,
+    cosine: bool = False,
 ):
     """Train one model; with ``valid_rows`` keep the epoch of the best mean per-corpus valid UAR."""
     import torch
@@ -126,9 +130,23 @@ def train(
     ds = StoreDataset(
         feats, train_rows, table.y[train_rows], table.class_mask(train_rows), w, norm, SEQ_LENS, DIMS
     )
+    if augment:  # the preset's SpecAugment-style time masking and feature noise (dmd train uses the same)
+        from dmd_pipeline.data.datasets import AudioAugment
+
+        ds.augment = AudioAugment(
+            time_mask=float(cfg.train["augment_time_mask"]), noise=float(cfg.train["augment_noise"])
+        )
     rng = np.random.default_rng(seed)
     corp = table.corpus[train_rows]
-    opt = torch.optim.Adam(system.parameters(), lr=5e-4)
+    opt = torch.optim.AdamW(system.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = -(-sum(min(cap, int((corp == k).sum())) for k in np.unique(corp)) // 32)
+    sched = (
+        torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1, anneal_strategy="cos"
+        )
+        if cosine
+        else None
+    )
     best, best_state, best_epoch, history = -1.0, None, 0, []
     masks = table.corpus_masks()
     for ep in range(1, epochs + 1):
@@ -148,6 +166,8 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(system.parameters(), 0.6)
             opt.step()
+            if sched is not None:
+                sched.step()
             tot += float(loss.detach())
             nb += 1
         rec = {
@@ -186,13 +206,27 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--cap", type=int, default=1000, help="at most this many clips per corpus per epoch")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--augment", action="store_true", help="the preset's time masking and feature noise")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+    ap.add_argument("--cosine", action="store_true", help="one-cycle schedule: 10 %% warm-up, cosine decay")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     table, feats = load_table_and_feats(args)
     ok = feats.ok
     print(f"{len(table)} clips, {(~ok).sum()} failed in the store", flush=True)
-    result: dict = {"norm": args.norm, "fold": args.fold, "epochs": args.epochs, "seed": args.seed}
+    result: dict = {
+        "norm": args.norm,
+        "fold": args.fold,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "augment": args.augment,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "cosine": args.cosine,
+    }
+    opts = {"augment": args.augment, "lr": args.lr, "weight_decay": args.weight_decay, "cosine": args.cosine}
 
     def norm_for(train_rows: np.ndarray) -> FrameNorm:
         if args.norm == "none":
@@ -206,7 +240,9 @@ def main() -> None:
         sv = table.speaker_valid_fold()
         tr, va = sv.train[ok[sv.train]], sv.valid[ok[sv.valid]]
         norm = norm_for(tr)
-        system, info = train(table, feats, tr, norm, args.epochs, args.seed, valid_rows=va, cap=args.cap)
+        system, info = train(
+            table, feats, tr, norm, args.epochs, args.seed, valid_rows=va, cap=args.cap, **opts
+        )
         logits = predict(system, feats, va, norm)
         reps = per_corpus_reports(table.y[va], logits, table.corpus[va], masks)
         result.update(info)
@@ -234,7 +270,7 @@ def main() -> None:
             tr, va = fold.train[ok[fold.train]], fold.valid[ok[fold.valid]]
             t0 = time.perf_counter()
             norm = norm_for(tr)
-            system, info = train(table, feats, tr, norm, args.epochs, args.seed, cap=args.cap)
+            system, info = train(table, feats, tr, norm, args.epochs, args.seed, cap=args.cap, **opts)
             logits = predict(system, feats, va, norm)
             rep = per_corpus_reports(table.y[va], logits, table.corpus[va], masks)[fold.held_out]
             result["loco"][fold.held_out] = rep

@@ -19,8 +19,9 @@ a torch ``DataLoader``, building each row when asked (the float32 inputs of all 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from dmd_pipeline.data.corpora import CorpusTable
 from dmd_pipeline.data.corpus_features import ClipFeatures, load_store
 from dmd_pipeline.data.feature_norm import FrameNorm, frame_stats
 from dmd_pipeline.features import resample_to_length
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["StoreDataset", "audio_input", "join_stores", "layer_major", "prior_stats"]
 
@@ -135,6 +139,8 @@ class StoreDataset:
         if not (len(self.labels) == len(self.masks) == len(self.weights) == len(self.rows)):
             raise ValueError("rows, labels, masks and weights must have one entry per row")
         self.norm, self.seq_lens, self.dims = norm, seq_lens, dims
+        #: training-time augmentation of the audio input (a training set only; see ``AudioAugment``)
+        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -145,6 +151,10 @@ class StoreDataset:
         audio = audio_input(self.feats.frames[int(self.rows[k])], self.norm, la)
         if audio.shape[1] != da:
             raise ValueError(f"the store's frames have {audio.shape[1]} columns, the model takes {da}")
+        if self.augment is not None:
+            import torch
+
+            audio = self.augment(torch.from_numpy(audio)).numpy()
         return (
             np.zeros((lt, dt), np.float32),
             audio,
