@@ -116,6 +116,7 @@ def train(
     lr: float = 5e-4,
     weight_decay: float = 0.0,
     cosine: bool = False,
+    full_softmax: bool = False,
 ):
     """Train one model; with ``valid_rows`` keep the epoch of the best mean per-corpus valid UAR."""
     import torch
@@ -127,9 +128,12 @@ def train(
     cfg = make_config(seed)
     system = DMDSystem(cfg)
     w = balanced_sample_weights(table.y[train_rows], table.corpus[train_rows])
-    ds = StoreDataset(
-        feats, train_rows, table.y[train_rows], table.class_mask(train_rows), w, norm, SEQ_LENS, DIMS
-    )
+    # full_softmax: every clip's loss is over all 8 classes (the classes its corpus lacks are negatives, as in the
+    # logistic-regression baseline) instead of the partial-label loss over its corpus's classes only
+    class_mask = table.class_mask(train_rows)
+    if full_softmax:
+        class_mask = np.ones_like(class_mask)
+    ds = StoreDataset(feats, train_rows, table.y[train_rows], class_mask, w, norm, SEQ_LENS, DIMS)
     if augment:  # the preset's SpecAugment-style time masking and feature noise (dmd train uses the same)
         from dmd_pipeline.data.datasets import AudioAugment
 
@@ -210,6 +214,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     ap.add_argument("--cosine", action="store_true", help="one-cycle schedule: 10 %% warm-up, cosine decay")
+    ap.add_argument(
+        "--full-softmax",
+        action="store_true",
+        help="cross-entropy over all 8 classes for every clip (default: over its corpus's classes only)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -225,8 +234,15 @@ def main() -> None:
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         "cosine": args.cosine,
+        "full_softmax": args.full_softmax,
     }
-    opts = {"augment": args.augment, "lr": args.lr, "weight_decay": args.weight_decay, "cosine": args.cosine}
+    opts = {
+        "augment": args.augment,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "cosine": args.cosine,
+        "full_softmax": args.full_softmax,
+    }
 
     def norm_for(train_rows: np.ndarray) -> FrameNorm:
         if args.norm == "none":
