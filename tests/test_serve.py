@@ -227,7 +227,7 @@ def test_job_survives_restart_and_result_validates(
     assert job["attempts"] == 2  # run again after the restart
     doc = job["result"]
     jsonschema.validate(doc, load_schema())
-    assert doc["schema_version"] == "1.4" and doc["headline"] == job["headline"]
+    assert doc["schema_version"] == "1.5" and doc["headline"] == job["headline"]
     assert doc["file"] == restarted["clip"].name
     assert doc["models"][0]["name"] == MODEL
     text = json.dumps(job)
