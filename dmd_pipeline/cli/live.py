@@ -65,7 +65,12 @@ def live(
     no_video: bool = typer.Option(False, "--no-video", help="Decode no frames (audio only)."),
     asr: AsrEngine = typer.Option(AsrEngine.whisper, "--asr", help="Speech recognition."),
     language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
-    asr_model: str = typer.Option("base", "--asr-model", help=ASR_MODEL_HELP, callback=checked_asr_model),
+    asr_model: str = typer.Option(  # live.runner.LIVE_ASR_MODEL (not imported here: the CLI starts light)
+        "tiny.en",
+        "--asr-model",
+        help=ASR_MODEL_HELP + " dmd live: tiny.en by default.",
+        callback=checked_asr_model,
+    ),
     asr_window: AsrWindow = typer.Option(
         AsrWindow.fit,
         "--asr-window",

@@ -374,6 +374,10 @@ WHISPER_BEAM_SIZE = 1
 #: "Live analysis").
 FIT_WINDOW_MIN_S = 10.0
 FIT_WINDOW_FACTOR = 3.0
+#: A segment whose text compresses (gzip) more than this is a decoding loop (faster-whisper's own threshold for
+#: its temperature fallback). Whisper base looped on a fitted window where the 30 s window did not ("Kids are
+#: talking by the door door door ..."), so such a decoding is redone in the 30 s window.
+LOOP_COMPRESSION_RATIO = 2.4
 _WINDOW = threading.local()  # .allowed: set by fitted_windows(); .active: during Whisper's decoding only
 
 
@@ -385,7 +389,8 @@ def fitted_windows() -> Iterator[None]:
     Why: the Whisper encoder's cost follows its window, and faster-whisper pads every input to 30 s, so a
     2 s utterance costs what 30 s cost. ``dmd live`` scores short utterances one by one and uses this;
     ``dmd analyze`` does not (its windows are long, and its output stays that of the 30 s window).
-    Language identification keeps the 30 s window."""
+    Language identification keeps the 30 s window, and a decoding that loops in the fitted window
+    (:data:`LOOP_COMPRESSION_RATIO`) is redone in the 30 s one."""
     before = getattr(_WINDOW, "allowed", False)
     _WINDOW.allowed = True
     try:
@@ -493,23 +498,30 @@ def _transcribe_whisper(
     model = whisper_model(folder)
     duration = len(audio16) / 16000.0
     lang = spoken["code"] if getattr(model.model, "is_multilingual", False) else "en"
-    _WINDOW.active = getattr(_WINDOW, "allowed", False)  # fitted windows for the decoding, if allowed
-    try:
-        segments = list(
-            model.transcribe(
-                audio16,
-                language=lang,
-                beam_size=beam_size,
-                word_timestamps=True,
-                vad_filter=vad,
-                condition_on_previous_text=False,
-                # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0
-                # when a window's output looks repetitive, which made the same file give different segments
-                temperature=0.0,
-            )[0]
-        )
-    finally:
-        _WINDOW.active = False
+
+    def decode(fitted: bool) -> list:
+        _WINDOW.active = fitted
+        try:
+            return list(
+                model.transcribe(
+                    audio16,
+                    language=lang,
+                    beam_size=beam_size,
+                    word_timestamps=True,
+                    vad_filter=vad,
+                    condition_on_previous_text=False,
+                    # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0
+                    # when a window's output looks repetitive, which made the same file give different segments
+                    temperature=0.0,
+                )[0]
+            )
+        finally:
+            _WINDOW.active = False
+
+    fitted = bool(getattr(_WINDOW, "allowed", False))  # fitted windows for the decoding, if allowed
+    segments = decode(fitted)
+    if fitted and any(float(s.compression_ratio) > LOOP_COMPRESSION_RATIO for s in segments):
+        segments = decode(False)  # a decoding loop in the fitted window: the 30 s window, as dmd analyze
     out: list[Segment] = []
     word_probs: list[float] = []
     logprobs: list[tuple[float, float]] = []  # (avg_logprob, duration) per decoded segment
