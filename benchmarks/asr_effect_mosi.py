@@ -3,7 +3,8 @@
 CMU-MOSI's media are not available here, so speech is synthesised: every transcript of one split of a
 label CSV (MMSA / CMU-MOSI layout) is spoken by espeak-ng (voice en-us, default speed, resampled to a
 16 kHz wav in a temporary folder), transcribed with the project's ASR path
-(:func:`dmd_pipeline.extractors.transcribe.transcribe`, ``engine="whisper"``: bundled Whisper tiny.en) and
+(:func:`dmd_pipeline.extractors.transcribe.transcribe`, ``engine="whisper"``, ``--language en``: English by
+``--asr-model``, Whisper base by default, or the bundled tiny.en) and
 normalised to MOSI style (:func:`~dmd_pipeline.extractors.transcribe.normalize_text` with ``mosi=True``).
 ``mosi-text-minilm`` then scores (a) the manual transcripts and (b) the ASR transcripts; the metrics are
 those of :func:`dmd_pipeline.training.metrics.regression_metrics`. The word error rate of (b) against (a)
@@ -16,7 +17,7 @@ a lower bound of the real one.
 Usage (writes nothing into the repository; prints a JSON summary)::
 
     .venv/bin/python benchmarks/asr_effect_mosi.py [--labels ../shared/data/mosi/label.csv] [--split test]
-        [--limit N] [--threads 1]
+        [--limit N] [--threads 1] [--asr-model base|tiny.en]
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def synthesize(text: str, wav: Path) -> tuple[np.ndarray, int]:
     return data.astype(np.float32) / 32768.0, int(sr)
 
 
-def asr_texts(texts: list[str], tmp: Path) -> list[str]:
-    """MOSI-style Whisper transcripts of the synthesised ``texts``."""
+def asr_texts(texts: list[str], tmp: Path, asr_model: str = "base") -> list[str]:
+    """MOSI-style Whisper transcripts of the synthesised ``texts`` (English, by ``asr_model``)."""
     from dmd_pipeline.extractors.transcribe import normalize_text, transcribe
 
     out = []
@@ -82,7 +83,8 @@ def asr_texts(texts: list[str], tmp: Path) -> list[str]:
         wav = tmp / f"{i:05d}.wav"
         audio, sr = synthesize(text, wav)
         wav.unlink()
-        out.append(normalize_text(transcribe(audio, sr, engine="whisper").text, mosi=True))
+        tr = transcribe(audio, sr, engine="whisper", language="en", asr_model=asr_model)
+        out.append(normalize_text(tr.text, mosi=True))
     return out
 
 
@@ -107,6 +109,7 @@ def main() -> None:
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ap.add_argument("--limit", type=int, default=None, help="first N rows of the split (default all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--asr-model", default="base", choices=["base", "tiny.en"], help="the English Whisper model")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by CTranslate2 (Whisper) when it loads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,7 +136,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="asr_effect_") as tmp:
         t_asr = time.perf_counter()
-        asr = asr_texts(manual, Path(tmp))
+        asr = asr_texts(manual, Path(tmp), args.asr_model)
         t_asr = time.perf_counter() - t_asr
 
     model = load_model(MODEL)
@@ -145,7 +148,7 @@ def main() -> None:
         "labels": str(args.labels),
         "split": args.split,
         "n": len(rows),
-        "asr": "espeak-ng en-us 16 kHz -> Whisper tiny.en (transcribe engine='whisper')",
+        "asr": f"espeak-ng en-us 16 kHz -> Whisper {args.asr_model} (transcribe engine='whisper', language='en')",
         "WER": round(corpus_wer(manual, asr), 4),
         "asr_exact": sum(a == m for a, m in zip(asr, manual, strict=True)),
         "asr_empty": sum(not a.split() for a in asr),

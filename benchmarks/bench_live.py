@@ -10,7 +10,7 @@ utterances waiting behind it, whether it was joined with others or scored early,
 ``dmd live`` (VmRSS, plus its ffmpeg) and the load average. Prints a JSON summary (per-minute latency p95,
 backlog and RSS, to show whether they grow) and writes it to ``--out``.
 
-    .venv/bin/python benchmarks/bench_live.py [--minutes 10] [--out bench_live.json]
+    .venv/bin/python benchmarks/bench_live.py [--minutes 10] [--out bench_live.json] [--asr-model base|tiny.en]
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--out", type=Path, default=Path("bench_live.json"))
+    ap.add_argument("--asr-model", default=None, help="dmd live --asr-model (default: dmd live's own)")
     args = ap.parse_args()
     seconds = float(args.minutes) * 60.0
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
@@ -81,7 +82,7 @@ def main() -> None:
             port = int(s.getsockname()[1])
         live = subprocess.Popen(
             [sys.executable, "-m", "dmd_pipeline.cli.app", "live", f"udp://127.0.0.1:{port}", "--stdout",
-             "--stall-timeout", "30"],
+             "--stall-timeout", "30", *(["--asr-model", args.asr_model] if args.asr_model else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
         recs: list[dict] = []
@@ -138,6 +139,7 @@ def main() -> None:
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
+        "asr_model": args.asr_model or "dmd live's default",
         "stream_s": seconds,
         "exit_code": rc,
         "utterances": len(utts),

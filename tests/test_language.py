@@ -1,7 +1,8 @@
 """Issue 21, item 5: speech in any language.
 
 Language identification by Whisper base on real Polish and Italian clips, ``--language pl`` forcing the
-language, an English clip staying English (tiny.en, its words scored), the words channel saying
+language, an English clip staying English (transcribed by Whisper base by default, by tiny.en when
+``--asr-model tiny.en`` asks for it; its words scored), the words channel saying
 ``n/a (language pl)`` for words the English text model cannot read, and the 1.3 result validating. The unit
 tests need no model; the real-clip ones skip without ``../shared``.
 """
@@ -42,6 +43,66 @@ def test_cli_refuses_an_unknown_language() -> None:
     assert "use 'auto'" in res.output and all(f" {c}," in " ".join(res.output.split()) for c in ("en", "pl", "de"))
 
 
+def test_check_asr_model() -> None:
+    assert lang_id.check_asr_model(None) == lang_id.DEFAULT_ASR_MODEL == "base"
+    assert lang_id.check_asr_model(" Tiny.EN ") == "tiny.en"
+    assert lang_id.check_asr_model("whisper-tiny.en") == "tiny.en"  # the name a result records
+    with pytest.raises(ValueError, match="unknown speech-recognition model 'small'") as err:
+        lang_id.check_asr_model("small")
+    assert "'base'" in str(err.value) and "'tiny.en'" in str(err.value)
+
+
+def test_english_is_transcribed_by_the_chosen_model() -> None:
+    from dmd_pipeline.model_files import whisper_base_dir
+
+    base = (lang_id.MULTILINGUAL_MODEL, whisper_base_dir())
+    assert lang_id.asr_model_for("en") == base  # the default: Whisper base, which identified it anyway
+    assert lang_id.asr_model_for(None) == base
+    assert lang_id.asr_model_for("en", asr_model="tiny.en") == (lang_id.ENGLISH_MODEL, None)  # bundled
+    assert lang_id.asr_model_for("pl", asr_model="tiny.en") == base  # tiny.en reads English only
+    assert lang_id.asr_model_for("en", "/my/whisper", "base") == ("whisper (user model)", "/my/whisper")
+    with pytest.raises(ValueError, match="unknown speech-recognition model"):
+        lang_id.asr_model_for("en", asr_model="large")
+
+
+@pytest.mark.parametrize("command", ["analyze", "extract", "live"])
+def test_cli_refuses_an_unknown_asr_model(command: str) -> None:
+    from dmd_pipeline.cli.app import app
+
+    args = [command, "x.mp4", "--asr-model", "small"] + (["-o", "out"] if command == "extract" else [])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "Invalid value for '--asr-model': unknown speech-recognition model 'small'" in text
+    assert "'base' (whisper-base), 'tiny.en' (whisper-tiny.en)" in text
+
+
+def test_the_commands_default_to_their_documented_english_model() -> None:
+    """``dmd analyze``/``extract``, the API, batch, serve uploads and ``dmd live`` agree with the library's
+    defaults (the CLI writes its defaults out, to keep ``dmd --help`` light)."""
+    import inspect
+
+    from dmd_pipeline.analysis.analysis_options import AnalyzeOptions
+    from dmd_pipeline.analysis.batch import BatchOptions
+    from dmd_pipeline.api import analyze
+    from dmd_pipeline.cli import analyze as cli_analyze
+    from dmd_pipeline.cli import extract as cli_extract
+    from dmd_pipeline.cli import live as cli_live
+    from dmd_pipeline.feature_config import ExtractionConfig
+    from dmd_pipeline.live.runner import LIVE_ASR_MODEL, LiveOptions
+    from dmd_pipeline.serve.jobs import Job
+
+    def cli_default(fn) -> str:
+        return inspect.signature(fn).parameters["asr_model"].default.default
+
+    default = lang_id.DEFAULT_ASR_MODEL
+    assert AnalyzeOptions().asr_model == ExtractionConfig().asr_model == default
+    assert BatchOptions(out_dir=Path(".")).asr_model == Job("i", "f", "u", 0).asr_model == default
+    assert inspect.signature(analyze).parameters["asr_model"].default == default
+    assert cli_default(cli_analyze.analyze) == cli_default(cli_extract.extract) == default
+    assert LiveOptions().asr_model == cli_default(cli_live.live) == LIVE_ASR_MODEL
+
+
 def test_words_of_any_script_survive_normalisation() -> None:
     assert normalize_text("Mleko jest źródłem wapnia!") == "mleko jest źródłem wapnia"
     assert normalize_text("یہ اچھا ہے۔") == "یہ اچھا ہے"
@@ -70,6 +131,20 @@ def test_a_changed_language_redoes_a_result() -> None:
     auto = result_options("whisper", None, [], "auto")
     assert options_difference(auto, result_options("whisper", None, [], "auto")) is None
     assert options_difference(auto, result_options("whisper", None, [], "pl")) == "--language changed (auto -> pl)"
+
+
+def test_a_changed_english_model_redoes_a_result() -> None:
+    base = result_options("whisper", None, [], "auto")
+    tiny = result_options("whisper", None, [], "auto", asr_model="tiny.en")
+    assert base["asr_model"] == "base" and options_difference(base, dict(base)) is None
+    assert options_difference(tiny, base) == "--asr-model changed (tiny.en -> base)"
+    before = {k: v for k, v in tiny.items() if k != "asr_model"}  # a result from before --asr-model: tiny.en
+    assert options_difference(before, base) == "--asr-model changed (tiny.en -> base)"
+    assert options_difference(before, tiny) is None
+    # where no English is transcribed by Whisper, the English model does not matter
+    for kw in ({"language": "pl"}, {"asr": "none"}, {"transcript": "it was fine"}):
+        args = {"asr": "whisper", "transcript": None, "model_dirs": [], "language": "auto", **kw}
+        assert options_difference(result_options(**args, asr_model="tiny.en"), result_options(**args)) is None
 
 
 def test_headline_says_why_the_words_are_not_scored() -> None:
@@ -187,10 +262,10 @@ def models():
     return load_models(None)
 
 
-def _analyze(path: Path, models, language: str) -> dict:
+def _analyze(path: Path, models, language: str, asr_model: str = "base") -> dict:
     from dmd_pipeline.analysis.analyze import AnalyzeOptions, analyze_clip
 
-    doc = analyze_clip(path, models, AnalyzeOptions(language=language)).to_dict()
+    doc = analyze_clip(path, models, AnalyzeOptions(language=language, asr_model=asr_model)).to_dict()
     assert validate_result(doc) == []
     return doc
 
@@ -224,16 +299,49 @@ def test_language_option_forces_the_language(shared: Path, base_model, models) -
 def test_an_english_clip_stays_english(shared: Path, base_model, models) -> None:
     auto = _analyze(_clip(shared, ENGLISH), models, "auto")
     assert auto["language"]["code"] == "en" and auto["language"]["source"] == "detected"
-    assert auto["transcript"]["asr_model"] == "whisper-tiny.en"
-    assert [m["name"] for m in auto["transcript"]["asr_models"]] == ["whisper-tiny.en", "whisper-base"]
+    assert auto["transcript"]["asr_model"] == "whisper-base"  # the default English model
+    assert [(m["name"], m["use"]) for m in auto["transcript"]["asr_models"]] == [
+        ("whisper-base", "identified the language and transcribed it")
+    ]
     words = next(m for m in auto["models"] if "text" in m["info"]["modalities"])
     assert words["overall"]["score"] is not None
-    english = _analyze(_clip(shared, ENGLISH), models, "en")  # the behaviour before languages were told apart
+    english = _analyze(_clip(shared, ENGLISH), models, "en")  # no identification, the same English model
     assert english["language"] == {"code": "en", "probability": None, "source": "given"}
-    assert [m["name"] for m in english["transcript"]["asr_models"]] == ["whisper-tiny.en"]  # base never ran
+    assert [(m["name"], m["use"]) for m in english["transcript"]["asr_models"]] == [
+        ("whisper-base", "transcribed the given language")
+    ]
     assert [s["text"] for s in auto["segments"]] == [s["text"] for s in english["segments"]]
     score = next(m for m in english["models"] if "text" in m["info"]["modalities"])["overall"]["score"]
     assert np.isclose(words["overall"]["score"], score)
+    tiny = _analyze(_clip(shared, ENGLISH), models, "en", asr_model="tiny.en")  # asked for: tiny.en
+    assert tiny["transcript"]["asr_model"] == "whisper-tiny.en"
+    assert [m["name"] for m in tiny["transcript"]["asr_models"]] == ["whisper-tiny.en"]  # base never ran
+
+
+def test_a_process_that_transcribes_english_with_base_never_loads_tiny_en(shared: Path, base_model) -> None:
+    """The cost of the switch: with the default English model a ``dmd analyze`` process loads Whisper base
+    only (it identifies the language and transcribes); tiny.en is loaded only when asked for. A fresh
+    process, as the CLI runs it (this one may hold tiny.en from other tests)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from dmd_pipeline.api import analyze\n"
+        "from dmd_pipeline.extractors import transcribe as tx\n"
+        "from dmd_pipeline.model_files import whisper_model_dir\n"
+        "doc = analyze(sys.argv[1], asr_model=sys.argv[2]).to_dict()\n"
+        "tiny = str(whisper_model_dir(None))\n"
+        "print(json.dumps({'tiny_loaded': any(k[0] == tiny for k in tx._MODEL_CACHE),\n"
+        "                  'asr_model': doc['transcript']['asr_model'], 'options': doc['options']['asr_model']}))\n"
+    )
+    clip = str(_clip(shared, ENGLISH))
+    for choice, model, loaded in (("base", "whisper-base", False), ("tiny.en", "whisper-tiny.en", True)):
+        res = subprocess.run([sys.executable, "-c", code, clip, choice], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        assert got == {"tiny_loaded": loaded, "asr_model": model, "options": choice}
 
 
 def test_a_voice_model_is_not_told_about_languages(polish_doc: dict) -> None:

@@ -143,7 +143,7 @@ def test_output_is_never_read_back_as_a_sidecar(
     args = (str(clip), "--model", str(tiny_model), "--out", str(tmp_path), "--format", "json,srt,vtt")
     assert _analyze(*args, "--asr", "none")[0] == 0
     doc = json.loads((tmp_path / "talk.json").read_text())
-    assert doc["generator"] == "dmd-pipeline" and doc["schema_version"] == "1.4"
+    assert doc["generator"] == "dmd-pipeline" and doc["schema_version"] == "1.5"
     assert is_tool_output(tmp_path / "talk.json") and is_tool_output(tmp_path / "talk.srt")
     assert find_sidecar(clip) is None
     assert _analyze(*args, "--asr", "none", "--force")[0] == 0

@@ -174,7 +174,7 @@ def test_read_result_file_rejects_truncated_json(tmp_path) -> None:
 def test_schema_1_1_fields_of_a_one_model_result() -> None:
     """A result built with the 1.0 fields only gets ``models``, ``predictions`` and ``headline`` from them."""
     doc = sample_result().to_dict()
-    assert doc["schema_version"] == "1.4" and list(doc)[:2] == ["schema_version", "headline"]
+    assert doc["schema_version"] == "1.5" and list(doc)[:2] == ["schema_version", "headline"]
     (run,) = doc["models"]
     assert run["name"] == "tiny" and run["role"] == "sentiment" and run["info"] == doc["model"]
     assert run["overall"] == doc["overall"] and run["modalities_used"] == ["text"] and run["windows"] == []

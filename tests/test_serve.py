@@ -227,7 +227,7 @@ def test_job_survives_restart_and_result_validates(
     assert job["attempts"] == 2  # run again after the restart
     doc = job["result"]
     jsonschema.validate(doc, load_schema())
-    assert doc["schema_version"] == "1.4" and doc["headline"] == job["headline"]
+    assert doc["schema_version"] == "1.5" and doc["headline"] == job["headline"]
     assert doc["file"] == restarted["clip"].name
     assert doc["models"][0]["name"] == MODEL
     text = json.dumps(job)
@@ -296,6 +296,10 @@ def test_non_media_upload_is_422(restarted: dict[str, Any], media: MediaFactory)
         assert bad_asr.status_code == 422 and "asr" in bad_asr.json()["detail"]
         bad_language = upload(c, restarted["clip"], asr="none", language="klingon")
         assert bad_language.status_code == 422 and "unknown language 'klingon'" in bad_language.json()["detail"]
+        bad_model = upload(c, restarted["clip"], asr="none", asr_model="large")
+        assert bad_model.status_code == 422
+        assert "unknown speech-recognition model 'large'" in bad_model.json()["detail"]
+        assert "'base'" in bad_model.json()["detail"] and "'tiny.en'" in bad_model.json()["detail"]
     assert list((restarted["data"] / "incoming").iterdir()) == []  # nothing left behind
 
 

@@ -276,6 +276,47 @@ def test_fitted_window_transcribes_a_real_utterance_alike(shared_clips: Path, mo
     assert not getattr(tx._WINDOW, "allowed", False)  # the context ends with the block
 
 
+def test_a_loop_in_the_fitted_window_is_decoded_again_in_the_30_s_window(monkeypatch) -> None:
+    """A decoding in the fitted window whose text compresses like a loop (Whisper base on a short live
+    utterance: "the door door door ...") is redone in the 30 s window; a clean one is kept."""
+    import zlib
+    from types import SimpleNamespace
+
+    from dmd_pipeline.extractors import transcribe as tx
+
+    loop = "kids are talking by the" + " door" * 60
+    calls: list[bool] = []
+    state = {"looping": True}
+
+    def fake_transcribe(audio, **kw):
+        fitted = bool(getattr(tx._WINDOW, "active", False))
+        calls.append(fitted)
+        text = loop if fitted and state["looping"] else "kids are talking by the door"
+        seg = SimpleNamespace(
+            start=0.1,
+            end=1.4,
+            text=text,
+            avg_logprob=-0.2,
+            compression_ratio=len(text) / len(zlib.compress(text.encode())),
+            words=[SimpleNamespace(word=w, start=0.1, end=0.2, probability=0.9) for w in text.split()],
+        )
+        return [seg], None
+
+    model = SimpleNamespace(transcribe=fake_transcribe, model=SimpleNamespace(is_multilingual=False))
+    monkeypatch.setattr(tx, "whisper_model", lambda *a, **k: model)
+    audio = np.zeros(SR * 2, np.float32)
+    for looping, want_calls in [(True, [True, False]), (False, [True])]:
+        calls.clear()
+        state["looping"] = looping
+        with tx.fitted_windows():
+            t = tx._transcribe_whisper(audio, None, False, 1, "en", "tiny.en")
+        assert calls == want_calls and t.text == "kids are talking by the door"
+    calls.clear()
+    state["looping"] = True
+    tx._transcribe_whisper(audio, None, False, 1, "en", "tiny.en")  # outside live: the 30 s window, once
+    assert calls == [False]
+
+
 def test_faster_whisper_entry_points_imported_from_several_threads_at_once() -> None:
     """The pipeline's stage threads reach faster-whisper through different submodules at the same moment (the
     speech recogniser, language identification, the Whisper-base layer features). In a fresh process, four

@@ -17,6 +17,7 @@ class AnalyzeOptions:
 
     asr: str = "whisper"  # whisper | pocketsphinx | none (used when no transcript/sidecar)
     language: str = "auto"  # auto | en | a Whisper language code (dmd_pipeline/extractors/language.py)
+    asr_model: str = "base"  # the Whisper model that transcribes English: base | tiny.en (--asr-model)
     transcript: str | Path | None = None  # transcript file (.txt/.srt/.vtt/.json) or literal text
     cue_rate_hz: float = 2.0
     max_segment_s: float = 10.0  # utterances longer than this are cut at pauses

@@ -133,6 +133,7 @@ class BatchOptions:
     model: Any = None
     asr: str = "whisper"
     language: str = "auto"  # auto | en | a Whisper language code
+    asr_model: str = "base"  # the Whisper model that transcribes English: base | tiny.en
     face_fps: float = DEFAULT_FACE_FPS  # face frames the face model reads per second (0: every frame)
     transcript: str | None = None
     report: bool = False
@@ -290,7 +291,7 @@ def batch_record(opts: BatchOptions) -> dict[str, Any]:
         dirs = [str(r.path) for r in resolve_model_refs(opts.model)]
     except (ModelFileError, ConfigError):
         dirs = split_model_refs(opts.model)
-    return result_options(opts.asr, opts.transcript, dirs, opts.language, opts.face_fps)
+    return result_options(opts.asr, opts.transcript, dirs, opts.language, opts.face_fps, opts.asr_model)
 
 
 def still_image(info: Any) -> str | None:
@@ -493,6 +494,7 @@ def process_file(
             AnalyzeOptions(
                 asr=opts.asr,
                 language=opts.language,
+                asr_model=opts.asr_model,
                 transcript=opts.transcript,
                 stream_window_s=opts.stream_window_s,
                 face_fps=opts.face_fps,

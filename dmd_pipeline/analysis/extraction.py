@@ -122,6 +122,7 @@ def get_extractor(
         "fps": float(fps),
         "asr": options.asr,
         "language": options.language,
+        "asr_model": options.asr_model,
         "aligned": bool(
             first.aligned if first.aligned is not None else specs[id(first)].get("aligned", True)
         ),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dmd_pipeline.analysis.analysis_options import DEFAULT_FACE_FPS
+from dmd_pipeline.extractors.language import check_asr_model
 from dmd_pipeline.extractors.transcribe import find_sidecar
 
 #: Files of a model folder whose content identifies it (hashed: they are small).
@@ -94,12 +95,15 @@ def result_options(
     model_dirs: Sequence[str | os.PathLike[str]],
     language: str = "auto",
     face_fps: float = DEFAULT_FACE_FPS,
+    asr_model: str = "base",
 ) -> dict[str, Any]:
-    """The ``options`` record of a result: ASR engine, ``--language``, ``--face-fps`` (face frames the face
-    model reads per second, 0: every frame), transcript identity, model identities (in order)."""
+    """The ``options`` record of a result: ASR engine, ``--language``, ``--asr-model`` (the Whisper model that
+    transcribes English), ``--face-fps`` (face frames the face model reads per second, 0: every frame),
+    transcript identity, model identities (in order)."""
     return {
         "asr": str(asr),
         "language": str(language),
+        "asr_model": check_asr_model(asr_model),
         "face_fps": float(face_fps),
         "transcript": transcript_identity(transcript),
         "models": [model_identity(d) for d in model_dirs],
@@ -166,6 +170,12 @@ def options_difference(stored: dict[str, Any] | None, current: dict[str, Any]) -
         return f"--asr changed ({stored.get('asr')} -> {current.get('asr')})"
     if stored.get("language", "en") != current.get("language", "auto"):  # before 1.3: English only
         return f"--language changed ({stored.get('language', 'en')} -> {current.get('language', 'auto')})"
+    # before 1.5 English was tiny.en's; it matters only where Whisper may transcribe English (not with a
+    # transcript, another engine or a given language other than English)
+    old_model, new_model = stored.get("asr_model", "tiny.en"), current.get("asr_model", "base")
+    transcribes_english = current.get("asr") == "whisper" and current.get("language", "auto") in ("auto", "en")
+    if transcribes_english and not current.get("transcript") and old_model != new_model:
+        return f"--asr-model changed ({old_model} -> {new_model})"
     if float(stored.get("face_fps", 0.0)) != float(current.get("face_fps", 0.0)):  # before: every frame
         return f"--face-fps changed ({stored.get('face_fps', 0.0)} -> {current.get('face_fps', 0.0)})"
     why = _transcript_difference(stored.get("transcript"), current.get("transcript"))

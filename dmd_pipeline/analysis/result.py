@@ -1,8 +1,8 @@
-"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.4).
+"""Typed results of ``dmd analyze`` and their versioned JSON form (schema ``analysis_result`` 1.5).
 
 One :class:`AnalysisResult` describes one media file, scored by one or several models over one extraction
 (e.g. sentiment from the words and emotion from the voice). ``to_dict()`` gives the JSON document described
-by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.4, 1.3, 1.2 and 1.1
+by ``dmd_pipeline/schemas/analysis_result.schema.json``; ``from_dict()`` reads it back (1.5, 1.4, 1.3, 1.2 and 1.1
 documents, and 1.0 documents, which it upgrades in memory: their one model becomes ``models[0]``).
 Conventions:
 
@@ -79,8 +79,9 @@ Versions:
     voice: calm 0.56 · words: positive +1.20``.
   - ``language`` (file) and ``segments[].language``: the spoken language, ``{"code", "probability",
     "source"}`` (:mod:`dmd_pipeline.extractors.language`); ``transcript.asr_model``: the Whisper model that
-    transcribed (``whisper-tiny.en`` for English, ``whisper-base`` for other languages).
-* **1.4** (current) the 1.3 fields keep their meaning. New:
+    transcribed (``whisper-tiny.en`` for English, ``whisper-base`` for other languages; since 1.5 English is
+    ``whisper-base``'s unless ``--asr-model tiny.en``).
+* **1.4** the 1.3 fields keep their meaning. New:
 
   - ``transcript.asr_models``: every speech model the result used, one record each
     (:func:`dmd_pipeline.extractors.language.speech_models`): ``name``, ``use`` (``transcribed English``,
@@ -88,6 +89,12 @@ Versions:
     wheels) and ``sha256`` of its files; empty when no speech model ran (a given transcript with
     ``--language en``, pocketsphinx, ``--asr none``). Not in ``models[]``: that list holds the models that
     score (each with a role, a task and predictions), which a speech model does not.
+* **1.5** (current) the 1.4 fields keep their meaning. New:
+
+  - ``options.asr_model``: ``--asr-model``, the Whisper model that transcribes English (``base`` or
+    ``tiny.en``); a re-run with another one redoes a file whose English Whisper may transcribe (a result
+    without it was made with tiny.en). English is now transcribed by Whisper base by default, so
+    ``transcript.asr_model`` says ``whisper-base`` for English too.
 """
 
 from __future__ import annotations
@@ -103,9 +110,9 @@ from dmd_pipeline.analysis.export import plot, segments_csv, srt, to_pandas, vtt
 from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.utils import OUTPUT_MARKER, json_safe
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 #: Older versions :meth:`AnalysisResult.from_dict` still reads.
-READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", SCHEMA_VERSION)
+READABLE_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", "1.4", SCHEMA_VERSION)
 SCHEMA_FILE = "analysis_result.schema.json"
 
 #: 7-class label names, index = rounded score + 3.

@@ -27,9 +27,11 @@ import typer
 from dmd_pipeline.analysis.analysis_options import DEFAULT_FACE_FPS
 from dmd_pipeline.analysis.predictions import top_class
 from dmd_pipeline.cli.common import (
+    ASR_MODEL_HELP,
     LANGUAGE_HELP,
     AsrEngine,
     Device,
+    checked_asr_model,
     checked_language,
     device_option,
     quiet_option,
@@ -124,6 +126,7 @@ def analyze(
         AsrEngine.whisper, "--asr", help="Speech recognition when no transcript is given."
     ),
     language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
+    asr_model: str = typer.Option("base", "--asr-model", help=ASR_MODEL_HELP, callback=checked_asr_model),
     transcript: Path | None = typer.Option(
         None,
         "--transcript",
@@ -217,6 +220,7 @@ def analyze(
         model=refs,
         asr=asr.value,
         language=language,
+        asr_model=asr_model,
         face_fps=float(face_fps),
         transcript=str(transcript) if transcript is not None else None,
         stream_window_s=float(stream_window),

@@ -167,11 +167,27 @@ def install_cli_style() -> None:
     rich_utils._dmd_style = True
 
 
-#: ``--language`` help (``dmd analyze``, ``dmd extract``).
+#: ``--language`` help (``dmd analyze``, ``dmd extract``, ``dmd live``).
 LANGUAGE_HELP = (
-    "Spoken language: auto (identified by Whisper base; English is transcribed by tiny.en, other "
-    "languages by Whisper base), en, or a Whisper language code (de, pl, it, tr, ur, ...)."
+    "Spoken language: auto (identified by Whisper base, which transcribes it; English by --asr-model), en "
+    "(no identification), or a Whisper language code (de, pl, it, tr, ur, ...)."
 )
+#: ``--asr-model`` help (``dmd analyze``, ``dmd extract``, ``dmd live``).
+ASR_MODEL_HELP = (
+    "The Whisper model that transcribes English: base (fewer errors) or tiny.en (faster, English only). "
+    "Other languages are always transcribed by Whisper base."
+)
+
+
+def checked_asr_model(value: str) -> str:
+    """``--asr-model`` as its short name (``base`` or ``tiny.en``; the option's callback: a bad value is a
+    usage error naming the choices)."""
+    from dmd_pipeline.extractors.language import check_asr_model
+
+    try:
+        return check_asr_model(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def checked_language(value: str) -> str:

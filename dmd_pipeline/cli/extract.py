@@ -25,7 +25,15 @@ from typing import Any
 
 import typer
 
-from dmd_pipeline.cli.common import LANGUAGE_HELP, AcousticSetting, AsrEngine, VisualSetting, checked_language
+from dmd_pipeline.cli.common import (
+    ASR_MODEL_HELP,
+    LANGUAGE_HELP,
+    AcousticSetting,
+    AsrEngine,
+    VisualSetting,
+    checked_asr_model,
+    checked_language,
+)
 from dmd_pipeline.cli.engine import (
     Engine,
     actors_option,
@@ -116,6 +124,7 @@ def extract(
         AsrEngine.whisper, "--asr", help="Speech recognition when no transcript is given."
     ),
     language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
+    asr_model: str = typer.Option("base", "--asr-model", help=ASR_MODEL_HELP, callback=checked_asr_model),
     fps: float = typer.Option(10.0, "--fps", min=0.1, help="Video frames per second for the face features."),
     acoustic: AcousticSetting = typer.Option(
         AcousticSetting.librosa,
@@ -203,6 +212,7 @@ def extract(
         fps=fps,
         asr=asr.value,
         language=language,
+        asr_model=asr_model,
         acoustic=acoustic.value,
         visual=visual.value,
         text_model=str(text_model) if text_model else None,

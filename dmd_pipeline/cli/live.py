@@ -14,8 +14,10 @@ from typing import Any
 import typer
 
 from dmd_pipeline.cli.common import (
+    ASR_MODEL_HELP,
     LANGUAGE_HELP,
     AsrEngine,
+    checked_asr_model,
     checked_language,
     quiet_option,
     require_ffmpeg,
@@ -63,6 +65,12 @@ def live(
     no_video: bool = typer.Option(False, "--no-video", help="Decode no frames (audio only)."),
     asr: AsrEngine = typer.Option(AsrEngine.whisper, "--asr", help="Speech recognition."),
     language: str = typer.Option("auto", "--language", help=LANGUAGE_HELP, callback=checked_language),
+    asr_model: str = typer.Option(  # live.runner.LIVE_ASR_MODEL (not imported here: the CLI starts light)
+        "tiny.en",
+        "--asr-model",
+        help=ASR_MODEL_HELP + " dmd live: tiny.en by default.",
+        callback=checked_asr_model,
+    ),
     asr_window: AsrWindow = typer.Option(
         AsrWindow.fit,
         "--asr-window",
@@ -129,7 +137,7 @@ def live(
             src,
             load_models(models),
             LiveOptions(
-                asr=asr.value, language=language, pause_s=pause, max_utterance_s=max_utterance, fps=fps, stall_s=stall,
+                asr=asr.value, language=language, asr_model=asr_model, pause_s=pause, max_utterance_s=max_utterance, fps=fps, stall_s=stall,
                 retries=retries, max_duration_s=duration, asr_window=asr_window.value,
             ),
             on_result=lambda rec: _emit(rec, to_stdout, jsonl, quiet, runner),

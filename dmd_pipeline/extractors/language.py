@@ -4,13 +4,19 @@
 
 * ``auto``: the multilingual Whisper base (:func:`dmd_pipeline.model_files.whisper_base_dir`) identifies the
   language of the file's speech (:func:`detect`, on the speech Silero VAD finds, up to
-  :data:`DETECTION_WINDOWS` windows of 30 s); English is then transcribed by the bundled tiny.en
-  (:data:`ENGLISH_MODEL`), every other language by Whisper base in that language (:func:`asr_model_for`);
-* ``en``: tiny.en, no identification (the behaviour before languages were told apart);
+  :data:`DETECTION_WINDOWS` windows of 30 s); English is then transcribed by the English model
+  (``--asr-model``, :data:`ASR_MODELS`: Whisper base by default, or the bundled tiny.en), every other
+  language by Whisper base in that language (:func:`asr_model_for`);
+* ``en``: English, no identification, transcribed by the English model;
 * a code: Whisper base transcribes in that language, no identification (``source: "given"``).
 
-What it costs: Whisper base is loaded once per process, only when a file needs identifying (``auto``) or
-transcribing in another language; a file is identified from the first 30 s of its speech, by one short
+``--asr-model`` picks the English model only: tiny.en reads nothing but English, so every other language
+is Whisper base's whatever it says. Why base is the default for English: it makes fewer errors on the
+English clips with transcripts (BENCHMARKS.md, "WER by language and model"), and it is loaded anyway to
+identify the language, so a process that transcribes with it never loads tiny.en.
+
+What it costs: Whisper base is loaded once per process, when a file needs identifying (``auto``) or
+transcribing by it; a file is identified from the first 30 s of its speech, by one short
 encoder pass when that answer is clear (:func:`detect`). A file of at most :data:`WINDOW_S` identified
 clearly is one language: its segments take the file's (``source: "file"``; :func:`one_language`).
 Otherwise (a longer file, or an unclear answer, as a file that changes language gives) each segment of at
@@ -19,7 +25,7 @@ that changes language says where; a shorter one has too little speech for a reli
 file's language (``source: "file"``).
 
 A language record is ``{"code": "pl", "probability": 0.98, "source": "detected" | "given" | "file"}``
-(probability null when given). Why tiny.en stays for English, and the measured accuracy of identification:
+(probability null when given). The measured accuracy of identification and the WER of each model:
 BENCHMARKS.md, "Speech in other languages".
 """
 
@@ -36,6 +42,12 @@ ENGLISH = "en"
 #: The ASR models, by the name a result records (``transcript.asr_model``).
 ENGLISH_MODEL = "whisper-tiny.en"
 MULTILINGUAL_MODEL = "whisper-base"
+#: ``--asr-model``: the Whisper model that transcribes English (every other language is Whisper base's),
+#: by its short name, and the name a result records for each.
+ASR_MODELS: dict[str, str] = {"base": MULTILINGUAL_MODEL, "tiny.en": ENGLISH_MODEL}
+#: The English model of ``dmd analyze``, the API and ``dmd serve`` uploads (``dmd live`` keeps its own
+#: default: :data:`dmd_pipeline.live.runner.LIVE_ASR_MODEL`).
+DEFAULT_ASR_MODEL = "base"
 #: Seconds of speech one identification window holds (Whisper's input length).
 WINDOW_S = 30.0
 #: Windows of 30 s of speech :func:`detect` looks at when the first is not clear (probability <= 0.5).
@@ -74,13 +86,33 @@ def check_language(value: str | None) -> str:
     )
 
 
-def asr_model_for(code: str | None, english_model: str | Path | None = None) -> tuple[str, str | Path | None]:
-    """(name, model path) of the Whisper model that transcribes ``code``: English (or unknown) speech the
-    English model (``english_model``, None: the bundled tiny.en), any other language Whisper base."""
-    if code in (None, ENGLISH):
-        return (ENGLISH_MODEL if english_model is None else "whisper (user model)"), english_model
+def check_asr_model(value: str | None) -> str:
+    """``value`` lower-cased when it names an English model of :data:`ASR_MODELS` (None:
+    :data:`DEFAULT_ASR_MODEL`); ValueError naming the choices otherwise."""
+    v = (value or DEFAULT_ASR_MODEL).strip().lower()
+    v = {m: k for k, m in ASR_MODELS.items()}.get(v, v)  # the recorded name is accepted too
+    if v in ASR_MODELS:
+        return v
+    raise ValueError(
+        f"unknown speech-recognition model {value!r}: use one of "
+        + ", ".join(f"{k!r} ({m})" for k, m in ASR_MODELS.items())
+        + " (the model that transcribes English; other languages are always Whisper base's)"
+    )
+
+
+def asr_model_for(
+    code: str | None, english_model: str | Path | None = None, asr_model: str = DEFAULT_ASR_MODEL
+) -> tuple[str, str | Path | None]:
+    """(name, model path) of the Whisper model that transcribes ``code``: English (or unknown) speech a
+    user's model at ``english_model`` when given, else ``asr_model`` (:data:`ASR_MODELS`: Whisper base, or
+    the bundled tiny.en, whose path is None); any other language Whisper base."""
     from dmd_pipeline.model_files import whisper_base_dir
 
+    if code in (None, ENGLISH):
+        if english_model is not None:
+            return "whisper (user model)", english_model
+        if check_asr_model(asr_model) == "tiny.en":
+            return ENGLISH_MODEL, None
     return MULTILINGUAL_MODEL, whisper_base_dir()
 
 

@@ -5,8 +5,9 @@ Sources, in priority order (see :func:`get_transcript`):
 1. a *sidecar* file beside the media with the same stem: ``clip.json`` (our word list, schema below),
    ``clip.srt``, ``clip.vtt`` or ``clip.txt``;
 2. a transcript given by the caller (a string, or a path to one of those file types);
-3. automatic speech recognition: Whisper tiny.en through faster-whisper (default, bundled model), or
-   pocketsphinx with its own language model (no extra model needed), or ``"none"`` (empty transcript).
+3. automatic speech recognition: Whisper through faster-whisper (Whisper base, or the bundled tiny.en for
+   English with ``asr_model="tiny.en"``), or pocketsphinx with its own language model (no extra model
+   needed), or ``"none"`` (empty transcript).
 
 Text conventions: ``Segment.text`` keeps the raw text as it came (case, punctuation). ``Word.text`` is the
 normalised word: lower-case, punctuation removed except apostrophes inside a word (``"don't"``), because
@@ -31,14 +32,16 @@ Bounds: a transcript file is read only when it is a regular file of at most :dat
 :data:`MAX_WORDS_PER_SECOND` words per second of media (beyond :data:`MIN_WORD_ALLOWANCE`) is refused:
 it cannot be this file's speech, and aligning it would take unbounded time and memory.
 
-Language: English is transcribed by the bundled tiny.en, every other language by Whisper base after Whisper
-base identified it (``language="auto"``, the default; :mod:`~dmd_pipeline.extractors.language`). tiny.en alone
+Language: Whisper base identifies the language (``language="auto"``, the default;
+:mod:`~dmd_pipeline.extractors.language`) and transcribes it; English is transcribed by the English model
+``asr_model`` (``base`` by default, or the bundled ``tiny.en``). Decoding as English without identification
 (``language="en"``) turns other languages into invented English.
 :func:`asr_confidence` measures Whisper's own confidence (mean word probability, average log-probability of
 the decoded tokens); below :data:`LOW_WORD_PROB` / :data:`LOW_AVG_LOGPROB` the transcript gets
-``quality["low_confidence"] = True`` and a note that the speech is probably not English. Measured on
-espeak-ng speech (8 English and 8 German review sentences): English mean word probability 0.63-0.92 and
-average log-probability -0.22 to -0.68; German 0.14-0.66 and -0.72 to -2.05.
+``quality["low_confidence"] = True``, and when it was decoded as English without identifying the language, a
+note that the speech is probably not English. Measured with tiny.en on espeak-ng speech (8 English and 8
+German review sentences): English mean word probability 0.63-0.92 and average log-probability -0.22 to
+-0.68; German 0.14-0.66 and -0.72 to -2.05.
 """
 
 from __future__ import annotations
@@ -371,6 +374,10 @@ WHISPER_BEAM_SIZE = 1
 #: "Live analysis").
 FIT_WINDOW_MIN_S = 10.0
 FIT_WINDOW_FACTOR = 3.0
+#: A segment whose text compresses (gzip) more than this is a decoding loop (faster-whisper's own threshold for
+#: its temperature fallback). Whisper base looped on a fitted window where the 30 s window did not ("Kids are
+#: talking by the door door door ..."), so such a decoding is redone in the 30 s window.
+LOOP_COMPRESSION_RATIO = 2.4
 _WINDOW = threading.local()  # .allowed: set by fitted_windows(); .active: during Whisper's decoding only
 
 
@@ -382,7 +389,8 @@ def fitted_windows() -> Iterator[None]:
     Why: the Whisper encoder's cost follows its window, and faster-whisper pads every input to 30 s, so a
     2 s utterance costs what 30 s cost. ``dmd live`` scores short utterances one by one and uses this;
     ``dmd analyze`` does not (its windows are long, and its output stays that of the 30 s window).
-    Language identification keeps the 30 s window."""
+    Language identification keeps the 30 s window, and a decoding that loops in the fitted window
+    (:data:`LOOP_COMPRESSION_RATIO`) is redone in the 30 s one."""
     before = getattr(_WINDOW, "allowed", False)
     _WINDOW.allowed = True
     try:
@@ -444,7 +452,7 @@ def asr_threads() -> int:
 def whisper_model(
     model_path: str | Path | None = None, compute_type: str = "int8", cpu_threads: int | None = None
 ):
-    """The faster-whisper model for ``model_path`` (bundled tiny.en by default), loaded once per process
+    """The faster-whisper model for ``model_path`` (bundled tiny.en when None), loaded once per process
     (per thread count; ``None``: :func:`asr_threads`). ASR and the Whisper acoustic features share it."""
     if cpu_threads is None:
         cpu_threads = asr_threads()
@@ -465,43 +473,55 @@ def whisper_model(
 def whisper_base_model(cpu_threads: int | None = None) -> Any:
     """The multilingual Whisper base (:func:`~dmd_pipeline.model_files.whisper_base_dir`), loaded once per
     process: it identifies the language (:mod:`~dmd_pipeline.extractors.language`) and transcribes every
-    language but English."""
+    language (English too, unless tiny.en is asked for)."""
     from dmd_pipeline.model_files import whisper_base_dir
 
     return whisper_model(whisper_base_dir(), cpu_threads=cpu_threads)
 
 
 def _transcribe_whisper(
-    audio16: np.ndarray, model_path: str | Path | None, vad: bool, beam_size: int, language: str | None
+    audio16: np.ndarray,
+    model_path: str | Path | None,
+    vad: bool,
+    beam_size: int,
+    language: str | None,
+    asr_model: str = lang_id.DEFAULT_ASR_MODEL,
 ) -> Transcript:
     """Whisper's transcript of 16 kHz audio in ``language`` (``auto``: identified by Whisper base first;
-    None: ``en``, as before languages were told apart), by the model :func:`language.asr_model_for` picks."""
+    None: ``en``), by the model :func:`language.asr_model_for` picks (English: ``asr_model``)."""
     setting = lang_id.check_language(language or lang_id.ENGLISH)
     if setting == lang_id.LANGUAGE_AUTO:
         spoken = lang_id.detect(audio16, whisper_base_model(), vad=vad)
     else:
         spoken = lang_id.record(setting, None, "given")
-    model_name, folder = lang_id.asr_model_for(spoken["code"], model_path)
+    model_name, folder = lang_id.asr_model_for(spoken["code"], model_path, asr_model)
     model = whisper_model(folder)
     duration = len(audio16) / 16000.0
     lang = spoken["code"] if getattr(model.model, "is_multilingual", False) else "en"
-    _WINDOW.active = getattr(_WINDOW, "allowed", False)  # fitted windows for the decoding, if allowed
-    try:
-        segments = list(
-            model.transcribe(
-                audio16,
-                language=lang,
-                beam_size=beam_size,
-                word_timestamps=True,
-                vad_filter=vad,
-                condition_on_previous_text=False,
-                # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0
-                # when a window's output looks repetitive, which made the same file give different segments
-                temperature=0.0,
-            )[0]
-        )
-    finally:
-        _WINDOW.active = False
+
+    def decode(fitted: bool) -> list:
+        _WINDOW.active = fitted
+        try:
+            return list(
+                model.transcribe(
+                    audio16,
+                    language=lang,
+                    beam_size=beam_size,
+                    word_timestamps=True,
+                    vad_filter=vad,
+                    condition_on_previous_text=False,
+                    # deterministic: faster-whisper's default falls back to sampling at temperatures 0.2..1.0
+                    # when a window's output looks repetitive, which made the same file give different segments
+                    temperature=0.0,
+                )[0]
+            )
+        finally:
+            _WINDOW.active = False
+
+    fitted = bool(getattr(_WINDOW, "allowed", False))  # fitted windows for the decoding, if allowed
+    segments = decode(fitted)
+    if fitted and any(float(s.compression_ratio) > LOOP_COMPRESSION_RATIO for s in segments):
+        segments = decode(False)  # a decoding loop in the fitted window: the 30 s window, as dmd analyze
     out: list[Segment] = []
     word_probs: list[float] = []
     logprobs: list[tuple[float, float]] = []  # (avg_logprob, duration) per decoded segment
@@ -534,7 +554,9 @@ def _transcribe_whisper(
             f"over {MAX_WORDS_PER_S:.0f} words/s): their word times come from forced alignment, not from "
             "Whisper, and their text may be a decoding loop"
         )
-    english_only = not getattr(model.model, "is_multilingual", False)
+    # decoded as English without the language identified: low confidence then suggests another language
+    multilingual = bool(getattr(model.model, "is_multilingual", False))
+    english_only = not multilingual or (lang == lang_id.ENGLISH and spoken["source"] == "given")
     quality = asr_confidence(word_probs, logprobs, english_only)
     if implausible:
         quality["implausible_segments"] = implausible
@@ -543,8 +565,9 @@ def _transcribe_whisper(
             f"low speech-recognition confidence (Whisper mean word probability {quality['mean_word_prob']:.2f}, "
             f"average log-probability {quality['avg_logprob']:.2f}): "
             + (
-                "the speech is probably not English (the bundled Whisper model is English-only) or very "
-                "unclear, so the transcript and the scores from it are unreliable"
+                "the speech is probably not English ("
+                + ("the model is English-only" if not multilingual else "it was decoded as English, as given")
+                + ") or very unclear, so the transcript and the scores from it are unreliable"
                 if english_only
                 else "the transcript and the scores from it are unreliable"
             )
@@ -620,13 +643,15 @@ def transcribe(
     language: str | None = lang_id.LANGUAGE_AUTO,
     pause_s: float = 0.5,
     max_len_s: float = 15.0,
+    asr_model: str = lang_id.DEFAULT_ASR_MODEL,
 ) -> Transcript:
     """Speech recognition of mono ``audio``: ``engine`` is ``"whisper"``, ``"pocketsphinx"`` or ``"none"``.
 
-    Whisper (faster-whisper, CPU int8, bundled tiny.en unless ``model_path`` names another CTranslate2
-    Whisper folder) returns its own segments with word times (source ``"asr"``, coarse: refine them with
-    forced alignment). ``language`` is ``auto`` (identified by Whisper base, then English by tiny.en and any
-    other language by Whisper base), ``en`` or a Whisper language code (:mod:`~dmd_pipeline.extractors.language`);
+    Whisper (faster-whisper, CPU int8) returns its own segments with word times (source ``"asr"``, coarse:
+    refine them with forced alignment). ``language`` is ``auto`` (identified by Whisper base), ``en`` or a
+    Whisper language code (:mod:`~dmd_pipeline.extractors.language`); English is transcribed by
+    ``asr_model`` (``base``: Whisper base, ``tiny.en``: the bundled tiny.en; ``model_path``: a user's
+    CTranslate2 Whisper folder instead), every other language by Whisper base;
     the transcript records it (``language``) and the model (``asr_model``). ``vad`` enables faster-whisper's
     Silero VAD (skips silence, tighter segment starts).
     pocketsphinx decodes energy-detected speech regions with its bundled LM and cuts at pauses.
@@ -636,7 +661,7 @@ def transcribe(
         return Transcript([], "none", ["no transcript: ASR disabled (engine='none') and none was given"])
     audio16 = to_16k(audio, sr)
     if engine == "whisper":
-        return _transcribe_whisper(audio16, model_path, vad, beam_size, language)
+        return _transcribe_whisper(audio16, model_path, vad, beam_size, language, asr_model)
     if engine == "pocketsphinx":
         return _transcribe_pocketsphinx(audio16, pause_s, max_len_s)
     raise ValueError(f"unknown ASR engine {engine!r} (use 'whisper', 'pocketsphinx' or 'none')")
@@ -651,9 +676,10 @@ def get_transcript(
     asr: str = "whisper",
     model_path: str | Path | None = None,
     language: str | None = lang_id.LANGUAGE_AUTO,
+    asr_model: str = lang_id.DEFAULT_ASR_MODEL,
 ) -> Transcript:
     """The transcript of a media file: sidecar file > ``transcript`` argument > ASR (``asr`` engine; Whisper
-    in ``language``, see :func:`transcribe`).
+    in ``language``, English by ``asr_model``, see :func:`transcribe`).
 
     ``transcript`` may be a :class:`~pathlib.Path` (must exist), a string naming an existing
     .json/.srt/.vtt/.txt file, or literal text (one segment over the whole audio, aligned later).
@@ -678,4 +704,4 @@ def get_transcript(
         if not _words_from_text(text):
             return Transcript([], "given", ["the given transcript holds no words"])
         return Transcript([Segment(0.0, duration, text, [])], "given")
-    return transcribe(audio, sr, engine=asr, model_path=model_path, language=language)
+    return transcribe(audio, sr, engine=asr, model_path=model_path, language=language, asr_model=asr_model)

@@ -50,6 +50,12 @@ DEGRADE_FACE = (1.0, 0.5, 0.25, 0.0)
 #: is at least this probable; later utterances take it (``source: "file"``) instead of identifying again.
 STREAM_LANGUAGE_CLEAR = 0.8
 ASR_WINDOWS = ("fit", "full")
+#: The Whisper model that transcribes English in ``dmd live`` (``--asr-model``; ``dmd analyze``'s default is
+#: :data:`~dmd_pipeline.extractors.language.DEFAULT_ASR_MODEL`, Whisper base): tiny.en, for latency (it decodes
+#: in ~0.45x Whisper base's time) and because Whisper base on one short utterance at a time added words nobody
+#: said (a trailing "I'm sorry" after a 1.4 s RAVDESS sentence) where tiny.en did not (BENCHMARKS.md, "English
+#: speech recognition on Whisper base").
+LIVE_ASR_MODEL = "tiny.en"
 
 
 @dataclass
@@ -58,6 +64,7 @@ class LiveOptions:
 
     asr: str = "whisper"
     language: str = "auto"  # auto | en | a Whisper language code (extractors/language.py)
+    asr_model: str = LIVE_ASR_MODEL  # the Whisper model that transcribes English: base | tiny.en
     pause_s: float = 0.5  # an utterance ends after this much silence
     max_utterance_s: float = 10.0  # ... or at this length
     min_speech_s: float = 0.25  # shorter bursts of voice are not utterances
@@ -166,7 +173,10 @@ class LiveRunner:
         self.models = as_model_list(dmd_models)
         self.names = run_names(self.models)
         self.analyze_options = AnalyzeOptions(
-            asr=self.options.asr, language=self.options.language, max_segment_s=self.options.max_utterance_s
+            asr=self.options.asr,
+            language=self.options.language,
+            asr_model=self.options.asr_model,
+            max_segment_s=self.options.max_utterance_s,
         )
         self.ext = get_extractor(self.models, self.analyze_options, self.face_model)
         self.on_result = on_result or (lambda _r: None)

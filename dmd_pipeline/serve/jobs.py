@@ -66,6 +66,7 @@ class Job:
     size: int
     asr: str = "whisper"
     language: str = "auto"  # auto | en | a Whisper language code
+    asr_model: str = "base"  # the Whisper model that transcribes English: base | tiny.en
     has_transcript: bool = False
     status: str = "queued"  # queued | running | done | failed
     created: float = field(default_factory=time.time)
@@ -272,6 +273,7 @@ class JobStore:
             model=self.model,
             asr=job.asr,
             language=job.language,
+            asr_model=job.asr_model,
             transcript=str(d / "transcript.txt") if job.has_transcript else None,
             report=True,
         )

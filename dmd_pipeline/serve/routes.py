@@ -59,6 +59,12 @@ UPLOAD_SCHEMA = {
                             "default": "auto",
                             "description": "spoken language: auto, en or a Whisper language code (pl, de, ...)",
                         },
+                        "asr_model": {
+                            "type": "string",
+                            "enum": ["base", "tiny.en"],
+                            "default": "base",
+                            "description": "the Whisper model that transcribes English (other languages: base)",
+                        },
                     },
                 }
             }
@@ -159,9 +165,9 @@ async def _receive(request: Request, settings: ServeSettings, up: MultipartUploa
     up.finish()
 
 
-def _fields(up: MultipartUpload) -> tuple[str, str, str]:
-    """(asr, transcript, language) of a complete upload, or 400/422."""
-    from dmd_pipeline.extractors.language import check_language
+def _fields(up: MultipartUpload) -> tuple[str, str, str, str]:
+    """(asr, transcript, language, asr_model) of a complete upload, or 400/422."""
+    from dmd_pipeline.extractors.language import check_asr_model, check_language
 
     if up.stored is None:
         raise ApiError(400, "no file: send the clip in the multipart field 'file'")
@@ -172,9 +178,10 @@ def _fields(up: MultipartUpload) -> tuple[str, str, str]:
         raise ApiError(422, f"asr must be one of {', '.join(ASR_CHOICES)}")
     try:
         language = check_language(up.text("language") or "auto")
+        asr_model = check_asr_model(up.text("asr_model") or None)
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
-    return asr, (up.text("transcript") or "").strip(), language
+    return asr, (up.text("transcript") or "").strip(), language, asr_model
 
 
 async def _accept(
@@ -194,7 +201,7 @@ async def _accept(
         tmp.mkdir(mode=0o700)
         up = MultipartUpload(boundary, tmp, settings.max_upload_bytes)
         await _receive(request, settings, up)
-        asr, transcript, language = _fields(up)
+        asr, transcript, language, asr_model = _fields(up)
         try:
             info = await asyncio.to_thread(probe, tmp / up.stored)  # no playlist, no list of other files
             image = still_image(info)
@@ -210,7 +217,8 @@ async def _accept(
             )
         duration = 0.0 if image is not None else round(info.duration, 3)  # a photo: the face channel only
         job = Job(id=job_id, filename=up.filename or "upload", upload=up.stored or "", size=up.size, asr=asr,
-                  language=language, has_transcript=bool(transcript), duration=duration)  # fmt: skip
+                  language=language, asr_model=asr_model, has_transcript=bool(transcript),
+                  duration=duration)  # fmt: skip
         try:
             with store.reservation():  # counted against the queue only now that the body is here
                 store.add(job, tmp, transcript)

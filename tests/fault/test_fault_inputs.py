@@ -148,15 +148,17 @@ def test_non_english_speech_is_flagged_low_confidence(media) -> None:
     english = media.speech_wav(
         "I watched a really nice film today, but the ending was unfortunately quite boring.", voice="en-us"
     )
-    got = {}
-    for name, path in (("de", german), ("en", english)):
-        audio, sr = sf.read(path, dtype="float32")
-        got[name] = transcribe(audio, sr, engine="whisper", language="en")  # tiny.en, as before languages
-    de, en = got["de"], got["en"]
-    assert de.quality["low_confidence"] is True and de.quality["probably_not_english"] is True
-    assert any("probably not English" in n for n in de.notes)
-    assert en.quality["low_confidence"] is False and not any("probably not English" in n for n in en.notes)
-    assert json.dumps(de.quality)  # JSON-able, goes to bundle.metadata["asr_quality"]
+    # decoded as English without identification (--language en), by either English model
+    for model, why in (("tiny.en", "the model is English-only"), ("base", "it was decoded as English, as given")):
+        got = {}
+        for name, path in (("de", german), ("en", english)):
+            audio, sr = sf.read(path, dtype="float32")
+            got[name] = transcribe(audio, sr, engine="whisper", language="en", asr_model=model)
+        de, en = got["de"], got["en"]
+        assert de.quality["low_confidence"] is True and de.quality["probably_not_english"] is True, model
+        assert any(f"probably not English ({why})" in n for n in de.notes), de.notes
+        assert en.quality["low_confidence"] is False and not any("probably not English" in n for n in en.notes)
+        assert json.dumps(de.quality)  # JSON-able, goes to bundle.metadata["asr_quality"]
     # with the default language=auto, the German is identified and transcribed by Whisper base instead
     audio, sr = sf.read(german, dtype="float32")
     auto = transcribe(audio, sr, engine="whisper")
