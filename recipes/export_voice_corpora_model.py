@@ -30,8 +30,8 @@ DESCRIPTION = (
     "Categorical emotion (8 RAVDESS classes) from the voice only: DMD (voice_emotion network, statistics "
     "pooling head, learned softmax mix of 7 LayerNorm-ed Whisper base encoder states at 10 Hz, "
     "whisper-base-layers-s5), trained on the train speakers of five acted/broadcast corpora in five languages "
-    "(RAVDESS en, nEMO pl, EMOVO it, TurEV-DB tr, URDU ur) with a partial-label, class-balanced loss; text "
-    "and vision inputs are zeros. See MODEL_CARD.md."
+    "(RAVDESS en, nEMO pl, EMOVO it, TurEV-DB tr, URDU ur) with a class-balanced 8-class cross-entropy, "
+    "time masking and feature noise; text and vision inputs are zeros. See MODEL_CARD.md."
 )
 LICENCE = (
     "trained on RAVDESS (CC BY-NC-SA 4.0), nEMO (CC BY-NC-SA 4.0), EMOVO (research use), TurEV-DB "
@@ -119,9 +119,18 @@ def main() -> None:
                 "seed": train["seed"],
                 "norm": train["norm"],
                 "batch_size": 32,
-                "learning_rate": 5e-4,
+                "learning_rate": train.get("lr", 5e-4),
+                "optimizer": "AdamW",
+                "weight_decay": train.get("weight_decay", 0.0),
+                "schedule": "one-cycle cosine, 10 % warm-up" if train.get("cosine") else "constant",
+                "augment": "time masking + feature noise (the preset's)" if train.get("augment") else "none",
                 "clips_per_corpus_per_epoch": train.get("cap", 1000),
-                "loss": "DMD loss, task terms = partial-label class-balanced cross-entropy",
+                "loss": "DMD loss, task terms = class-balanced cross-entropy over "
+                + (
+                    "all 8 classes"
+                    if train.get("full_softmax")
+                    else "the clip's corpus's classes (partial-label)"
+                ),
                 "torch_threads": 1,
             },
             "training_time": {"seconds": train.get("seconds"), "device": "cpu", "torch_threads": 1},
@@ -147,7 +156,20 @@ def main() -> None:
     meta = json.loads(cfg_path.read_text())
     if loco:  # leave-one-corpus-out UAR of the same recipe (train_voice_corpora.py --fold loco)
         meta["loco_uar"] = loco.get("loco_uar")
-        meta["loco_recipe"] = {k: loco.get(k) for k in ("norm", "epochs", "cap", "seed")}
+        meta["loco_recipe"] = {
+            k: loco.get(k)
+            for k in (
+                "norm",
+                "epochs",
+                "cap",
+                "seed",
+                "lr",
+                "weight_decay",
+                "cosine",
+                "augment",
+                "full_softmax",
+            )
+        }
     earlier_test = (meta.get("metrics") or {}).get("test")
     meta["metrics"] = {
         "valid": reps,
