@@ -13,13 +13,16 @@
   the model can do with one short file). The chosen one is recorded in the model (``audio_norm``) and applied
   by the model object at analysis time. With ``clip``, valid is also measured with each speaker's statistics
   (``speaker``: what a long file of one voice would give).
-* Loss: the DMD loss with every task term replaced by the partial-label cross-entropy (softmax over the
-  classes the clip's corpus has) with class-balanced sample weights (classes balanced within a corpus,
-  corpora weighted by sqrt of their size), :mod:`dmd_pipeline.training.partial_labels`.
+* Loss: the DMD loss with every task term replaced by a class-balanced cross-entropy (classes balanced within
+  a corpus, corpora weighted by sqrt of their size): by default the partial-label one (softmax over the
+  classes the clip's corpus has, :mod:`dmd_pipeline.training.partial_labels`); with ``--full-softmax`` over
+  all 8 classes (a corpus's missing classes are negatives: what the shipped model uses, 6-8 points better on
+  valid, MODEL_CARD.md). ``--augment`` adds the preset's time masking and feature noise; ``--lr``,
+  ``--weight-decay`` (AdamW) and ``--cosine`` (one-cycle schedule) set the optimiser.
 * ``--fold valid``: train on the train speakers of all corpora, UAR per corpus on the valid speakers after
   every epoch (argmax over all 8 classes), the best epoch's weights kept (``--out``). ``--fold loco``: per
-  corpus, train on the other four (train + valid speakers) for ``--epochs`` epochs (the best epoch of
-  ``valid``) and measure the held-out corpus. ``--fold final``: train on train speakers, select on valid (as
+  corpus, train on the other four (train + valid speakers) for ``--epochs`` epochs (the last epoch: no valid
+  speakers to choose by) and measure the held-out corpus. ``--fold final``: train on train speakers, select on valid (as
   ``valid``) and save the checkpoint to ship. RAVDESS test actors 19-21 are never read here.
 """
 

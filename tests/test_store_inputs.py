@@ -156,6 +156,8 @@ def test_store_dataset_rows() -> None:
     assert text.shape == (2, 7) and not text.any() and vision.shape == (3, 4) and not vision.any()
     assert np.allclose(audio, audio_input(feats.frames[1], norm, 5)) and y == 6 and mask[6] and w == 1.0
     assert len(ds) == 2
+    ds.augment = lambda a: a + 1.0  # a training set's augmentation is applied to the normalised input
+    assert np.allclose(ds[0][1], audio_input(feats.frames[1], norm, 5) + 1.0)
     bad = StoreDataset(
         feats, np.array([0]), np.array([0]), np.ones((1, 8), bool), None, FrameNorm(), (2, 5, 3), (7, 9, 4)
     )
