@@ -228,17 +228,7 @@ def main() -> None:
     table, feats = load_table_and_feats(args)
     ok = feats.ok
     print(f"{len(table)} clips, {(~ok).sum()} failed in the store", flush=True)
-    result: dict = {
-        "norm": args.norm,
-        "fold": args.fold,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "augment": args.augment,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "cosine": args.cosine,
-        "full_softmax": args.full_softmax,
-    }
+    # the training options of train(), recorded in the result JSON beside the run's other settings
     opts = {
         "augment": args.augment,
         "lr": args.lr,
@@ -246,6 +236,7 @@ def main() -> None:
         "cosine": args.cosine,
         "full_softmax": args.full_softmax,
     }
+    result: dict = {"norm": args.norm, "fold": args.fold, "epochs": args.epochs, "seed": args.seed, **opts}
 
     def norm_for(train_rows: np.ndarray) -> FrameNorm:
         if args.norm == "none":
